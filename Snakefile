@@ -1,0 +1,31 @@
+# skysift: sift imaging surveys for strong lenses and galaxy mergers.
+#   snakemake --cores 2                     # the built-in mock survey, end to end
+#   snakemake --cores 8 --configfile my.yaml
+#   snakemake --workflow-profile workflow/profiles/slurm
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/mock.smk"
+include: "workflow/rules/survey.smk"
+include: "workflow/rules/cutouts.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "results/catalog.fits",
+        "results/catalog.csv",
+        "results/metrics.json",
+        "results/roc.png",
+        expand("results/models/{task}.curve.png", task=TASKS),
+        expand("results/candidates/{task}.csv", task=TASKS),
+    default_target: True

@@ -1,0 +1,36 @@
+"""``skysift STEP [args]``: one entry point for every step's CLI (``python -m skysift.STEP``)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+STEPS = {
+    "mock": "write the built-in mock survey",
+    "survey": "index the survey: footprints, object -> tile assignment, rejects",
+    "cutouts": "cut multi-band stamps of one tile",
+    "preprocess": "normalise stamps into chunked HDF5 (dask)",
+    "split": "assign train/val/test by a hash of the object id",
+    "trainset": "gather the labelled stamps of one task",
+    "augment": "write augmented copies of a training set",
+    "train": "train one task's CNN",
+    "infer": "score the stamps of one tile",
+    "gather": "gather per-tile scores into the catalog and candidate lists",
+    "evaluate": "metrics with bootstrap intervals and ROC curves",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in STEPS:
+        width = max(map(len, STEPS))
+        lines = [f"  {name:<{width}}  {what}" for name, what in STEPS.items()]
+        print("usage: skysift STEP [options]   (skysift STEP --help)\n\nsteps:\n" + "\n".join(lines))
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(f"skysift.{argv[0]}")
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

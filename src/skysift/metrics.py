@@ -1,0 +1,119 @@
+"""Ranking metrics of the lens-finding challenge (Metcalf+19), exact with ties.
+
+All functions take scores where higher means "more likely positive" and labels in {0, 1}.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from skysift.errors import DataError
+
+
+def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        scores = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError("scores must be numbers") from None
+    labels = np.asarray(labels)
+    if scores.shape != labels.shape or scores.ndim != 1:
+        raise DataError(f"scores {scores.shape} and labels {labels.shape} must be 1-D and equal")
+    if not np.isin(labels, (0, 1)).all():
+        raise DataError("labels must be 0 or 1")
+    if not np.isfinite(scores).all():
+        raise DataError("scores must be finite")
+    return scores, labels.astype(bool)
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve: P(score_pos > score_neg) + 0.5 P(tie) (Mann-Whitney U).
+
+    Returns NaN when either class is empty.
+    """
+    scores, labels = _check(scores, labels)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)  # average ranks: ties count one half
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def tpr_at_fp(scores, labels, n_fp: int) -> float:
+    """True-positive rate at the loosest threshold that admits at most ``n_fp`` false positives.
+
+    The threshold is the ``(n_fp + 1)``-th highest negative score; positives count when
+    strictly above it, so a positive tied with that negative does not count (no threshold
+    separates them). With at most ``n_fp`` negatives every positive counts. NaN without
+    positives. TPR0 is ``n_fp=0``, TPR10 (fewer than ten false positives) is ``n_fp=9``.
+    """
+    if int(n_fp) != n_fp or n_fp < 0:
+        raise DataError(f"n_fp must be a non-negative integer, got {n_fp}")
+    scores, labels = _check(scores, labels)
+    pos, neg = scores[labels], scores[~labels]
+    if pos.size == 0:
+        return float("nan")
+    if neg.size <= n_fp:
+        return 1.0
+    limit = np.sort(neg)[::-1][n_fp]  # the (n_fp+1)-th highest negative
+    return float((pos > limit).mean())
+
+
+def tpr0(scores, labels) -> float:
+    """TPR before the first false positive (Metcalf+19)."""
+    return tpr_at_fp(scores, labels, 0)
+
+
+def tpr10(scores, labels) -> float:
+    """TPR before the tenth false positive, i.e. with at most 9 false positives (Metcalf+19)."""
+    return tpr_at_fp(scores, labels, 9)
+
+
+def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) at every distinct score, from (0, 0) to (1, 1); ties move diagonally."""
+    scores, labels = _check(scores, labels)
+    if scores.size == 0:
+        return np.zeros(1), np.zeros(1), np.full(1, np.inf)
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tps = np.cumsum(y)[distinct]
+    fps = (distinct + 1) - tps
+    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    fpr = np.r_[0.0, fps / n_neg]
+    tpr = np.r_[0.0, tps / n_pos]
+    thr = np.r_[np.inf, s[distinct]]
+    return fpr, tpr, thr
+
+
+METRICS = {"auroc": auroc, "tpr0": tpr0, "tpr10": tpr10}
+
+
+def bootstrap(scores, labels, n_boot: int, ci: float, seed: int) -> dict:
+    """Point values and stratified percentile-bootstrap intervals of every metric in METRICS.
+
+    Positives and negatives are resampled separately (class counts fixed), so every
+    resample has both classes. Returns {name: {"value", "lo", "hi"}}.
+    """
+    if int(n_boot) != n_boot or n_boot < 0:
+        raise DataError(f"n_boot must be a non-negative integer, got {n_boot}")
+    if not 0.0 < ci < 1.0:
+        raise DataError(f"ci must lie strictly between 0 and 1, got {ci}")
+    scores, labels = _check(scores, labels)
+    pos_idx, neg_idx = np.flatnonzero(labels), np.flatnonzero(~labels)
+    out = {name: {"value": fn(scores, labels), "lo": float("nan"), "hi": float("nan")}
+           for name, fn in METRICS.items()}
+    if n_boot == 0 or pos_idx.size == 0 or neg_idx.size == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    draws = {name: np.empty(n_boot) for name in METRICS}
+    for b in range(n_boot):
+        idx = np.concatenate([rng.choice(pos_idx, pos_idx.size), rng.choice(neg_idx, neg_idx.size)])
+        for name, fn in METRICS.items():
+            draws[name][b] = fn(scores[idx], labels[idx])
+    alpha = (1.0 - ci) / 2.0
+    for name in METRICS:
+        lo, hi = np.quantile(draws[name], [alpha, 1.0 - alpha])
+        out[name]["lo"], out[name]["hi"] = float(lo), float(hi)
+    return out

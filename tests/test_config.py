@@ -1,0 +1,55 @@
+"""The schema is the one source of defaults; the loader validates and explains."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from skysift import config
+from skysift.cli import parser, run
+from skysift.errors import ConfigError
+
+
+def test_defaults_come_from_the_schema():
+    cfg = config.load()
+    assert cfg["train"]["epochs"] == config.schema()["properties"]["train"]["properties"]["epochs"]["default"]
+    assert [t["name"] for t in cfg["tasks"]] == ["lens", "merger"]
+
+
+def test_config_yaml_matches_schema_defaults():
+    """config/config.yaml shows the defaults; it must not silently diverge from the schema."""
+    from skysift.config import SCHEMA_PATH
+    shipped = yaml.safe_load((SCHEMA_PATH.parent.parent.parent / "config" / "config.yaml").read_text())
+    assert config.validate(shipped) == config.load()
+
+
+def test_unknown_key_suggests_nearest(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        config.load(json_text='{"train": {"epoch": 3}}')
+
+
+def test_bad_value_names_the_key():
+    with pytest.raises(ConfigError, match="train.epochs"):
+        config.load(overrides=["train.epochs=0"])
+
+
+def test_split_fractions_must_sum_to_one():
+    with pytest.raises(ConfigError, match="sum to 1"):
+        config.load(json_text='{"split": {"fractions": {"train": 0.5, "val": 0.1, "test": 0.1}}}')
+
+
+def test_hash_is_stable_and_sensitive():
+    a, b = config.load(), config.load(overrides=["seed=1"])
+    assert config.config_hash(a) == config.config_hash(config.load())
+    assert config.config_hash(a) != config.config_hash(b)
+
+
+def test_cli_bad_config_exits_2(capsys, tmp_path):
+    p = parser("test")
+
+    def body(args):
+        config.load(args.config, args.config_json, args.set)
+        return 0
+
+    assert run(body, p, ["--set", "cutouts.stamp_size_pix=2"]) == 2
+    assert "cutouts.stamp_size_pix" in capsys.readouterr().err
