@@ -47,7 +47,6 @@ def run(body: Callable[[argparse.Namespace], int], p: argparse.ArgumentParser,
     except SkysiftError as exc:
         if args.debug:
             raise
-        log.error("%s", exc)
         print(f"skysift: error: {exc}", file=sys.stderr)
         return 2
 

@@ -71,7 +71,10 @@ def tpr10(scores, labels) -> float:
 
 
 def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds) at every distinct score, from (0, 0) to (1, 1); ties move diagonally."""
+    """(fpr, tpr, thresholds) at every distinct score, from (0, 0) to (1, 1).
+
+    Tied scores move the curve diagonally.
+    """
     scores, labels = _check(scores, labels)
     if scores.size == 0:
         return np.zeros(1), np.zeros(1), np.full(1, np.inf)

@@ -1,0 +1,354 @@
+"""Evaluate every task's classifier on the test split: AUROC, TPR0, TPR10 with intervals.
+
+Reads ``results/catalog.fits`` (``index``, ``id``, ``score_{task}`` logits), ``results/split.fits``
+(``index``, ``split``) and the labels table (``survey.labels``), joins labels to the catalog by
+id exactly (int64 or str, never through a float) and writes, for the test split only::
+
+    metrics.json = {"split": "test", "provenance": {...}, "tasks": {task: {
+        "score_column", "label_column",
+        "auroc", "auroc_ci": [lo, hi], "tpr0", "tpr0_ci": [lo, hi], "tpr10", "tpr10_ci": [lo, hi],
+        "n_catalog", "n_test", "n_pos", "n_neg", "n_unlabelled", "n_labels_unmatched",
+        "n_bootstrap", "ci", "bootstrap_seed"}}}
+
+``n_test = n_pos + n_neg + n_unlabelled`` (test objects of the catalog); ``n_labels_unmatched``
+counts labelled rows of the task whose id is not in the catalog (e.g. rejected off every tile).
+Undefined values (a test split without both classes) are written as null. Beside it, a PNG of
+the ROC curves: the full curve and a zoom on FPR <= 0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from skysift import cli, metrics
+from skysift.errors import DataError, SurveyError
+from skysift.io import atomic_output, provenance, read_table, require_columns, write_json
+
+log = logging.getLogger(__name__)
+
+#: Value of the ``split`` column that marks the test split (0 train, 1 val, 2 test).
+TEST_SPLIT = 2
+#: False-positive rate up to which the second ROC panel zooms.
+ZOOM_FPR = 0.1
+
+
+# --- pure core -------------------------------------------------------------------------
+
+def task_seed(seed: int, task: str) -> int:
+    """Bootstrap seed of one task: a stable hash of (config seed, task name), in [0, 2**63)."""
+    digest = hashlib.blake2b(f"{int(seed)}:{task}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def id_keys(ids, source: str = "id column") -> np.ndarray:
+    """Ids as exact join keys: int64 for integer ids, str for text (bytes decoded as UTF-8).
+
+    ids : (n,) integer, bytes or str array. Floating-point ids raise SurveyError (a float
+    loses digits above 2**53), as do unsigned ids beyond int64.
+    """
+    arr = np.asarray(ids)
+    kind = arr.dtype.kind
+    if kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise SurveyError(f"{source}: unsigned ids above 2**63 - 1 cannot be stored as int64")
+    if kind in "iu":
+        return arr.astype(np.int64)
+    if kind == "S":
+        return np.char.decode(arr, "utf-8")
+    if kind in "UO":
+        return arr.astype(str)
+    raise SurveyError(f"{source}: ids are of type {arr.dtype}; ids must be integers or strings "
+                      "(a float loses digits above 2**53); store the id column as integer or text")
+
+
+def match_ids(ids, ref_ids) -> np.ndarray:
+    """Position of each id in ``ref_ids`` (whose ids are unique), -1 where it is absent.
+
+    ids : (n,) and ref_ids : (m,) int64 or str keys (:func:`id_keys`). Integer ids are compared
+    with text ids through their exact decimal string. Returns (n,) int64.
+    """
+    ids, ref = np.asarray(ids), np.asarray(ref_ids)
+    if (ids.dtype.kind == "i") != (ref.dtype.kind == "i"):
+        ids, ref = ids.astype(str), ref.astype(str)
+    out = np.full(ids.shape, -1, dtype=np.int64)
+    if ref.size == 0 or ids.size == 0:
+        return out
+    order = np.argsort(ref, kind="stable")
+    pos = np.minimum(np.searchsorted(ref[order], ids), ref.size - 1)
+    found = ref[order][pos] == ids
+    out[found] = order[pos[found]]
+    return out
+
+
+def duplicated(keys: np.ndarray) -> np.ndarray:
+    """The distinct values that occur more than once in ``keys`` (n,), sorted."""
+    s = np.sort(keys, kind="stable")
+    return np.unique(s[1:][s[1:] == s[:-1]])
+
+
+def evaluate_task(scores: np.ndarray, labels: np.ndarray, n_boot: int, ci: float,
+                  seed: int) -> dict:
+    """Metrics of one task on the test objects, with stratified bootstrap intervals.
+
+    scores : (n,) logits of the test objects (higher = more likely positive); labels : (n,)
+    float, 1 positive, 0 negative, NaN unlabelled. Unlabelled objects are counted, not scored.
+    Without both classes the metrics and intervals are NaN.
+    """
+    labelled = np.isfinite(labels)
+    y = labels[labelled].astype(np.int8)
+    s = np.asarray(scores, dtype=np.float64)[labelled]
+    n_pos = int(y.sum())
+    n_neg = int(y.size - n_pos)
+    out = {"n_test": int(labels.size), "n_pos": n_pos, "n_neg": n_neg,
+           "n_unlabelled": int((~labelled).sum()), "n_bootstrap": int(n_boot), "ci": float(ci),
+           "bootstrap_seed": int(seed)}
+    nan = float("nan")
+    if n_pos and n_neg:
+        res = metrics.bootstrap(s, y, n_boot, ci, seed)
+    else:
+        res = {name: {"value": nan, "lo": nan, "hi": nan} for name in metrics.METRICS}
+    for name in metrics.METRICS:
+        out[name] = res[name]["value"]
+        out[f"{name}_ci"] = [res[name]["lo"], res[name]["hi"]]
+    return out
+
+
+def json_safe(value):
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path) -> None:
+    """Write a PNG of ROC curves atomically: the full curve and a zoom on FPR <= ZOOM_FPR.
+
+    curves : {task: (fpr (k,), tpr (k,), auroc)}; a task with NaN AUROC is listed in the
+    legend as undefined and not drawn.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    for ax, xmax in zip(axes, (1.0, ZOOM_FPR), strict=True):
+        for task, (fpr, tpr, auc) in curves.items():
+            if math.isnan(auc):
+                ax.plot([], [], label=f"{task}: undefined (test split lacks a class)")
+            else:
+                ax.plot(fpr, tpr, lw=1.5, label=f"{task} (AUROC {auc:.3f})")
+        ax.plot([0, xmax], [0, xmax], ls="--", lw=0.8, color="grey", label="chance")
+        ax.set_xlim(-0.01 * xmax, xmax)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small")
+    axes[0].set_title("ROC, test split")
+    axes[1].set_title(f"zoom: FPR <= {ZOOM_FPR:g}")
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+# --- I/O at the edges ------------------------------------------------------------------
+
+def _read_product(path: Path, what: str, columns: Sequence[str]) -> Table:
+    if not path.exists():
+        raise DataError(f"{path}: {what} not found; run the step that makes it "
+                        f"(snakemake {path})")
+    try:
+        table = Table.read(path, format="fits")
+    except Exception as exc:  # astropy raises many types for unreadable files
+        raise DataError(f"{path}: cannot read the {what} ({exc}); delete it and re-run its rule") \
+            from None
+    missing = [c for c in columns if c not in table.colnames]
+    if missing:
+        raise DataError(f"{path}: {what} lacks columns {missing}; columns are "
+                        f"{', '.join(table.colnames)}; delete it and re-run its rule")
+    return table
+
+
+def read_catalog(path: str | Path, score_columns: Mapping[str, str]) -> Table:
+    """The scores catalog, checked for ``index``, ``id`` and every task's score column."""
+    path = Path(path)
+    table = _read_product(path, "scores catalog", ("index", "id"))
+    for task, column in score_columns.items():
+        if column not in table.colnames:
+            have = [c for c in table.colnames if c.startswith("score_")] or ["none"]
+            raise DataError(
+                f"{path}: no score column '{column}' for task '{task}' (score columns: "
+                f"{', '.join(have)}); re-run infer and gather with task '{task}' in config "
+                f"(snakemake --forcerun infer gather), or remove task '{task}' from tasks")
+    index = np.asarray(table["index"], dtype=np.int64)
+    dups = duplicated(index)
+    if dups.size:
+        raise DataError(f"{path}: {dups.size} catalog indices occur more than once "
+                        f"(e.g. {dups[:5].tolist()}); delete it and re-run gather")
+    return table
+
+
+def split_of(index: np.ndarray, path: str | Path) -> np.ndarray:
+    """Split code (0 train, 1 val, 2 test) of each catalog ``index`` (n,), from split.fits."""
+    path = Path(path)
+    table = _read_product(path, "split table", ("index", "split"))
+    ref = np.asarray(table["index"], dtype=np.int64)
+    code = np.asarray(table["split"])
+    if duplicated(ref).size or not np.isin(code, (0, 1, 2)).all():
+        raise DataError(f"{path}: split table has repeated indices or split values other than "
+                        "0/1/2; delete it and re-run split")
+    pos = match_ids(index, ref)
+    if (pos < 0).any():
+        missing = index[pos < 0]
+        raise DataError(f"{path}: {missing.size} catalog objects have no split (e.g. index "
+                        f"{missing[:5].tolist()}); the split is stale: re-run split and gather")
+    return code[pos].astype(np.uint8)
+
+
+def label_values(column, path: str | Path, key: str) -> np.ndarray:
+    """A 0/1 label column as float (n,): 1, 0, NaN where masked or NaN (unlabelled)."""
+    data = np.ma.getdata(column)
+    if data.dtype.kind not in "biuf":
+        raise SurveyError(f"{path}: label column '{column.name}' ({key}) holds {data.dtype} "
+                          "values; labels must be 0/1 numbers or booleans")
+    values = data.astype(np.float64)
+    values[np.ma.getmaskarray(column)] = np.nan
+    bad = np.isfinite(values) & ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        raise SurveyError(f"{path}: label column '{column.name}' ({key}) has {int(bad.sum())} "
+                          f"values other than 0/1 (e.g. {np.unique(values[bad])[:5].tolist()}); "
+                          "use 1 positive, 0 negative, blank or NaN unlabelled")
+    return values
+
+
+def read_labels(config: Mapping) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Label keys (m,) and {task: (m,) float 0/1/NaN} from the ``survey.labels`` table."""
+    survey = config["survey"]
+    if not survey.get("labels"):
+        raise SurveyError("evaluation needs labels but survey.labels is null; set survey.labels "
+                          "to a table of id plus one 0/1 column per task (tasks[].label)")
+    path, id_col = survey["labels"], survey["labels_id_column"]
+    table = read_table(path, "labels table")
+    require_columns(table, {"labels_id_column": id_col}, path, "survey")
+    for i, task in enumerate(config["tasks"]):
+        require_columns(table, {"label": task["label"]}, path, f"tasks[{i}]")
+    id_mask = np.ma.getmaskarray(table[id_col])
+    if id_mask.any():
+        log.warning("%s: %d rows without an id ignored", path, int(id_mask.sum()))
+        table = table[~id_mask]
+    keys = id_keys(np.ma.getdata(table[id_col]), f"{path}: column '{id_col}'")
+    dups = duplicated(keys)
+    if dups.size:
+        raise SurveyError(f"{path}: {dups.size} ids occur more than once in column '{id_col}' "
+                          f"(e.g. {dups[:5].tolist()}); keep one row per object")
+    values = {t["name"]: label_values(table[t["label"]], path, f"tasks[{i}].label")
+              for i, t in enumerate(config["tasks"])}
+    return keys, values
+
+
+def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
+             ) -> tuple[dict, dict]:
+    """Metrics of every task on the test split; returns ({task: metrics}, {task: ROC curve})."""
+    score_columns = {t["name"]: f"score_{t['name']}" for t in config["tasks"]}
+    label_keys, label_values_by_task = read_labels(config)
+    catalog = read_catalog(catalog_path, score_columns)
+    index = np.asarray(catalog["index"], dtype=np.int64)
+    split = split_of(index, split_path)
+    test = split == TEST_SPLIT
+    log.info("%s: %d objects, %d train, %d val, %d test", catalog_path, index.size,
+             int((split == 0).sum()), int((split == 1).sum()), int(test.sum()))
+    cat_keys = id_keys(np.ma.getdata(catalog["id"]), f"{catalog_path}: column 'id'")
+    if (cat_keys.dtype.kind == "i") != (label_keys.dtype.kind == "i"):
+        log.warning("catalog ids are %s but label ids are %s: matching them as decimal text",
+                    cat_keys.dtype, label_keys.dtype)
+    pos_all = match_ids(cat_keys, label_keys)
+    in_catalog = np.zeros(label_keys.size, dtype=bool)
+    in_catalog[pos_all[pos_all >= 0]] = True
+    pos = pos_all[test]
+    ecfg = config["evaluate"]
+    results, curves = {}, {}
+    for task, column in score_columns.items():
+        values = label_values_by_task[task]
+        labels = np.where(pos >= 0, values[np.maximum(pos, 0)], np.nan)
+        scores = np.asarray(np.ma.getdata(catalog[column])[test], dtype=np.float64)
+        bad = np.isfinite(labels) & ~np.isfinite(scores)
+        if bad.any():
+            raise DataError(f"{catalog_path}: {int(bad.sum())} labelled test objects have "
+                            f"non-finite '{column}' (e.g. index {index[test][bad][:5].tolist()}); "
+                            "re-run infer for their tiles")
+        res = evaluate_task(scores, labels, ecfg["n_bootstrap"], ecfg["ci"],
+                            task_seed(config["seed"], task))
+        label_col = next(t["label"] for t in config["tasks"] if t["name"] == task)
+        res.update(score_column=column, label_column=label_col, n_catalog=int(index.size),
+                   n_labels_unmatched=int((np.isfinite(values) & ~in_catalog).sum()))
+        if not (res["n_pos"] and res["n_neg"]):
+            log.warning("task %s: the test split has %d positives and %d negatives; metrics "
+                        "need both classes and are written as null", task, res["n_pos"],
+                        res["n_neg"])
+            curves[task] = (np.zeros(1), np.zeros(1), float("nan"))
+        else:
+            labelled = np.isfinite(labels)
+            fpr, tpr, _ = metrics.roc_curve(scores[labelled], labels[labelled].astype(np.int8))
+            curves[task] = (fpr, tpr, res["auroc"])
+        if res["n_labels_unmatched"]:
+            log.info("task %s: %d labelled objects are not in the catalog (rejected or off "
+                     "the survey)", task, res["n_labels_unmatched"])
+        results[task] = res
+    return results, curves
+
+
+# --- command line ----------------------------------------------------------------------
+
+def parser():
+    """The ``python -m skysift.evaluate`` argument parser."""
+    p = cli.parser("Metrics (AUROC, TPR0, TPR10 with bootstrap intervals) and ROC curves "
+                   "of every task on the test split.")
+    p.add_argument("--catalog", required=True, help="scores catalog (results/catalog.fits)")
+    p.add_argument("--split", required=True, help="split table (results/split.fits)")
+    p.add_argument("--out", required=True, help="metrics JSON to write (results/metrics.json)")
+    p.add_argument("--roc", required=True, help="ROC figure to write (results/roc.png)")
+    return p
+
+
+def _fmt(res: Mapping) -> str:
+    def one(name: str) -> str:
+        lo, hi = res[f"{name}_ci"]
+        return f"{name} {res[name]:.3f} [{lo:.3f}, {hi:.3f}]"
+    return ", ".join(one(name) for name in metrics.METRICS)
+
+
+def _body(args) -> int:
+    start = time.perf_counter()
+    config = cli.load_config(args)
+    results, curves = evaluate(config, args.catalog, args.split)
+    plot_roc(curves, args.roc)
+    prov = provenance(config, catalog=str(args.catalog), split=str(args.split),
+                      labels=str(config["survey"]["labels"]))
+    write_json(args.out, json_safe({"tasks": results, "provenance": prov, "split": "test"}))
+    seconds = time.perf_counter() - start
+    n_test = next(iter(results.values()))["n_test"] if results else 0
+    summary = "; ".join(f"{task}: {_fmt(res)} ({res['n_pos']}+/{res['n_neg']}-)"
+                        for task, res in results.items())
+    log.info("evaluate: %d tasks on %d test objects -> %s, %s in %.1f s; %s", len(results),
+             n_test, args.out, args.roc, seconds, summary)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the evaluate step; returns the exit code (2 for user errors)."""
+    return cli.run(_body, parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
