@@ -212,7 +212,7 @@ def test_read_catalog_checks_columns(tmp_path):
 def test_overlap_goes_to_tile_farthest_from_edge():
     shape = (100, 100)  # 0.5"/pix: 50" wide tiles
     a = make_wcs(10.0, 0.0, shape, rot_deg=20)
-    b = make_wcs(10.0 - 30 / 3600, 0.0, shape)  # 60 pixels east of a's centre... shifted in RA
+    b = make_wcs(10.0 - 30 / 3600, 0.0, shape)  # centre 60 pixels west of a's
     sky = SkyCoord([a.pixel_to_world(49.5, 50.0), b.pixel_to_world(49.5, 50.0),
                     b.pixel_to_world(-0.3, 50.0)])
     tile_idx, x, y, reason = assign_objects(sky.ra.deg, sky.dec.deg, [(a, shape), (b, shape)])
@@ -221,7 +221,8 @@ def test_overlap_goes_to_tile_farthest_from_edge():
     np.testing.assert_allclose(x[:2], 49.5, atol=1e-6)
     np.testing.assert_allclose(y[:2], 50.0, atol=1e-6)
     # identical tiles tie: the first one wins
-    tile_idx, *_ = assign_objects(sky.ra.deg[:1], sky.dec.deg[:1], [(b, shape), (a, shape), (a, shape)])
+    tiles = [(b, shape), (a, shape), (a, shape)]
+    tile_idx, *_ = assign_objects(sky.ra.deg[:1], sky.dec.deg[:1], tiles)
     assert tile_idx.tolist() == [1]
 
 
@@ -295,7 +296,8 @@ def test_index_cli_writes_formats(tmp_path, id_kind):
     assert np.asarray(table["tile"]).astype(str).tolist() == ["A", "A", "B"]
     got = np.asarray(table["id"])
     if id_kind == "int":
-        assert got.dtype.newbyteorder("=") == np.int64 and got.tolist() == [int(ids[i]) for i in (1, 2, 0)]
+        assert got.dtype.newbyteorder("=") == np.int64
+        assert got.tolist() == [int(ids[i]) for i in (1, 2, 0)]
     else:
         assert [v.decode() for v in got] == [ids[i] for i in (1, 2, 0)]
     np.testing.assert_allclose(table["x_pix"], [10.0, 5.0, 20.0], atol=1e-6)
@@ -307,6 +309,17 @@ def test_index_cli_writes_formats(tmp_path, id_kind):
     assert rejects["reason"].tolist() == [REASON_NONFINITE, REASON_OFF]
     assert [str(v) if id_kind == "str" else int(v) for v in rejects["id"]] == \
         [ids[3].item(), ids[4].item()]
+
+
+def test_index_cli_rejects_float_ids(tmp_path, capsys):
+    write_tile(tmp_path, "A", make_wcs(0.0, 0.0, (8, 8)), (8, 8))
+    Table({"objid": [1.0, 2.0], "ra": [0.0, 0.0], "dec": [0.0, 0.0]}).write(tmp_path / "cat.fits")
+    config = {"survey": {"tiles": str(tmp_path / "tiles" / "{tile}_{band}.fits"),
+                         "bands": BANDS, "catalog": str(tmp_path / "cat.fits")}}
+    assert main(["--config-json", json.dumps(config), "--out-dir", str(tmp_path / "o")]) == 2
+    assert "cat.fits: column 'objid' (survey.columns.id): object ids are floating" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "o" / "assignment.fits").exists()
 
 
 def test_index_cli_without_tiles_names_the_pattern(tmp_path, capsys):

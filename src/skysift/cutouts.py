@@ -14,13 +14,13 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from astropy.table import Table
+from astropy.io import fits
 from numpy.lib.stride_tricks import sliding_window_view
 
 from skysift import cli
 from skysift.errors import DataError
 from skysift.io import id_array, provenance, write_stamps
-from skysift.survey import read_tile
+from skysift.survey import read_tile, read_tile_header
 
 log = logging.getLogger(__name__)
 
@@ -103,23 +103,31 @@ def extract(images: np.ndarray, pos_xy: np.ndarray, size_pix: int
     return stamps, flags
 
 
-def read_assignment(path: str, tile: str) -> Table:
-    """Rows of the survey index ``assignment.fits`` assigned to ``tile``, in file order."""
+def read_assignment(path: str, tile: str) -> dict[str, np.ndarray]:
+    """Columns of the survey index ``assignment.fits`` for the rows assigned to ``tile``.
+
+    The table is memory-mapped and only the tile's rows are copied, so every tile job can
+    read a survey-sized assignment.
+    """
     if not os.path.exists(path):
         raise DataError(f"{path}: assignment not found; run the survey index first "
                         f"(snakemake {path})")
     try:
-        table = Table.read(path, format="fits")
+        with fits.open(path, memmap=True) as hdul:
+            data = hdul[1].data
+            names = data.columns.names if data is not None else []
+            missing = [c for c in ASSIGNMENT_COLUMNS if c not in names]
+            if missing:
+                raise DataError(f"{path}: missing columns {missing}; delete it and re-run "
+                                "the survey index")
+            tiles = np.char.strip(np.char.decode(np.asarray(data["tile"], "S"), "utf-8"))
+            rows = np.flatnonzero(tiles == tile)
+            return {c: np.array(data[c][rows]) for c in ASSIGNMENT_COLUMNS}
+    except DataError:
+        raise
     except Exception as exc:  # astropy raises many types for unreadable tables
         raise DataError(f"{path}: cannot read the assignment ({exc}); delete it and re-run "
                         "the survey index") from None
-    missing = [c for c in ASSIGNMENT_COLUMNS if c not in table.colnames]
-    if missing:
-        raise DataError(f"{path}: missing columns {missing}; delete it and re-run the survey index")
-    tiles = np.asarray(table["tile"])
-    if tiles.dtype.kind == "S":
-        tiles = np.char.decode(tiles, "utf-8")
-    return table[np.char.strip(tiles.astype(str)) == tile]
 
 
 def _ids(values) -> np.ndarray:
@@ -132,11 +140,16 @@ def _body(args) -> int:
     start = time.perf_counter()
     config = cli.load_config(args)
     size = config["cutouts"]["stamp_size_pix"]
-    stack = read_tile(config, args.tile)
     rows = read_assignment(args.assignment, args.tile)
+    if len(rows["index"]):
+        stack = read_tile(config, args.tile)
+        images = stack.images
+    else:  # still checks the tile's headers and writes a valid n=0 file, reads no pixels
+        stack = read_tile_header(config, args.tile)
+        images = np.empty((len(stack.bands), 0, 0), np.float32)
     pos_xy = np.stack([np.asarray(rows["x_pix"], np.float64),
                        np.asarray(rows["y_pix"], np.float64)], axis=1).reshape(-1, 2)
-    stamps, flags = extract(stack.images, pos_xy, size)
+    stamps, flags = extract(images, pos_xy, size)
     n_edge = int(np.count_nonzero(flags & EDGE))
     n_masked = int(np.count_nonzero(flags & MASKED))
     arrays = {"images": stamps, "flags": flags,

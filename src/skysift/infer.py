@@ -87,8 +87,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
+        reason = (str(exc).splitlines() or [""])[0][:160]
         raise DataError(f"{path}: not a readable skysift checkpoint ({type(exc).__name__}: "
-                        f"{exc}); delete it and re-run the train rule") from None
+                        f"{reason}); delete it and re-run the train rule") from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     missing += [f"meta.{k}" for k in META_KEYS
                 if not missing and k not in (ckpt["meta"] or {})]

@@ -467,7 +467,10 @@ def _body(args) -> int:
     headers = [read_tile_header(config, t) for t in cli.progress(tiles, desc="headers")]
     catalog = read_catalog(config)
     cols, path = survey["columns"], survey["catalog"]
-    ids = catalog_ids(catalog[cols["id"]])
+    try:
+        ids = catalog_ids(catalog[cols["id"]])
+    except SurveyError as exc:
+        raise SurveyError(f"{path}: column '{cols['id']}' (survey.columns.id): {exc}") from None
     if len(np.unique(ids)) != len(ids):
         log.warning("%s: %d duplicate ids in column '%s'; rows stay distinct by index",
                     path, len(ids) - len(np.unique(ids)), cols["id"])

@@ -95,6 +95,9 @@ class LabelIndex:
             if conflict.any():
                 raise SurveyError(f"labels table: ids {keys[1:][conflict][:5].tolist()} appear "
                                   "more than once with different labels; keep one row per id")
+            if dup.any():
+                log.info("labels table: %d repeated rows with the same id and label counted "
+                         "once", int(dup.sum()))
             keep = np.concatenate([[True], ~dup])
             self._sorted[as_str] = (keys[keep], labels[keep])
             self.matched = np.zeros(int(keep.sum()), dtype=bool)
@@ -104,7 +107,8 @@ class LabelIndex:
         """Labels of ``stamp_ids``: (found (n,) bool, label (n,) uint8, 0 where not found)."""
         stamp_ids = np.asarray(stamp_ids)
         as_str = not (stamp_ids.dtype.kind in "iu" and self.ids.dtype.kind in "iu")
-        if as_str and "iu" in (stamp_ids.dtype.kind, self.ids.dtype.kind) and not self._sorted:
+        mixed = (stamp_ids.dtype.kind in "iu") != (self.ids.dtype.kind in "iu")
+        if mixed and not self._sorted:
             log.warning("stamp ids are %s but label ids are %s: joining on their decimal/UTF-8 "
                         "text", stamp_ids.dtype, self.ids.dtype)
         keys, labels = self._index(as_str)

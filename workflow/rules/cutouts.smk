@@ -8,7 +8,7 @@ rule cutouts:
     output:
         "results/cutouts/{tile}.h5",
     params:
-        cfg=cfg("survey", "cutouts"),
+        cfg=cfg("survey", "cutouts", "preprocess"),
     conda:
         ENV
     log:

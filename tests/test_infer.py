@@ -1,0 +1,144 @@
+"""Inference: streams stamps, keeps ids verbatim, refuses stamps the model was not made for."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from astropy.table import Table
+
+from skysift import infer
+from skysift.config import load
+from skysift.errors import DataError
+from skysift.io import write_stamps
+from skysift.models import build_model
+from skysift.train import save_checkpoint
+
+SIZE = 16
+NORM = {"background": "border_median", "scale": "border_mad", "stretch": "arcsinh",
+        "arcsinh_softening": 3.0, "chunk_objects": 256}
+ATTRS = {"bands": ["g", "r", "i"], "stamp_size_pix": SIZE, "pixscale_arcsec": 0.263,
+         "normalisation": NORM, "tile": "t0012"}
+CONFIG = {"infer": {"batch_size": 7}, "train": {"threads": 1}}
+
+
+def write_model(path, task, seed=0, **meta_changes):
+    torch.manual_seed(seed)
+    model = build_model("baseline3", 3, SIZE)
+    meta = {"architecture": "baseline3", "task": task, "bands": ["g", "r", "i"],
+            "pixscale_arcsec": 0.263, "stamp_size_pix": SIZE, "normalisation": NORM,
+            "in_channels": 3, "provenance": {"seed": seed}, **meta_changes}
+    save_checkpoint(path, {"model_state": model.state_dict(), "optimizer_state": {},
+                           "scheduler_state": {}, "scaler_state": {}, "rng_state": {},
+                           "epoch": 1, "config": load(), "meta": meta})
+    return model.eval()
+
+
+def write_tile(path, n=20, ids=None, **attr_changes):
+    rng = np.random.default_rng(3)
+    ids = np.arange(n, dtype=np.int64) + 2**62 + 1 if ids is None else ids
+    images = rng.normal(size=(n, 3, SIZE, SIZE)).astype(np.float32)
+    write_stamps(path, {"images": images, "mask": np.ones(images.shape, np.uint8),
+                        "flags": (np.arange(n) % 4).astype(np.uint8),
+                        "index": np.arange(n, dtype=np.int64) * 3 + 5, "id": ids,
+                        "ra": np.linspace(35, 35.1, n), "dec": np.linspace(-5, -4.9, n),
+                        "pos_xy": np.zeros((n, 2))}, {**ATTRS, **attr_changes})
+    return images
+
+
+@pytest.fixture
+def models(tmp_path):
+    return {task: (write_model(tmp_path / f"{task}.pt", task, seed), tmp_path / f"{task}.pt")
+            for seed, task in enumerate(["lens", "merger"])}
+
+
+def run(tmp_path, models, stamps="t.h5", config=CONFIG):
+    return infer.main(["--config-json", json.dumps(config), "--stamps", str(tmp_path / stamps),
+                       "--models", *[str(p) for _, p in models.values()],
+                       "--out", str(tmp_path / "scores.fits")])
+
+
+def test_scores_table_keeps_ids_and_matches_the_models(tmp_path, models):
+    images = write_tile(tmp_path / "t.h5")
+    assert run(tmp_path, models) == 0
+    table = Table.read(tmp_path / "scores.fits")
+    assert table.colnames == ["index", "id", "ra", "dec", "tile", "flags",
+                              "score_lens", "score_merger"]
+    assert table["id"].dtype.kind == "i" and table["id"][0] == 2**62 + 1
+    assert list(table["id"]) == [2**62 + 1 + i for i in range(20)]
+    assert list(table["index"]) == list(np.arange(20) * 3 + 5)
+    assert set(table["tile"]) == {"t0012"} and list(table["flags"]) == list(np.arange(20) % 4)
+    assert table["score_lens"].dtype.kind == "f" and table["score_lens"].dtype.itemsize == 4
+    for task, (model, _) in models.items():
+        with torch.no_grad():
+            expected = model(torch.from_numpy(images)).numpy()
+        np.testing.assert_allclose(table[f"score_{task}"], expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(table["score_lens"], table["score_merger"])
+    header = fits.getheader(tmp_path / "scores.fits", 1)
+    assert header["MTASK1"] == "lens" and header["MTASK2"] == "merger"
+    assert header["MSHA1"] == hashlib.sha256((tmp_path / "lens.pt").read_bytes()).hexdigest()
+    assert header["SEED"] == 42 and "config_hash" in header and "git_commit" in header
+
+
+def test_string_ids_survive_verbatim(tmp_path, models):
+    ids = np.char.encode(np.array([f"J0{i}+ñ-{'x' * i}" for i in range(5)]), "utf-8")
+    write_tile(tmp_path / "t.h5", n=5, ids=ids)
+    assert run(tmp_path, models) == 0
+    raw = fits.getdata(tmp_path / "scores.fits", 1)["id"]
+    assert [v.encode() if isinstance(v, str) else v for v in raw] == list(ids)
+
+
+def test_zero_object_tile_gives_an_empty_table_with_every_column(tmp_path, models):
+    write_tile(tmp_path / "t.h5", n=0)
+    assert run(tmp_path, models) == 0
+    table = Table.read(tmp_path / "scores.fits")
+    assert len(table) == 0
+    assert {"index", "id", "ra", "dec", "tile", "flags", "score_lens", "score_merger"} \
+        <= set(table.colnames)
+
+
+@pytest.mark.parametrize("change, what", [
+    ({"bands": ["g", "r", "z"]}, "bands"),
+    ({"normalisation": {**NORM, "stretch": "linear"}}, "normalisation"),
+])
+def test_refuses_stamps_made_differently(tmp_path, models, capsys, change, what):
+    write_tile(tmp_path / "t.h5", **change)
+    assert run(tmp_path, models) == 2
+    err = capsys.readouterr().err
+    assert what in err and "do not match" in err and not (tmp_path / "scores.fits").exists()
+
+
+def test_refuses_another_stamp_size():
+    meta = {"task": "lens", "bands": ["g"], "stamp_size_pix": 48, "normalisation": NORM}
+    with pytest.raises(DataError, match="stamp_size_pix 64"):
+        infer.check_compatible(meta, {"bands": ["g"], "stamp_size_pix": 64,
+                                      "normalisation": NORM}, "x.h5")
+    # HDF5 chunking is not part of the normalisation
+    infer.check_compatible(meta, {"bands": ["g"], "stamp_size_pix": 48,
+                                  "normalisation": {**NORM, "chunk_objects": 8}}, "x.h5")
+
+
+def test_corrupt_or_missing_checkpoint_names_the_file(tmp_path):
+    bad = tmp_path / "lens.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=r"lens\.pt: not a readable.*re-run the train rule"):
+        infer.load_model(bad, "cpu")
+    with pytest.raises(DataError, match=r"nope\.pt: checkpoint not found"):
+        infer.load_model(tmp_path / "nope.pt", "cpu")
+    torch.save({"model_state": {}}, bad)
+    with pytest.raises(DataError, match="lacks"):
+        infer.load_model(bad, "cpu")
+
+
+def test_score_does_not_depend_on_batch_size():
+    torch.manual_seed(0)
+    model = build_model("baseline3", 3, SIZE)
+    model.train()  # score must switch dropout off itself
+    x = np.random.default_rng(0).normal(size=(9, 3, SIZE, SIZE)).astype(np.float32)
+    one, many = infer.score(model, x, 1, "cpu"), infer.score(model, x, 64, "cpu")
+    assert one.shape == (9,) and one.dtype == np.float32
+    np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-6)
