@@ -64,7 +64,7 @@ def test_catalog_is_sorted_and_keeps_int64_ids(tmp_path, int_files):
     sidecar = json.loads((tmp_path / "catalog.json").read_text())
     assert sidecar["counts"]["n_rows"] == 5 and sidecar["counts"]["n_files"] == 3
     assert sidecar["counts"]["n_empty_files"] == 1 and sidecar["counts"]["n_tiles"] == 2
-    assert sidecar["counts"]["flags"] == {"EDGE": 3, "MASKED": 2}
+    assert sidecar["counts"]["flags"] == {"EDGE": 2, "MASKED": 1}  # flags 0, 2, 1, 1, 0
     assert [c["name"] for c in sidecar["columns"]][:2] == ["index", "id"]
     assert sidecar["provenance"]["seed"] == 42
 

@@ -60,6 +60,7 @@ def test_integer_and_string_ids_share_canonical_bytes():
 def test_salt_changes_split_and_bad_inputs():
     ids = np.arange(1000)
     assert not np.array_equal(assign_split(ids, FRACTIONS, SALT), assign_split(ids, FRACTIONS, "x"))
+    assert assign_split([], FRACTIONS, SALT).shape == (0,)
     u = hash_unit(ids, SALT)
     assert (u >= 0).all() and (u < 1).all()
     with pytest.raises(SurveyError, match="float"):

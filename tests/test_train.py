@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import types
@@ -22,7 +23,9 @@ ATTRS = {"bands": ["g", "r", "i"], "stamp_size_pix": SIZE, "pixscale_arcsec": 0.
                            "stretch": "arcsinh", "arcsinh_softening": 3.0,
                            "chunk_objects": 256},
          "task": "lens"}
-CONFIG = {"seed": 7, "augment": {"on_the_fly": False},
+# the real on-the-fly augmentation once skysift.augment exists (it is written in parallel)
+ON_THE_FLY = importlib.util.find_spec("skysift.augment") is not None
+CONFIG = {"seed": 7, "augment": {"on_the_fly": ON_THE_FLY},
           "train": {"epochs": 3, "batch_size": 32, "lr": 0.003, "patience": 10}}
 
 

@@ -8,8 +8,17 @@ Nothing downstream reads anything mock-specific.
 
 Objects are placed uniformly over the tangent plane of the field (only where some tile
 covers the sky) and each is rendered into every tile its light reaches, through that
-tile's WCS. All randomness derives from ``numpy.random.default_rng(config["seed"])``; each
-object draws from its own generator seeded from it, so runs are bit-identical.
+tile's WCS (light centroids land on the catalog position to ~0.02 px). All randomness
+derives from ``numpy.random.default_rng(config["seed"])``; each object draws from its own
+generator seeded from it, so runs are bit-identical.
+
+The truth table (``survey.labels``, else ``<catalog stem>_truth.fits``) has one row per
+catalog row: the id (``survey.labels_id_column``), ``kind``, ``is_lens``, ``is_merger``,
+``is_star`` (0/1), ``theta_e_arcsec``, ``arc_snr``, ``magnification`` (lensed / unlensed
+source flux), ``source_mag_r`` (unlensed), ``merger_mass_ratio``, ``merger_separation_arcsec``,
+``merger_stage`` (pair, interacting, coalescing); NaN or "" where not applicable. ``arc_snr``
+is sqrt(sum over bands and pixels of (arc / sky_sigma_band)**2) for the noiseless
+PSF-convolved lensed source alone (:func:`skysift.mock_render.make_lens`).
 """
 
 from __future__ import annotations
@@ -29,9 +38,20 @@ from astropy.wcs import WCS
 from skysift import cli
 from skysift.errors import ConfigError
 from skysift.io import atomic_output, provenance
-from skysift.mock_render import (BAND_WAVELENGTH_NM, Context, MockObject, Photometry, add_into,
-                                 make_galaxy, make_lens, make_merger, make_star, psf_sigma_pix,
-                                 render, stamp_half_size)
+from skysift.mock_render import (
+    BAND_WAVELENGTH_NM,
+    Context,
+    MockObject,
+    Photometry,
+    add_into,
+    make_galaxy,
+    make_lens,
+    make_merger,
+    make_star,
+    psf_sigma_pix,
+    render,
+    stamp_half_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +200,8 @@ def sample_positions(rng: np.random.Generator, tiles: list[Tile], field: WCS,
     return np.concatenate(ras)[:n], np.concatenate(decs)[:n]
 
 
-def _context(config: dict) -> Context:
+def model_context(config: dict) -> Context:
+    """Photometry, PSF FWHM (band,) arcsec and sky sigma (band,) ADU of the mock bands."""
     survey, mock = config["survey"], config["mock"]
     bands = survey["bands"]
     known = [BAND_WAVELENGTH_NM.get(b) for b in bands]
@@ -220,7 +241,8 @@ def render_tile(tile: Tile, objects: list[MockObject], ra: np.ndarray, dec: np.n
     sigma_pix, pixscale = psf_sigma_pix(fwhm_arcsec, tile.cd_arcsec)
     x, y = tile.wcs.wcs_world2pix(ra, dec, 0)
     half = np.array([stamp_half_size(o.extent_arcsec, pixscale, sigma_pix.max()) for o in objects])
-    near = (x + half >= 0) & (x - half <= tile.size - 1) & (y + half >= 0) & (y - half <= tile.size - 1)
+    last = tile.size - 1
+    near = (x + half >= 0) & (x - half <= last) & (y + half >= 0) & (y - half <= last)
     image = np.zeros((len(fwhm_arcsec), tile.size, tile.size))
     reached = np.zeros(len(objects), dtype=bool)
     for i in np.flatnonzero(near):
@@ -230,7 +252,11 @@ def render_tile(tile: Tile, objects: list[MockObject], ra: np.ndarray, dec: np.n
 
 
 def add_noise(image: np.ndarray, sky_sigma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """float32 copy of (band, y, x) ``image`` plus sky and object Poisson noise (Gaussian)."""
+    """float32 copy of (band, y, x) ``image`` (ADU) plus Gaussian noise.
+
+    Variance per pixel: sky_sigma[band]**2 + max(image, 0) / GAIN_E_PER_ADU, i.e. sky noise
+    plus the object light's Poisson noise in the Gaussian approximation.
+    """
     var = sky_sigma[:, None, None] ** 2 + np.clip(image, 0.0, None) / GAIN_E_PER_ADU
     return (image + np.sqrt(var) * rng.standard_normal(image.shape)).astype(np.float32)
 
@@ -269,7 +295,9 @@ def write_table(table: Table, path: Path, config: dict) -> None:
             table.write(tmp, format=fmt)
 
 
-def _tables(config: dict, kinds: list[str], ra, dec, objects, truth, ctx, perm) -> tuple[Table, Table]:
+def _tables(config: dict, kinds: list[str], ra: np.ndarray, dec: np.ndarray, objects: list,
+            truth: list[dict], ctx: Context, perm: np.ndarray) -> tuple[Table, Table]:
+    """Catalog and truth tables, rows in the shuffled order ``perm``."""
     survey, n = config["survey"], len(kinds)
     ids = np.int64(2**53 + 1) + np.arange(n, dtype=np.int64)
     flux = np.array([o.total_flux() for o in objects])
@@ -290,13 +318,46 @@ def _tables(config: dict, kinds: list[str], ra, dec, objects, truth, ctx, perm) 
     return catalog[perm], labels[perm]
 
 
+def tile_header(tile: Tile, b: int, config: dict, ctx: Context) -> fits.Header:
+    """FITS header of band ``b`` of ``tile``: WCS, band, PSF, zero point, noise, provenance."""
+    survey = config["survey"]
+    header = tile.header.copy()
+    header["FILTER"] = (survey["bands"][b], "band name")
+    header["BUNIT"] = ("adu", "background-subtracted counts")
+    _set_card(header, survey["psf_fwhm_key"], float(ctx.fwhm_arcsec[b]), "PSF FWHM [arcsec]")
+    _set_card(header, survey["zeropoint_key"], ctx.phot.zeropoint, "AB zero point")
+    header["GAIN"] = (GAIN_E_PER_ADU, "e-/ADU of the object Poisson noise")
+    header["SKYSIG"] = (float(ctx.sky_sigma[b]), "sky noise sigma [ADU]")
+    _provenance_cards(header, config)
+    return header
+
+
+def write_tiles(config: dict, tiles: list[Tile], objects: list[MockObject], ra: np.ndarray,
+                dec: np.ndarray, ctx: Context, noise_seeds: np.ndarray) -> np.ndarray:
+    """Render, add noise to and write every tile and band; return tiles reached per object."""
+    survey = config["survey"]
+    n_reached = np.zeros(len(objects), dtype=int)
+    for t, tile in enumerate(cli.progress(tiles, desc="tiles")):
+        image, reached = render_tile(tile, objects, ra, dec, ctx.fwhm_arcsec)
+        n_reached += reached
+        for b, band in enumerate(survey["bands"]):
+            noise_rng = np.random.default_rng(int(noise_seeds[t, b]))
+            data = add_noise(image[b:b + 1], ctx.sky_sigma[b:b + 1], noise_rng)[0]
+            write_tile(survey["tiles"].format(tile=tile.name, band=band), data,
+                       tile_header(tile, b, config, ctx))
+    return n_reached
+
+
 def make_survey(config: dict) -> dict:
-    """Write the mock survey described by ``config`` (validated); return a summary dict."""
+    """Write the mock survey described by ``config`` (validated); return a summary dict.
+
+    Raises ConfigError when ``survey.kind`` is not mock or the mock settings are inconsistent.
+    """
     _check(config)
     start = time.perf_counter()
     survey, mock = config["survey"], config["mock"]
     rng = np.random.default_rng(config["seed"])
-    ctx = _context(config)
+    ctx = model_context(config)
     tiles = tile_layout(mock, tile_names(config), rng)
     kinds = object_kinds(mock)
     field = _field_wcs(mock["ra_center_deg"], mock["dec_center_deg"])
@@ -305,28 +366,15 @@ def make_survey(config: dict) -> dict:
     noise_seeds = rng.integers(0, 2**63 - 1, size=(len(tiles), len(survey["bands"])))
     perm = rng.permutation(len(kinds))
     objects, truth = draw_objects(kinds, obj_seeds, ctx)
-    n_reached = np.zeros(len(kinds), dtype=int)
-    for t, tile in enumerate(cli.progress(tiles, desc="tiles")):
-        image, reached = render_tile(tile, objects, ra, dec, ctx.fwhm_arcsec)
-        n_reached += reached
-        for b, band in enumerate(survey["bands"]):
-            data = add_noise(image[b:b + 1], ctx.sky_sigma[b:b + 1],
-                             np.random.default_rng(int(noise_seeds[t, b])))[0]
-            header = tile.header.copy()
-            header["FILTER"] = (band, "band name")
-            header["BUNIT"] = ("adu", "background-subtracted counts")
-            _set_card(header, survey["psf_fwhm_key"], float(ctx.fwhm_arcsec[b]), "PSF FWHM [arcsec]")
-            _set_card(header, survey["zeropoint_key"], ctx.phot.zeropoint, "AB zero point")
-            header["GAIN"] = (GAIN_E_PER_ADU, "e-/ADU of the object Poisson noise")
-            header["SKYSIG"] = (float(ctx.sky_sigma[b]), "sky noise sigma [ADU]")
-            _provenance_cards(header, config)
-            write_tile(survey["tiles"].format(tile=tile.name, band=band), data, header)
+    n_reached = write_tiles(config, tiles, objects, ra, dec, ctx, noise_seeds)
     catalog, labels = _tables(config, kinds, ra, dec, objects, truth, ctx, perm)
     write_table(catalog, Path(survey["catalog"]), config)
     write_table(labels, truth_path(config), config)
-    counts = {f"n_{k}": kinds.count(k) for k in KINDS}
-    return dict(n_tiles=len(tiles), n_files=len(tiles) * len(survey["bands"]), n_catalog=len(kinds),
-                **counts, n_lens_brightened=sum(bool(t.get("brightened")) for t in truth),
+    if np.any(n_reached == 0):
+        log.warning("%d catalogued objects reached no tile", int((n_reached == 0).sum()))
+    return dict(n_tiles=len(tiles), n_files=len(tiles) * len(survey["bands"]),
+                n_catalog=len(kinds), **{f"n_{k}": kinds.count(k) for k in KINDS},
+                n_lens_brightened=sum(bool(t.get("brightened")) for t in truth),
                 n_multi_tile=int((n_reached > 1).sum()), n_unrendered=int((n_reached == 0).sum()),
                 seconds=time.perf_counter() - start)
 

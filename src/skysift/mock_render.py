@@ -31,6 +31,8 @@ from scipy.special import gammainc, gammaln, ndtr
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 #: PSF kernels and stamp margins extend this many PSF sigmas.
 PSF_TRUNC_SIGMA = 4.0
+#: Sérsic centres: the (2r+1)**2 central pixels are integrated with this finer subsampling.
+CUSP_HALF_PIX, CUSP_OVERSAMPLE = 2, 24
 
 
 def sersic_b(n: float) -> float:
@@ -75,9 +77,9 @@ class Sersic:
         b, two_n = sersic_b(self.n), 2.0 * self.n
         prof = np.exp(-b * (x ** (1.0 / self.n) - 1.0))
         prof[x > self.rmax] = 0.0
-        log_total = np.log(2 * np.pi * self.n * self.r_e**2) + b + gammaln(two_n) - two_n * np.log(b)
+        log_total = np.log(2 * np.pi * self.n * self.r_e**2) + b + gammaln(two_n)
         frac = gammainc(two_n, b * self.rmax ** (1.0 / self.n))
-        return (prof / (np.exp(log_total) * frac))[None]
+        return (prof / (np.exp(log_total - two_n * np.log(b)) * frac))[None]
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,13 @@ class Blobs:
         return float(np.max(np.hypot(self.xi, self.eta) + PSF_TRUNC_SIGMA * self.sigma))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lens_model():
     from lenstronomy.LensModel.lens_model import LensModel
     return LensModel(["SIE", "SHEAR"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _light_model(*profiles: str):
     from lenstronomy.LightModel.light_model import LightModel
     return LightModel(list(profiles))
@@ -120,19 +122,11 @@ class LensedSource:
     kwargs_lens: list
     kwargs_diffuse: list
     kwargs_clumps: list
-    extent: float
-    scale: float
+    extent_arcsec: float
+    scale_arcsec: float
     unit_integral: np.ndarray = field(default_factory=lambda: np.ones(2))
 
     n_parts = 2
-
-    @property
-    def extent_arcsec(self) -> float:
-        return self.extent
-
-    @property
-    def scale_arcsec(self) -> float:
-        return self.scale
 
     def evaluate(self, xi: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """Surface density (2, *xi.shape) per arcsec**2 of unit-flux diffuse and clump light."""
@@ -210,14 +204,27 @@ def _profile_pixels(shape, cx: int, cy: int, x0: float, y0: float, cd_arcsec: np
     xi, eta = _subpixel_offsets(cx, cy, hc, x0, y0, cd_arcsec, oversample)
     m = 2 * hc + 1
     units = shape.evaluate(xi, eta).reshape(shape.n_parts, m, oversample, m, oversample)
-    return hc, units.sum(axis=(2, 4)) * (pixscale / oversample) ** 2
+    units = units.sum(axis=(2, 4)) * (pixscale / oversample) ** 2
+    if isinstance(shape, Sersic):  # a cusp: integrate the central pixels far more finely
+        centre = np.linalg.solve(cd_arcsec, [shape.xi0, shape.eta0]) + (x0, y0)
+        px, py = np.rint(centre).astype(int)
+        r, fine = CUSP_HALF_PIX, CUSP_OVERSAMPLE
+        if max(abs(px - cx), abs(py - cy)) + r <= hc:
+            xi, eta = _subpixel_offsets(px, py, r, x0, y0, cd_arcsec, fine)
+            block = shape.evaluate(xi, eta).reshape(1, 2 * r + 1, fine, 2 * r + 1, fine)
+            ys, xs = py - cy + hc, px - cx + hc
+            units[:, ys - r:ys + r + 1, xs - r:xs + r + 1] = (block.sum(axis=(2, 4))
+                                                              * (pixscale / fine) ** 2)
+    return hc, units
 
 
-def _blob_pixels(blobs: Blobs, flux: np.ndarray, x0: float, y0: float, x_lo: int, y_lo: int,
-                 n: int, cd_arcsec: np.ndarray, pixscale: float, sigma_pix: np.ndarray) -> np.ndarray:
-    """Blobs convolved with each band's PSF, integrated over pixels: (band, n, n)."""
+def _blob_pixels(blobs: Blobs, flux: np.ndarray, pos: tuple[float, float], lo: tuple[int, int],
+                 n: int, cd_arcsec: np.ndarray, sigma_pix: np.ndarray) -> np.ndarray:
+    """Blobs convolved with each band's PSF, integrated over the pixels of the n x n stamp
+    whose first pixel is ``lo`` (x, y); the object is at pixel ``pos`` (x, y). (band, n, n)."""
+    pixscale = np.sqrt(abs(np.linalg.det(cd_arcsec)))
     dxy = np.linalg.solve(cd_arcsec, np.vstack([blobs.xi, blobs.eta]))
-    px, py = x0 + dxy[0], y0 + dxy[1]
+    (px, py), (x_lo, y_lo) = dxy + np.reshape(pos, (2, 1)), lo
     edges = np.arange(n + 1) - 0.5
     out = np.empty((len(sigma_pix), n, n))
     for b, sig_psf in enumerate(sigma_pix):
@@ -243,13 +250,14 @@ def render(obj: MockObject, x0: float, y0: float, cd_arcsec: np.ndarray,
     if profiles:
         for comp in profiles:
             hc, units = _profile_pixels(comp.shape, cx, cy, x0, y0, cd_arcsec, pixscale, h)
-            image[:, h - hc:h + hc + 1, h - hc:h + hc + 1] += np.einsum("kb,kyx->byx", comp.flux, units)
+            inner = image[:, h - hc:h + hc + 1, h - hc:h + hc + 1]
+            inner += np.einsum("kb,kyx->byx", comp.flux, units)
         for b, sig in enumerate(sigma_pix):
             image[b] = fftconvolve(image[b], psf_kernel(sig), mode="same")
     for comp in obj.components:
         if isinstance(comp.shape, Blobs):
-            image += _blob_pixels(comp.shape, comp.flux[0], x0, y0, cx - h, cy - h, n,
-                                  cd_arcsec, pixscale, sigma_pix)
+            image += _blob_pixels(comp.shape, comp.flux[0], (x0, y0), (cx - h, cy - h), n,
+                                  cd_arcsec, sigma_pix)
     return cx - h, cy - h, image
 
 
@@ -376,8 +384,9 @@ def _draw_source(rng: np.random.Generator, kwargs_lens: list, theta_e: float,
                     center_x=bx, center_y=by)]
     n_clumps = int(rng.integers(2, 5))
     w = rng.dirichlet(np.ones(n_clumps))
-    clumps = [dict(amp=float(w[j]), sigma=rng.uniform(0.05, 0.1), center_x=bx + rng.normal(0, r_src),
-                   center_y=by + rng.normal(0, r_src)) for j in range(n_clumps)]
+    clumps = [dict(amp=float(w[j]), sigma=rng.uniform(0.05, 0.1),
+                   center_x=bx + rng.normal(0, r_src), center_y=by + rng.normal(0, r_src))
+              for j in range(n_clumps)]
     shape = LensedSource(kwargs_lens, diffuse, clumps, 1.3 * theta_e + beta + 4 * r_src + 0.3,
                          min(r_src / 1.5, 0.06))
     f_clump = rng.uniform(0.15, 0.35)
@@ -422,7 +431,8 @@ def make_lens(rng: np.random.Generator, ctx: Context) -> tuple[MockObject, dict]
     brightened = s < snr_min
     if brightened:
         factor = snr_min / max(s, 1e-12) * (1 + 1e-6)
-        arc, mag_s, s = Component(arc.shape, arc.flux * factor), mag_s - 2.5 * np.log10(factor), s * factor
+        arc = Component(arc.shape, arc.flux * factor)
+        mag_s, s = mag_s - 2.5 * np.log10(factor), s * factor
     pixscale = float(np.sqrt(abs(np.linalg.det(ctx.cd_arcsec))))
     mu = unit_totals(arc.shape, pixscale)
     arc = Component(dataclasses.replace(arc.shape, unit_integral=mu), arc.flux)
@@ -476,7 +486,7 @@ def make_merger(rng: np.random.Generator, ctx: Context) -> tuple[MockObject, dic
 
     Secondary/primary flux ratio uniform in merger.mass_ratio; separation uniform in
     merger.separation_arcsec (coalescing: its lowest 35%). "pair": two undisturbed
-    galaxies; "interacting": two curved tidal tails and a bridge (5-20% of the light);
+    galaxies; "interacting": two curved tidal tails (10-25% of the light) and a bridge;
     "coalescing": tails from the common centre plus shells around the primary.
     """
     m = ctx.mock["merger"]
@@ -488,14 +498,15 @@ def make_merger(rng: np.random.Generator, ctx: Context) -> tuple[MockObject, dic
     red_p = rng.uniform() < 0.4
     mag_p = counts_mag(rng, 18.0, 21.5)
     mag_s = mag_p - 2.5 * np.log10(ratio)
-    prim, sec = galaxy_shape(rng, red_p, mag_p), galaxy_shape(rng, rng.uniform() < 0.3, mag_s, sx, sy)
+    prim = galaxy_shape(rng, red_p, mag_p)
+    sec = galaxy_shape(rng, rng.uniform() < 0.3, mag_s, sx, sy)
     col_p = _colour(rng, "red" if red_p else "blue")
     comps = [Component(prim, ctx.phot.flux(mag_p, *col_p)[None]),
              Component(sec, ctx.phot.flux(mag_s, *_colour(rng, "blue"))[None])]
     mag_pair = mag_p - 2.5 * np.log10(1 + ratio)
     hosts = np.array([1.0, np.sqrt(ratio)]) / (1 + np.sqrt(ratio))
     if stage == "interacting":
-        f_tail, f_bridge = rng.uniform(0.06, 0.15), rng.uniform(0.02, 0.05)
+        f_tail, f_bridge = rng.uniform(0.10, 0.25), rng.uniform(0.03, 0.08)
         x, y, s, w = _tails(rng, [(0.0, 0.0), (sx, sy)], [phi + np.pi, phi],
                             [prim.r_e, sec.r_e], hosts, 1.0)
         t = np.linspace(0.15, 0.85, 8)
@@ -505,10 +516,10 @@ def make_merger(rng: np.random.Generator, ctx: Context) -> tuple[MockObject, dic
                       np.r_[f_tail * w, np.full(t.size, f_bridge / t.size)] / (f_tail + f_bridge))
         f_tidal = f_tail + f_bridge
     elif stage == "coalescing":
-        f_tidal, psi = rng.uniform(0.06, 0.15), rng.uniform(0, 2 * np.pi)
+        f_tidal, psi = rng.uniform(0.10, 0.25), rng.uniform(0, 2 * np.pi)
         centre = (sx * ratio / (1 + ratio), sy * ratio / (1 + ratio))
-        tidal = Blobs(*_tails(rng, [centre, centre], [psi, psi + np.pi], [prim.r_e] * 2, hosts, 1.2))
-        f_shell = rng.uniform(0.03, 0.08)
+        tidal = Blobs(*_tails(rng, [centre] * 2, [psi, psi + np.pi], [prim.r_e] * 2, hosts, 1.2))
+        f_shell = rng.uniform(0.05, 0.12)
         comps.append(Component(_shells(rng, prim.r_e),
                                ctx.phot.flux(mag_pair - 2.5 * np.log10(f_shell), *col_p)[None]))
     if stage != "pair":

@@ -40,6 +40,8 @@ def canonical_id_bytes(ids: Iterable) -> list[bytes]:
     already, so ``b"abc"`` and ``"abc"`` hash alike, as do ``42`` and ``np.int64(42)``.
     """
     arr = np.asarray(ids)
+    if arr.size == 0:
+        return []
     if arr.dtype.kind in "iu":
         return [str(v).encode("ascii") for v in arr.ravel().tolist()]
     if arr.dtype.kind == "S":

@@ -134,14 +134,17 @@ def _cpu_state(module: torch.nn.Module) -> dict:
 class Trainer:
     """Explicit training loop: AdamW, one-cycle schedule, pos-weighted BCE, early stopping.
 
-    ``data`` stays on the CPU; batches are drawn with ``generator`` (a permutation per
-    epoch, then on-the-fly augmentation), pinned and moved to ``device``.
+    ``data`` stays on the CPU; batches are drawn with ``generator`` (CPU; a permutation per
+    epoch), pinned, moved to ``device`` and augmented there on the fly with
+    ``aug_generator`` (on ``device``; defaults to a fixed-seed one).
     """
 
     def __init__(self, model: torch.nn.Module, data: TrainData, train_cfg: dict,
-                 device: torch.device, precision: str, generator: torch.Generator) -> None:
+                 device: torch.device, precision: str, generator: torch.Generator,
+                 aug_generator: torch.Generator | None = None) -> None:
         self.model, self.data, self.cfg = model, data, train_cfg
         self.device, self.precision, self.generator = device, precision, generator
+        self.aug_generator = aug_generator or torch.Generator(device=device).manual_seed(0)
         n_pos = float(data.y_train.sum())
         n_neg = float(len(data.y_train) - n_pos)
         if n_pos == 0 or n_neg == 0:
@@ -170,10 +173,11 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for start in range(0, len(y), self.cfg["batch_size"]):
             idx = perm[start:start + self.cfg["batch_size"]]
-            xb = x[idx]
+            xb, yb = to_device(x[idx], self.device), y[idx].to(self.device, non_blocking=True)
             if augment is not None:
-                xb = augment(xb, self.generator)
-            xb, yb = to_device(xb, self.device), y[idx].to(self.device, non_blocking=True)
+                xb = augment(xb, self.aug_generator)
+                if self.device.type == "cuda":
+                    xb = xb.contiguous(memory_format=torch.channels_last)
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.precision):
                 logits = self.model(xb)
@@ -224,7 +228,8 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs to continue bit-identically (CPU tensors)."""
-        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
+               "augment": self.aug_generator.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
@@ -245,6 +250,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler_state"])
         torch.set_rng_state(ckpt["rng_state"]["torch"])
         self.generator.set_state(ckpt["rng_state"]["generator"])
+        self.aug_generator.set_state(ckpt["rng_state"]["augment"])
         if self.device.type == "cuda" and "cuda" in ckpt["rng_state"]:
             torch.cuda.set_rng_state(ckpt["rng_state"]["cuda"], self.device)
         self.epoch = int(ckpt["epoch"])
@@ -332,8 +338,10 @@ def train_task(config: dict, task: str, trainset: str | Path, augmented: str | P
     with torch_runtime(tcfg["threads"], deterministic=device.type == "cpu"):
         torch.manual_seed(derive_seed(config["seed"], task, "torch"))
         generator = torch.Generator().manual_seed(derive_seed(config["seed"], task, "batches"))
+        aug_generator = torch.Generator(device=device).manual_seed(
+            derive_seed(config["seed"], task, "augment"))
         model = prepare_model(build_model(meta["architecture"], meta["in_channels"], size), device)
-        trainer = Trainer(model, data, tcfg, device, precision, generator)
+        trainer = Trainer(model, data, tcfg, device, precision, generator, aug_generator)
         ckpt = _resume_state(last, config) if resume else None
         if ckpt is not None:
             trainer.load_state_dict(ckpt)
