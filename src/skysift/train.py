@@ -287,6 +287,7 @@ def write_curve(path: str | Path, history: Sequence[dict], task: str) -> None:
     """Plot train/val loss and val AUROC against epoch to a PNG (Agg canvas, atomic)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 3.2))
     FigureCanvasAgg(fig)
@@ -298,6 +299,8 @@ def write_curve(path: str | Path, history: Sequence[dict], task: str) -> None:
     ax_loss.legend()
     ax_auc.plot(epochs, [h["val_auroc"] for h in history], "s-", color="C1")
     ax_auc.set(xlabel="epoch", ylabel="AUROC", title=f"{task}: validation AUROC")
+    for ax in (ax_loss, ax_auc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -315,6 +318,23 @@ def _resume_state(last: Path, config: dict) -> dict | None:
     return ckpt
 
 
+def _metrics(trainer: Trainer, task: str, meta: dict, seconds: float) -> dict:
+    """The metrics JSON: per-epoch records, best epoch, throughput, device, counts."""
+    best = trainer.history[trainer.best_epoch - 1]
+    data, history = trainer.data, trainer.history
+    n_seen = len(data.y_train) * len(history)
+    return {
+        "task": task, "device": str(trainer.device), "precision": trainer.precision,
+        "epochs": [{k: _finite(v) for k, v in h.items()} for h in history],
+        "best_epoch": trainer.best_epoch, "best_val_loss": _finite(best["val_loss"]),
+        "best_val_auroc": _finite(best["val_auroc"]), "early_stopped": trainer.stopped,
+        "seconds": seconds,
+        "samples_per_s": n_seen / max(sum(h["train_seconds"] for h in history), 1e-9),
+        "n_train": data.n_original, "n_augmented": data.n_augmented, "n_val": len(data.y_val),
+        "pos_weight": trainer.pos_weight, "provenance": meta["provenance"],
+    }
+
+
 def train_task(config: dict, task: str, trainset: str | Path, augmented: str | Path | None,
                out: str | Path, metrics_path: str | Path, curve_path: str | Path,
                resume: bool = False) -> dict:
@@ -326,6 +346,9 @@ def train_task(config: dict, task: str, trainset: str | Path, augmented: str | P
     device = resolve_device(tcfg["device"])
     precision = resolve_precision(tcfg["precision"], device)
     data = load_data(trainset, augmented)
+    if data.attrs.get("task", task) != task:
+        raise DataError(f"{trainset}: a training set for task '{data.attrs['task']}', not "
+                        f"'{task}'; pass results/train/{task}.h5")
     if len(data.y_val) == 0:
         log.warning("%s: no validation examples (split 1); training all %d epochs without "
                     "early stopping or validation AUROC", trainset, tcfg["epochs"])
@@ -356,19 +379,7 @@ def train_task(config: dict, task: str, trainset: str | Path, augmented: str | P
         state = trainer.state_dict()
         state["model_state"] = trainer.best_state
         state["trainer_state"].pop("best_model_state")
-    seconds = time.perf_counter() - t0
-    best = trainer.history[trainer.best_epoch - 1]
-    n_seen = len(data.y_train) * len(trainer.history)
-    metrics = {
-        "task": task, "device": str(device), "precision": precision,
-        "epochs": [{k: _finite(v) for k, v in h.items()} for h in trainer.history],
-        "best_epoch": trainer.best_epoch, "best_val_loss": _finite(best["val_loss"]),
-        "best_val_auroc": _finite(best["val_auroc"]), "early_stopped": trainer.stopped,
-        "seconds": seconds,
-        "samples_per_s": n_seen / max(sum(h["train_seconds"] for h in trainer.history), 1e-9),
-        "n_train": data.n_original, "n_augmented": data.n_augmented, "n_val": len(data.y_val),
-        "pos_weight": trainer.pos_weight, "provenance": meta["provenance"],
-    }
+    metrics = _metrics(trainer, task, meta, time.perf_counter() - t0)
     save_checkpoint(out, {**state, "best_epoch": trainer.best_epoch, "config": config,
                           "meta": meta})
     write_json(metrics_path, metrics)
@@ -378,7 +389,7 @@ def train_task(config: dict, task: str, trainset: str | Path, augmented: str | P
              "(%d augmented), %d val, in %.1f s, %.0f samples/s on %s %s -> %s", task,
              trainer.epoch, trainer.best_epoch, metrics["best_val_loss"],
              metrics["best_val_auroc"], len(data.y_train), data.n_augmented, len(data.y_val),
-             seconds, metrics["samples_per_s"], device, precision, out)
+             metrics["seconds"], metrics["samples_per_s"], device, precision, out)
     return metrics
 
 

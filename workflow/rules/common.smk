@@ -17,7 +17,7 @@ from skysift import survey as _survey  # noqa: E402
 _skysift_config.validate(config, "config")  # the checks a JSON schema cannot express
 
 # Every CLI runs from this checkout's src/, also in conda envs and on cluster nodes.
-shell.prefix(f"export PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}}; ")
+shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 TASKS = [task["name"] for task in config["tasks"]]
 BANDS = config["survey"]["bands"]
@@ -49,8 +49,12 @@ def all_tile_files(wildcards=None):
 
 
 def cfg(*sections):
-    """JSON of the config sections a rule depends on: a params entry, so edits re-run it."""
-    return json.dumps({key: config[key] for key in ("seed",) + sections}, sort_keys=True)
+    """JSON of the config sections a rule depends on: a params entry, so edits re-run it.
+
+    A function, so Snakemake does not read the tile pattern's braces as wildcards.
+    """
+    text = json.dumps({key: config[key] for key in ("seed",) + sections}, sort_keys=True)
+    return lambda wildcards: text
 
 
 def labels_file():
