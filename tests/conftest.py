@@ -35,6 +35,17 @@ def tiny_run(tmp_path_factory) -> Path:
     proc = subprocess.run(snakemake_cmd(workdir), capture_output=True, text=True,
                           env=run_env(), timeout=600)
     if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in (workdir / "logs").rglob("*.log"))
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}"
+                         for p in (workdir / "logs").rglob("*.log"))
         pytest.fail(f"tiny snakemake run failed:\n{proc.stderr[-6000:]}\n{logs}")
     return workdir
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging():
+    """CLIs' main() installs a stderr handler (as a program should); drop it after each test."""
+    import logging
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)

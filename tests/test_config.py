@@ -12,14 +12,16 @@ from skysift.errors import ConfigError
 
 def test_defaults_come_from_the_schema():
     cfg = config.load()
-    assert cfg["train"]["epochs"] == config.schema()["properties"]["train"]["properties"]["epochs"]["default"]
+    train_schema = config.schema()["properties"]["train"]["properties"]
+    assert cfg["train"]["epochs"] == train_schema["epochs"]["default"]
     assert [t["name"] for t in cfg["tasks"]] == ["lens", "merger"]
 
 
 def test_config_yaml_matches_schema_defaults():
     """config/config.yaml shows the defaults; it must not silently diverge from the schema."""
     from skysift.config import SCHEMA_PATH
-    shipped = yaml.safe_load((SCHEMA_PATH.parent.parent.parent / "config" / "config.yaml").read_text())
+    shipped_path = SCHEMA_PATH.parent.parent.parent / "config" / "config.yaml"
+    shipped = yaml.safe_load(shipped_path.read_text())
     assert config.validate(shipped) == config.load()
 
 

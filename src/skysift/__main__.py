@@ -26,7 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in STEPS:
         width = max(map(len, STEPS))
         lines = [f"  {name:<{width}}  {what}" for name, what in STEPS.items()]
-        print("usage: skysift STEP [options]   (skysift STEP --help)\n\nsteps:\n" + "\n".join(lines))
+        print("usage: skysift STEP [options]   (skysift STEP --help)\n\nsteps:\n"
+              + "\n".join(lines))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module = importlib.import_module(f"skysift.{argv[0]}")
     return module.main(argv[1:])

@@ -102,7 +102,8 @@ def load(path: str | Path | None = None, json_text: str | None = None,
             with open(path) as fh:
                 config = yaml.safe_load(fh) or {}
         except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found; pass --config with an existing YAML file") from None
+            raise ConfigError(f"{path}: config file not found; "
+                              "pass --config with an existing YAML file") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
         if not isinstance(config, dict):

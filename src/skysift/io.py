@@ -97,7 +97,8 @@ def open_h5(path: str | Path, required: tuple[str, ...] = ()) -> h5py.File:
     try:
         fh = h5py.File(path, "r")
     except OSError as exc:
-        raise DataError(f"{path}: not a readable HDF5 file ({exc}); delete it and re-run its rule") from None
+        raise DataError(f"{path}: not a readable HDF5 file ({exc}); "
+                        "delete it and re-run its rule") from None
     version = fh.attrs.get("h5_layout_version")
     if version != H5_LAYOUT_VERSION:
         fh.close()
@@ -135,7 +136,8 @@ def read_table(path: str | Path, what: str = "table") -> Table:
     try:
         return Table.read(path, format=fmt) if fmt else Table.read(path)
     except Exception as exc:  # astropy raises many types for unreadable tables
-        raise SurveyError(f"{path}: cannot read {what} ({exc}); give a FITS, CSV or ECSV table") from None
+        raise SurveyError(f"{path}: cannot read {what} ({exc}); "
+                          "give a FITS, CSV or ECSV table") from None
 
 
 def require_columns(table: Table, columns: Mapping[str, str], path: str | Path, key: str) -> None:

@@ -65,7 +65,8 @@ def test_metrics_and_plots(tiny_run):
         m = metrics["tasks"][task]
         for name in ("auroc", "tpr0", "tpr10"):
             assert name in m
-    for png in ["results/roc.png", "results/models/lens.curve.png", "results/models/merger.curve.png"]:
+    pngs = ["results/roc.png", "results/models/lens.curve.png", "results/models/merger.curve.png"]
+    for png in pngs:
         assert (tiny_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
