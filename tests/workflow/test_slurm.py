@@ -1,0 +1,109 @@
+"""The shipped SLURM profile, proven on a real one-node SLURM cluster (Debian's packages).
+
+Runs when CI=true or SKYSIFT_TEST_SLURM=1 (it needs root and apt to bring the cluster up);
+skipped with that reason otherwise. The tiny pipeline runs through
+workflow/profiles/slurm with only the overrides a one-node, CPU-only cluster needs, and must
+give the same catalog as the suite's shared local run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from astropy.table import Table
+from conftest import REPO, TINY, run_env
+
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+SHIPPED = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+#: The only keys the CI profile may change; everything else is the shipped profile.
+ALLOWED_OVERRIDES = {"slurm-status-command", "slurm-init-seconds-before-status-checks",
+                     "default-resources.slurm_partition", "set-resources.*.gpu",
+                     "set-resources.*.slurm_partition", "set-resources.*.slurm_extra",
+                     "set-resources.*.mem_mb", "default-resources.mem_mb", "jobs"}
+
+pytestmark = pytest.mark.skipif(
+    not (os.environ.get("CI") == "true" or os.environ.get("SKYSIFT_TEST_SLURM") == "1")
+    or os.geteuid() != 0 or shutil.which("apt-get") is None,
+    reason="brings up a real SLURM cluster: needs root and apt; runs when CI=true or "
+           "SKYSIFT_TEST_SLURM=1")
+
+
+def ci_profile(shipped: dict, partition: str, node_mem_mb: int) -> dict:
+    """The shipped profile with what a one-node, CPU-only cluster needs, and nothing else."""
+    prof = yaml.safe_load(yaml.safe_dump(shipped))
+    prof["slurm-status-command"] = "squeue"  # no slurmdbd: sacct cannot answer
+    prof["slurm-init-seconds-before-status-checks"] = 2  # MinJobAge 300 >= 3 x 2
+    prof["jobs"] = 2
+    prof["default-resources"]["slurm_partition"] = partition
+    for rule, res in prof.get("set-resources", {}).items():
+        res.pop("gpu", None)  # CPU-only node
+        res.pop("slurm_extra", None)
+        res.pop("slurm_partition", None)
+    cap = node_mem_mb // 2
+    for res in [prof["default-resources"], *prof.get("set-resources", {}).values()]:
+        if "mem_mb" in res:
+            res["mem_mb"] = f"min({res['mem_mb']}, {cap})"
+    return prof
+
+
+def changed_keys(a: dict, b: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key in set(a) | set(b):
+        path = f"{prefix}{key}"
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys |= changed_keys(va, vb, path + ".")
+        elif va != vb:
+            keys.add(path)
+    return keys
+
+
+def _allowed(key: str) -> bool:
+    parts = key.split(".")
+    return key in ALLOWED_OVERRIDES or (
+        len(parts) == 3 and f"{parts[0]}.*.{parts[2]}" in ALLOWED_OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    up = subprocess.run(["bash", str(CLUSTER), "up"], capture_output=True, text=True, timeout=300)
+    if up.returncode != 0:
+        pytest.fail(f"could not bring SLURM up:\n{up.stdout}\n{up.stderr}")
+    info = subprocess.run(["sinfo", "-h", "-o", "%P %m"], capture_output=True, text=True)
+    partition, mem = info.stdout.split()[:2]
+    yield partition.rstrip("*"), int(mem)
+    subprocess.run(["bash", str(CLUSTER), "down"], capture_output=True, timeout=60)
+
+
+def test_tiny_pipeline_on_slurm_matches_local_run(cluster, tiny_run, tmp_path):
+    partition, mem_mb = cluster
+    shipped = yaml.safe_load(SHIPPED.read_text())
+    assert shipped["executor"] == "slurm"
+    prof = ci_profile(shipped, partition, mem_mb)
+    bad = {k for k in changed_keys(shipped, prof) if not _allowed(k)}
+    assert not bad, f"the CI profile may not change {bad}"
+    profdir = tmp_path / "profile"
+    profdir.mkdir()
+    (profdir / "config.yaml").write_text(yaml.safe_dump(prof))
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "config", work / "config")
+    exe = Path(sys.executable).with_name("snakemake")
+    # the plugin ignores SIGTERM: time out with SIGINT
+    cmd = ["timeout", "-s", "INT", "840", str(exe), "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(work), "--configfile", str(TINY),
+           "--workflow-profile", str(profdir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env(), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert "slurm" in (proc.stdout + proc.stderr).lower()
+    local = Table.read(tiny_run / "results" / "catalog.fits")
+    remote = Table.read(work / "results" / "catalog.fits")
+    assert local.colnames == remote.colnames
+    for name in local.colnames:
+        np.testing.assert_array_equal(np.asarray(remote[name]), np.asarray(local[name]), name)
