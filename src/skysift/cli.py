@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -49,6 +50,15 @@ def run(body: Callable[[argparse.Namespace], int], p: argparse.ArgumentParser,
             raise
         print(f"skysift: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        if args.debug:
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"skysift: error: disk full{where} ({exc.strerror}); no partial output was "
+              "kept: free space (or point results/ elsewhere) and re-run", file=sys.stderr)
+        return 3
 
 
 def progress(iterable, **kwargs):
