@@ -2,6 +2,9 @@
 #   snakemake --cores 2                     # the built-in mock survey, end to end
 #   snakemake --cores 8 --configfile my.yaml
 #   snakemake --workflow-profile workflow/profiles/slurm
+# DAG: mock (if any) -> check -> survey_index (checkpoint: tiles -> shards) -> per shard:
+# cutouts -> preprocess -> infer; training_set/augment per task, train per task and model;
+# gather, evaluate.
 from snakemake.utils import min_version
 
 min_version("8.0")
@@ -15,6 +18,7 @@ include: "workflow/rules/mock.smk"
 include: "workflow/rules/survey.smk"
 include: "workflow/rules/cutouts.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/models.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
@@ -22,10 +26,12 @@ include: "workflow/rules/evaluate.smk"
 
 rule all:
     input:
+        "results/check.json",
+        "results/rejects.ecsv",
         "results/catalog.fits",
         "results/catalog.csv",
         "results/metrics.json",
         "results/roc.png",
-        expand("results/models/{task}.curve.png", task=TASKS),
+        [f"results/models/{spec.task}/{spec.name}.curve.png" for spec in MODEL_SPECS],
         expand("results/candidates/{task}.csv", task=TASKS),
     default_target: True

@@ -17,7 +17,9 @@ from skysift.augment import (
     d4_inverse,
     d4_random,
     main,
+    scale_flux,
     subpixel_shift,
+    zoom,
 )
 
 CFG = {"d4": True, "shift_pix": 1.5, "noise_sigma": 0.02}
@@ -133,3 +135,35 @@ def test_cli_zero_copies(tmp_path):
     got, attrs = io.read_arrays(tmp_path / "aug.h5", ("images", "label", "index", "copy"))
     assert got["images"].shape == (0, 2, 8, 8) and got["copy"].size == 0
     assert attrs["seeds"] == []
+
+
+def test_zoom_keeps_the_object_pixel_and_magnifies_about_it():
+    size = 16  # even: the object sits in pixel size // 2 = 8
+    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float32),
+                          torch.arange(size, dtype=torch.float32), indexing="ij")
+    ring = torch.exp(-0.5 * ((torch.hypot(x - 8, y - 8) - 3) / 0.7) ** 2)[None, None]
+    out = zoom(ring.repeat(2, 1, 1, 1), torch.tensor([1.0, 2.0]))
+    assert torch.equal(out[0], ring[0])  # factor 1: untouched
+    # the ring of radius 3 now has radius 6 about the same centre pixel
+    profile = out[1, 0, 8, 8:]
+    assert int(profile.argmax()) == 6 and out[1, 0, 8, 8] < 0.01
+    assert torch.allclose(out[1, 0, 8, 2:8].flip(0), out[1, 0, 8, 9:15], atol=0.05)
+
+
+def test_flux_scaling_acts_before_the_arcsinh_stretch():
+    flux = torch.tensor([[[[0.0, 3.0, -6.0, 30.0]]]])
+    stamps = torch.asinh(flux / 3.0)  # preprocess: arcsinh(x / softening)
+    out = scale_flux(stamps.repeat(2, 1, 1, 1), torch.tensor([2.0, 0.5]), "arcsinh")
+    torch.testing.assert_close(out[0], torch.asinh(2 * flux[0] / 3.0))
+    torch.testing.assert_close(out[1], torch.asinh(0.5 * flux[0] / 3.0))
+    torch.testing.assert_close(scale_flux(flux, torch.tensor([2.0]), "linear"), 2 * flux)
+
+
+def test_zoom_and_flux_are_drawn_only_when_enabled(image):
+    base = augment_batch(image, CFG, torch.Generator().manual_seed(3))
+    off = {**CFG, "zoom": [1.0, 1.0], "flux_scale": [1.0, 1.0]}
+    assert torch.equal(augment_batch(image, off, torch.Generator().manual_seed(3)), base)
+    on = {**CFG, "zoom": [0.9, 1.1], "flux_scale": [0.5, 2.0]}
+    a = augment_batch(image, on, torch.Generator().manual_seed(3), {"stretch": "arcsinh"})
+    b = augment_batch(image, on, torch.Generator().manual_seed(3), {"stretch": "arcsinh"})
+    assert torch.equal(a, b) and not torch.allclose(a, base)

@@ -38,7 +38,7 @@ def write_inputs(tmp_path, ids, labels_name="truth.fits", extra_label_ids=(),
                  tasks=TASKS, scores=None):
     """Catalog, split and labels files; returns (config JSON, catalog path, split path)."""
     n = len(ids)
-    scores = scores or {"score_lens": LENS_SCORE, "score_merger": MERGER_SCORE}
+    scores = scores or {"score_lens_cnn": LENS_SCORE, "score_merger_cnn": MERGER_SCORE}
     catalog = Table({"index": np.arange(n, dtype=np.int64), "id": ids,
                      "ra": np.linspace(35, 35.1, n), "dec": np.full(n, -5.0),
                      "tile": np.array(["t0"] * n), "flags": np.zeros(n, np.uint8)})
@@ -90,7 +90,10 @@ def check_hand_metrics(tmp_path, n_labels_unmatched):
         counts = {k: got[k] for k in ("n_pos", "n_neg", "n_unlabelled", "n_test", "n_catalog")}
         assert counts == {"n_pos": hand["n_pos"], "n_neg": hand["n_neg"],
                           "n_unlabelled": hand["n_unlabelled"], "n_test": 5, "n_catalog": 7}
-        assert got["score_column"] == f"score_{task}"
+        assert got["score_column"] == f"score_{task}_cnn"
+        assert got["model"] == "cnn" and got["primary"] is True
+        assert out["models"][task]["cnn"] == got and out["primary"][task] == "cnn"
+        assert got["tpr_fpr1e-3"] == got["tpr0"]  # fewer than 1000 negatives
         assert got["n_labels_unmatched"] == n_labels_unmatched
         assert (got["n_bootstrap"], got["ci"]) == (N_BOOT, CI)
     png = (tmp_path / "out" / "roc.png").read_bytes()
@@ -104,7 +107,7 @@ def test_int_ids_above_2_53_joined_exactly(tmp_path, capsys):
                                        extra_label_ids=[BIG + 101])
     assert run_main(tmp_path, cfg, catalog, split) == 0
     check_hand_metrics(tmp_path, n_labels_unmatched=1)
-    assert "evaluate: 2 tasks on 5 test objects" in capsys.readouterr().err
+    assert "evaluate: 2 models of 2 tasks on 5 test objects" in capsys.readouterr().err
 
 
 def test_string_ids_joined_exactly(tmp_path):
@@ -185,3 +188,36 @@ def test_task_seed_is_stable_and_differs_between_tasks():
     assert len({evaluate.task_seed(42, "lens"), evaluate.task_seed(42, "merger"),
                 evaluate.task_seed(43, "lens")}) == 3
     assert 0 <= evaluate.task_seed(0, "x") < 2**63
+
+
+def test_every_model_is_evaluated_with_the_same_resamples(tmp_path):
+    scores = {"score_lens_cnn": LENS_SCORE, "score_merger_cnn": MERGER_SCORE,
+              "score_lens_inv": [-v for v in LENS_SCORE]}
+    cfg, catalog, split = write_inputs(tmp_path, np.arange(7), scores=scores)
+    cfg = json.loads(cfg)
+    cfg["models"] = [{"name": "cnn", "architecture": "baseline3"},
+                     {"name": "inv", "architecture": "d4", "tasks": ["lens"], "primary": True}]
+    assert run_main(tmp_path, json.dumps(cfg), catalog, split) == 0
+    out = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert out["primary"] == {"lens": "inv", "merger": "cnn"}
+    assert set(out["models"]["lens"]) == {"cnn", "inv"} and set(out["models"]["merger"]) == {"cnn"}
+    inv, cnn = out["models"]["lens"]["inv"], out["models"]["lens"]["cnn"]
+    assert out["tasks"]["lens"] == inv and inv["auroc"] == pytest.approx(0.25)
+    assert cnn["auroc"] == 0.75 and cnn["bootstrap_seed"] == inv["bootstrap_seed"]
+
+
+def test_tpr_at_fpr_admits_floor_of_fpr_times_negatives():
+    rng = np.random.default_rng(0)
+    neg = rng.normal(size=3000)
+    top = np.sort(neg)[::-1]
+    # positives between the 3rd and 4th highest negatives: 3 false positives allowed at 1e-3
+    pos = np.full(10, (top[2] + top[3]) / 2)
+    scores = np.r_[pos, neg]
+    labels = np.r_[np.ones(10), np.zeros(3000)].astype(int)
+    assert metrics.tpr_at_fpr(scores, labels, 1e-3) == 1.0
+    assert metrics.tpr_fpr1e3(scores, labels) == 1.0
+    assert metrics.tpr_at_fpr(scores, labels, 0.9e-3) == 0.0  # floor(2.7) = 2 allowed
+    assert metrics.tpr_at_fpr(scores, labels, 0.0) == metrics.tpr0(scores, labels)
+    assert np.isnan(metrics.tpr_at_fpr(np.ones(2), np.ones(2, int), 1e-3))
+    boot = metrics.bootstrap(scores, labels, 5, 0.9, 1, metrics.ALL_METRICS)
+    assert set(boot) == {"auroc", "tpr0", "tpr10", "tpr_fpr1e-3"}

@@ -17,7 +17,7 @@ CONFIG = {"infer": {"top_k": 3}, "tasks": [{"name": "lens", "label": "is_lens"},
                                             {"name": "merger", "label": "is_merger"}]}
 
 
-def scores_file(path, index, ids, lens, tile):
+def scores_file(path, index, ids, lens, tile, extra=None):
     n = len(index)
     table = Table()
     table["index"] = np.asarray(index, dtype=np.int64)
@@ -26,8 +26,10 @@ def scores_file(path, index, ids, lens, tile):
     table["dec"] = np.linspace(-1, 1, n)
     table["tile"] = np.full(n, tile.encode(), dtype="S8")
     table["flags"] = (np.asarray(index) % 3).astype(np.uint8)
-    table["score_lens"] = np.asarray(lens, dtype=np.float32)
-    table["score_merger"] = -np.asarray(lens, dtype=np.float32)
+    table["score_lens_cnn"] = np.asarray(lens, dtype=np.float32)
+    table["score_merger_cnn"] = -np.asarray(lens, dtype=np.float32)
+    for name, values in (extra or {}).items():
+        table[name] = np.asarray(values, dtype=np.float32)
     write_fits_table(path, table, [("SEED", 1)])
     return path
 
@@ -60,7 +62,7 @@ def test_catalog_is_sorted_and_keeps_int64_ids(tmp_path, int_files):
         rows = list(csv.DictReader(fh))
     assert [r["id"] for r in rows] == [str(BIG + i) for i in (0, 2, 4, 7, 9)]
     assert list(rows[0]) == ["index", "id", "ra", "dec", "tile", "flags",
-                             "score_lens", "score_merger"]
+                             "score_lens_cnn", "score_merger_cnn"]
     sidecar = json.loads((tmp_path / "catalog.json").read_text())
     assert sidecar["counts"]["n_rows"] == 5 and sidecar["counts"]["n_files"] == 3
     assert sidecar["counts"]["n_empty_files"] == 1 and sidecar["counts"]["n_tiles"] == 2
@@ -103,5 +105,24 @@ def test_duplicate_index_and_missing_task_are_user_errors(tmp_path, int_files, c
     assert "occur in several score files" in capsys.readouterr().err
     config = {**CONFIG, "tasks": CONFIG["tasks"] + [{"name": "ring", "label": "is_ring"}]}
     assert run(tmp_path, int_files, config) == 2
-    assert "['ring']" in capsys.readouterr().err
+    assert "['score_ring_cnn']" in capsys.readouterr().err
     assert not (tmp_path / "catalog.fits").exists()
+
+
+def test_candidates_follow_the_primary_model(tmp_path):
+    files = [scores_file(tmp_path / "p.fits", [0, 1, 2], [5, 6, 7], [3.0, 2.0, 1.0], "p",
+                         extra={"score_lens_inv": [-1.0, 0.0, 9.0]})]
+    config = {**CONFIG, "models": [{"name": "cnn", "architecture": "baseline3"},
+                                   {"name": "inv", "architecture": "d4", "tasks": ["lens"],
+                                    "primary": True}]}
+    assert run(tmp_path, files, config) == 0
+    with open(tmp_path / "candidates" / "lens.csv") as fh:
+        assert [r["index"] for r in csv.DictReader(fh)] == ["2", "1", "0"]
+    with open(tmp_path / "candidates" / "merger.csv") as fh:  # cnn: the only merger model
+        assert [r["index"] for r in csv.DictReader(fh)] == ["2", "1", "0"]
+    sidecar = json.loads((tmp_path / "catalog.json").read_text())
+    assert sidecar["counts"]["tasks"]["lens"]["ranked_by"] == "score_lens_inv"
+    assert sidecar["counts"]["tasks"]["merger"]["ranked_by"] == "score_merger_cnn"
+    config["models"][0]["primary"] = True
+    config["models"][0]["tasks"] = ["lens"]
+    assert run(tmp_path, files, config) == 2  # two primaries for lens, none for merger

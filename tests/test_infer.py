@@ -26,10 +26,10 @@ ATTRS = {"bands": ["g", "r", "i"], "stamp_size_pix": SIZE, "pixscale_arcsec": 0.
 CONFIG = {"infer": {"batch_size": 7}, "train": {"threads": 1}}
 
 
-def write_model(path, task, seed=0, **meta_changes):
+def write_model(path, task, seed=0, arch="baseline3", **meta_changes):
     torch.manual_seed(seed)
-    model = build_model("baseline3", 3, SIZE)
-    meta = {"architecture": "baseline3", "task": task, "bands": ["g", "r", "i"],
+    model = build_model(arch, 3, SIZE)
+    meta = {"architecture": arch, "task": task, "model": "cnn", "bands": ["g", "r", "i"],
             "pixscale_arcsec": 0.263, "stamp_size_pix": SIZE, "normalisation": NORM,
             "in_channels": 3, "provenance": {"seed": seed}, **meta_changes}
     save_checkpoint(path, {"model_state": model.state_dict(), "optimizer_state": {},
@@ -67,19 +67,21 @@ def test_scores_table_keeps_ids_and_matches_the_models(tmp_path, models):
     assert run(tmp_path, models) == 0
     table = Table.read(tmp_path / "scores.fits")
     assert table.colnames == ["index", "id", "ra", "dec", "tile", "flags",
-                              "score_lens", "score_merger"]
+                              "score_lens_cnn", "score_merger_cnn"]
     assert table["id"].dtype.kind == "i" and table["id"][0] == 2**62 + 1
     assert list(table["id"]) == [2**62 + 1 + i for i in range(20)]
     assert list(table["index"]) == list(np.arange(20) * 3 + 5)
     assert set(table["tile"]) == {"t0012"} and list(table["flags"]) == list(np.arange(20) % 4)
-    assert table["score_lens"].dtype.kind == "f" and table["score_lens"].dtype.itemsize == 4
+    assert table["score_lens_cnn"].dtype.kind == "f"
+    assert table["score_lens_cnn"].dtype.itemsize == 4
     for task, (model, _) in models.items():
         with torch.no_grad():
             expected = model(torch.from_numpy(images)).numpy()
-        np.testing.assert_allclose(table[f"score_{task}"], expected, rtol=1e-4, atol=1e-5)
-    assert not np.allclose(table["score_lens"], table["score_merger"])
+        np.testing.assert_allclose(table[f"score_{task}_cnn"], expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(table["score_lens_cnn"], table["score_merger_cnn"])
     header = fits.getheader(tmp_path / "scores.fits", 1)
     assert header["MTASK1"] == "lens" and header["MTASK2"] == "merger"
+    assert header["MNAME1"] == "cnn"
     assert header["MSHA1"] == hashlib.sha256((tmp_path / "lens.pt").read_bytes()).hexdigest()
     assert header["SEED"] == 42 and "config_hash" in header and "git_commit" in header
 
@@ -97,13 +99,14 @@ def test_zero_object_tile_gives_an_empty_table_with_every_column(tmp_path, model
     assert run(tmp_path, models) == 0
     table = Table.read(tmp_path / "scores.fits")
     assert len(table) == 0
-    assert {"index", "id", "ra", "dec", "tile", "flags", "score_lens", "score_merger"} \
+    assert {"index", "id", "ra", "dec", "tile", "flags", "score_lens_cnn", "score_merger_cnn"} \
         <= set(table.colnames)
 
 
 @pytest.mark.parametrize("change, what", [
     ({"bands": ["g", "r", "z"]}, "bands"),
     ({"normalisation": {**NORM, "stretch": "linear"}}, "normalisation"),
+    ({"pixscale_arcsec": 0.168}, "pixscale_arcsec 0.168 (model: 0.263)"),
 ])
 def test_refuses_stamps_made_differently(tmp_path, models, capsys, change, what):
     write_tile(tmp_path / "t.h5", **change)
@@ -142,3 +145,25 @@ def test_score_does_not_depend_on_batch_size():
     one, many = infer.score(model, x, 1, "cpu"), infer.score(model, x, 64, "cpu")
     assert one.shape == (9,) and one.dtype == np.float32
     np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-6)
+
+
+def test_several_models_of_one_task_fill_their_own_columns(tmp_path):
+    write_tile(tmp_path / "t.h5", n=9)
+    a = write_model(tmp_path / "a.pt", "lens", 0, model="cnn")
+    b = write_model(tmp_path / "b.pt", "lens", 1, arch="d4", model="inv")
+    models = {"a": (a, tmp_path / "a.pt"), "b": (b, tmp_path / "b.pt")}
+    assert run(tmp_path, models) == 0
+    table = Table.read(tmp_path / "scores.fits")
+    assert table.colnames[-2:] == ["score_lens_cnn", "score_lens_inv"]
+    x = torch.from_numpy(write_tile(tmp_path / "t.h5", n=9))
+    with torch.no_grad():
+        np.testing.assert_allclose(table["score_lens_inv"], b(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_the_same_model_twice_is_refused(tmp_path, capsys):
+    write_tile(tmp_path / "t.h5", n=3)
+    write_model(tmp_path / "a.pt", "lens", 0)
+    write_model(tmp_path / "b.pt", "lens", 1)
+    models = {"a": (None, tmp_path / "a.pt"), "b": (None, tmp_path / "b.pt")}
+    assert run(tmp_path, models) == 2
+    assert "score_lens_cnn" in capsys.readouterr().err

@@ -1,84 +1,32 @@
-"""Tests of skysift.survey: tile discovery, FITS reading, object assignment, the index CLI."""
+"""Tests of skysift.survey and skysift.catalog: tile discovery, FITS tiles (plain, fpack,
+masks), the catalog (column mapping, verbatim ids, duplicates)."""
 
 from __future__ import annotations
 
-import json
 import math
+import re
 
 import numpy as np
 import pytest
-from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
-from astropy.wcs import WCS
+from survey_helpers import BANDS, make_config, make_wcs, write_band, write_tile
 
-from skysift.config import validate
+from skysift.catalog import read_catalog
 from skysift.errors import SurveyError
 from skysift.survey import (
-    REASON_DEC,
-    REASON_NONFINITE,
-    REASON_OFF,
     TileHeader,
-    assign_objects,
     discover_tiles,
     find_image_hdu,
-    main,
-    read_catalog,
+    find_tiles,
     read_tile,
     read_tile_header,
+    rejected_pixels,
     tile_path,
 )
 
-BANDS = ["g", "r"]
-
-
-def make_wcs(ra0, dec0, shape, pixscale_arcsec=0.5, rot_deg=0.0, ctype=("RA---TAN", "DEC--TAN")):
-    """A TAN WCS centred on (ra0, dec0) with a rotated CD matrix."""
-    ny, nx = shape
-    w = WCS(naxis=2)
-    w.wcs.ctype = list(ctype)
-    w.wcs.crval = [ra0, dec0]
-    w.wcs.crpix = [(nx + 1) / 2, (ny + 1) / 2]
-    c, s = math.cos(math.radians(rot_deg)), math.sin(math.radians(rot_deg))
-    w.wcs.cd = pixscale_arcsec / 3600 * np.array([[-c, s], [s, c]])
-    if ctype[0].startswith(("RA", "DEC")):
-        w.wcs.radesys = "ICRS"
-    return w
-
-
-def write_band(path, data, wcs, extra=None, compressed=False):
-    header = wcs.to_header()
-    for key, value in (extra or {}).items():
-        header[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if compressed:
-        hdu = fits.CompImageHDU(data.astype(np.float32), header=header, quantize_level=0.0,
-                                compression_type="GZIP_2")
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
-    else:
-        fits.PrimaryHDU(data.astype(">f4"), header=header).writeto(path)
-
-
-def make_config(tmp_path, pattern=None, catalog=None, **survey):
-    survey = {"tiles": pattern or str(tmp_path / "tiles" / "{tile}_{band}.fits"),
-              "bands": BANDS, "catalog": str(catalog or tmp_path / "cat.fits"), **survey}
-    return validate({"survey": survey})
-
-
-def write_tile(tmp_path, tile, wcs, shape, rng=None, extra=None, compressed=False):
-    rng = rng or np.random.default_rng(0)
-    data = []
-    ext = ".fits.fz" if compressed else ".fits"
-    for band in BANDS:
-        img = rng.normal(size=shape).astype(np.float32)
-        write_band(tmp_path / "tiles" / f"{tile}_{band}{ext}", img, wcs,
-                   extra=extra if extra is not None else {"PSF_FWHM": 1.0, "MAGZP": 30.0},
-                   compressed=compressed)
-        data.append(img)
-    return np.stack(data)
-
-
 # --------------------------------------------------------------------------- discovery
+
 
 def test_discover_tiles_sorted_and_parsed(tmp_path):
     pattern = str(tmp_path / "t[1]" / "{tile}" / "{tile}_{band}.fits")
@@ -93,16 +41,17 @@ def test_discover_tiles_sorted_and_parsed(tmp_path):
     assert tile_path(pattern, "a_1", "r").endswith("t[1]/a_1/a_1_r.fits")
 
 
-def test_discover_tiles_missing_band_names_file(tmp_path):
-    pattern = str(tmp_path / "{tile}_{band}.fits")
-    (tmp_path / "x_g.fits").touch()
-    (tmp_path / "x_r.fits").touch()
-    (tmp_path / "y_r.fits").touch()  # y lacks g: found through the other band
-    with pytest.raises(SurveyError, match=r"y_g\.fits.*band 'g'"):
+def test_missing_band_is_named(tmp_path):
+    pattern = str(tmp_path / "calexp-HSC-{band}-{tile}.fits")
+    for name in ("calexp-HSC-g-9813,3", "calexp-HSC-r-9813,3", "calexp-HSC-r-9813,4"):
+        (tmp_path / f"{name}.fits").touch()
+    tiles, missing = find_tiles(pattern, BANDS)
+    assert tiles == ["9813,3", "9813,4"] and missing == {"9813,4": ["g"]}
+    with pytest.raises(SurveyError, match=r"calexp-HSC-g-9813,4\.fits: band 'g'"):
         discover_tiles(pattern, BANDS)
 
 
-def test_discover_tiles_without_band_field(tmp_path):
+def test_pattern_without_band_field(tmp_path):
     with pytest.raises(SurveyError, match=r"\{band\}"):
         discover_tiles(str(tmp_path / "{tile}.fits"), BANDS)
     (tmp_path / "only.fits").touch()
@@ -111,7 +60,8 @@ def test_discover_tiles_without_band_field(tmp_path):
 
 # --------------------------------------------------------------------------- reading
 
-def test_find_image_hdu(tmp_path):
+
+def test_find_image_hdu():
     wcs = make_wcs(10, 0, (8, 8))
     hdul = fits.HDUList([fits.PrimaryHDU(),
                          fits.ImageHDU(np.zeros((8, 8), np.float32), name="WHT"),
@@ -119,6 +69,7 @@ def test_find_image_hdu(tmp_path):
     assert find_image_hdu(hdul, None, "f.fits") == 2
     assert find_image_hdu(hdul, "sci", "f.fits") == 2
     assert find_image_hdu(hdul, 1, "f.fits") == 1
+    assert find_image_hdu(hdul, None, "f.fits", need_wcs=False) == 1
     with pytest.raises(SurveyError, match="f.fits.*NOPE"):
         find_image_hdu(hdul, "NOPE", "f.fits")
     with pytest.raises(SurveyError, match="f.fits.*survey.hdu is 7"):
@@ -135,7 +86,7 @@ def test_read_tile_values_and_header_keys(tmp_path, caplog):
     write_band(tmp_path / "tiles" / "t0_r.fits", -data, wcs, {"MAGZP": 31.0})
     stack = read_tile(make_config(tmp_path), "t0")
     assert stack.images.shape == (2, 20, 30) and stack.images.dtype == np.float32
-    assert stack.images.dtype.isnative
+    assert stack.images.dtype.isnative and stack.masked is None
     np.testing.assert_array_equal(stack.images[0], data)
     np.testing.assert_array_equal(stack.images[1], -data)
     assert stack.shape == shape
@@ -150,17 +101,37 @@ def test_read_tile_values_and_header_keys(tmp_path, caplog):
     assert head.shape == shape and head.zeropoint == stack.zeropoint
 
 
-def test_compressed_tile_reads_the_same(tmp_path):
-    wcs = make_wcs(20.0, -30.0, (24, 16), rot_deg=10)
+def test_pool_reuses_arrays_of_the_same_shape(tmp_path):
+    wcs = make_wcs(20.0, -30.0, (12, 10))
+    a = write_tile(tmp_path, "a", wcs, (12, 10), np.random.default_rng(1))
+    b = write_tile(tmp_path, "b", wcs, (12, 10), np.random.default_rng(2))
+    write_tile(tmp_path, "c", make_wcs(20.0, -30.0, (12, 11)), (12, 11))
+    config, pool = make_config(tmp_path), {}
+    first = read_tile(config, "a", pool)
+    np.testing.assert_array_equal(first.images, a)
+    pool["images"] = first.images
+    second = read_tile(config, "b", pool)
+    assert second.images is first.images and not pool  # refilled in place, taken out
+    np.testing.assert_array_equal(second.images, b)
+    pool["images"] = second.images
+    assert read_tile(config, "c", pool).images.shape == (2, 12, 11) and not pool
+
+
+def test_fpack_tile_reads_the_same(tmp_path):
+    wcs = make_wcs(20.0, -30.0, (24, 16), rot_deg=10, sip=True)
     plain = write_tile(tmp_path, "p", wcs, (24, 16), np.random.default_rng(1))
     packed = write_tile(tmp_path, "p", wcs, (24, 16), np.random.default_rng(1), compressed=True)
     np.testing.assert_array_equal(plain, packed)
     a = read_tile(make_config(tmp_path), "p")
-    b = read_tile(make_config(tmp_path, str(tmp_path / "tiles" / "{tile}_{band}.fits.fz")), "p")
+    b = read_tile(make_config(tmp_path, compressed=True), "p")
+    with fits.open(b.paths[0]) as hdul:
+        assert isinstance(hdul[1], fits.CompImageHDU)
     np.testing.assert_array_equal(a.images, b.images)
     assert (a.shape, a.pixscale_arcsec, a.psf_fwhm_arcsec) == (b.shape, b.pixscale_arcsec,
                                                                b.psf_fwhm_arcsec)
-    np.testing.assert_allclose(b.wcs.pixel_scale_matrix, a.wcs.pixel_scale_matrix)
+    assert b.wcs.sip is not None  # the distortion survives the celestial sub-WCS
+    np.testing.assert_allclose(b.wcs.all_pix2world([[3.3, 17.1]], 0),
+                               a.wcs.all_pix2world([[3.3, 17.1]], 0), atol=1e-12)
 
 
 def _bad_file(tmp_path, kind):
@@ -174,7 +145,10 @@ def _bad_file(tmp_path, kind):
         bad.write_text("not a fits file\n")
         return "t_r.fits: not a readable FITS file"
     if kind == "truncated":
-        write_band(bad, np.zeros((64, 64), np.float32), wcs)
+        big = np.zeros((64, 64), np.float32)
+        (tmp_path / "tiles" / "t_g.fits").unlink()
+        write_band(tmp_path / "tiles" / "t_g.fits", big, wcs)
+        write_band(bad, big, wcs)
         bad.write_bytes(bad.read_bytes()[:2880 * 3])
         return "t_r.fits: FITS file is truncated"
     if kind == "no_wcs":
@@ -182,10 +156,10 @@ def _bad_file(tmp_path, kind):
         return "t_r.fits: .*celestial WCS.*set survey.hdu"
     if kind == "shape":
         write_band(bad, np.zeros((16, 17), np.float32), wcs)
-        return r"t_r.fits: image shape \(16, 17\) differs"
+        return r"t_r.fits: image shape \(16, 17\) differs from .*t_g.fits"
     if kind == "misaligned":
         write_band(bad, good, make_wcs(10.001, 0, (16, 16)))
-        return "t_r.fits: pixel grid differs"
+        return "t_r.fits: pixel grid differs from .*t_g.fits"
     raise ValueError(kind)
 
 
@@ -196,134 +170,112 @@ def test_read_tile_errors_name_the_file(tmp_path, kind):
         read_tile(make_config(tmp_path), "t")
 
 
-def test_read_catalog_checks_columns(tmp_path):
-    Table({"objid": [1, 2], "ra": [1.0, 2.0], "dec": [0.0, 0.0]}).write(tmp_path / "cat.fits")
-    assert len(read_catalog(make_config(tmp_path))) == 2
-    config = make_config(tmp_path, columns={"id": "ID", "ra": "ra", "dec": "dec"})
-    with pytest.raises(SurveyError, match=r"cat.fits: no column 'ID' .*survey.columns.id"):
+# --------------------------------------------------------------------------- masks
+
+
+def test_rejected_pixels_kinds():
+    bits = np.array([[0, 1, 2, 32], [4, 0, 33, 0]], np.int32)
+    assert rejected_pixels(bits, {"kind": "bitmask"}).tolist() == [[0, 1, 1, 1], [1, 0, 1, 0]]
+    assert rejected_pixels(bits, {"kind": "bitmask"}, 1 | 4).tolist() == \
+        [[0, 1, 0, 0], [1, 0, 1, 0]]
+    w = np.array([2.0, 0.0, -1.0, np.nan, np.inf])
+    assert rejected_pixels(w, {"kind": "weight"}).tolist() == [0, 1, 1, 1, 0]
+    assert rejected_pixels(w, {"kind": "variance"}).tolist() == [0, 1, 1, 1, 1]
+
+
+def test_hsc_style_mask_hdu_with_named_planes(tmp_path):
+    """calexp-like files: image, MASK (planes named by MP_* keys) and VARIANCE HDUs."""
+    shape = (12, 14)
+    wcs = make_wcs(30.0, 1.0, shape)
+    mask = np.zeros(shape, np.int32)
+    mask[2, 3] = 1 << 0     # BAD
+    mask[5, 6] = 1 << 5     # DETECTED: a source, not a defect
+    mask[7, 8] = 1 << 8     # NO_DATA
+    planes = {"MP_BAD": 0, "MP_SAT": 1, "HIERARCH MP_DETECTED": 5, "HIERARCH MP_NO_DATA": 8}
+    hdus = [fits.ImageHDU(mask, fits.Header(list(planes.items())), name="MASK"),
+            fits.ImageHDU(np.ones(shape, np.float32), name="VARIANCE")]
+    write_tile(tmp_path, "9813", wcs, shape, np.random.default_rng(2), extra_hdus=hdus)
+    config = make_config(tmp_path, survey={"mask": {"kind": "bitmask", "hdu": "MASK",
+                                                    "bad_bits": ["BAD", "NO_DATA"]}})
+    stack = read_tile(config, "9813")
+    want = np.zeros(shape, bool)
+    want[2, 3] = want[7, 8] = True
+    np.testing.assert_array_equal(stack.masked, np.stack([want, want]))
+    assert np.isnan(stack.images[:, want]).all() and np.isfinite(stack.images[:, ~want]).all()
+    config["survey"]["mask"]["bad_bits"] = ["BAD", "CR"]
+    with pytest.raises(SurveyError, match=r"9813_g.fits: HDU 1: no mask plane 'CR' .*MP_CR"):
+        read_tile(config, "9813")
+
+
+def test_separate_invvar_files_and_their_errors(tmp_path):
+    """Legacy-Surveys-like layout: image and inverse-variance maps in separate files."""
+    shape = (10, 10)
+    wcs = make_wcs(200.0, 10.0, shape)
+    write_tile(tmp_path, "1999p100", wcs, shape)
+    for b, band in enumerate(BANDS):
+        invvar = np.full(shape, 4.0, np.float32)
+        invvar[b, :] = 0.0  # a dead row, a different one per band
+        write_band(tmp_path / "tiles" / f"1999p100_{band}_invvar.fits.fz", invvar, wcs,
+                   compressed=True)
+    pattern = str(tmp_path / "tiles" / "{tile}_{band}_invvar.fits.fz")
+    config = make_config(tmp_path, survey={"mask": {"kind": "weight", "file": pattern}})
+    stack = read_tile(config, "1999p100")
+    assert stack.masked[0, 0].all() and not stack.masked[0, 1:].any()
+    assert stack.masked[1, 1].all() and np.isnan(stack.images[1, 1]).all()
+    assert stack.mask_paths[1].endswith("1999p100_r_invvar.fits.fz")
+    (tmp_path / "tiles" / "1999p100_r_invvar.fits.fz").unlink()
+    with pytest.raises(SurveyError, match="1999p100_r_invvar.fits.fz: mask file not found"):
+        read_tile_header(config, "1999p100")
+    write_band(tmp_path / "tiles" / "1999p100_r_invvar.fits.fz", np.ones((10, 11)), wcs)
+    with pytest.raises(SurveyError, match=r"_r_invvar.fits.fz: mask HDU 0 has shape \(10, 11\)"):
+        read_tile(config, "1999p100")
+
+
+def test_mask_in_tile_file_needs_an_hdu_name(tmp_path):
+    write_tile(tmp_path, "t", make_wcs(0, 0, (8, 8)), (8, 8))
+    config = make_config(tmp_path, survey={"mask": {"kind": "weight"}})
+    with pytest.raises(SurveyError, match="t_g.fits: .*set survey.mask.hdu"):
+        read_tile_header(config, "t")
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def test_catalog_column_mapping_and_checks(tmp_path):
+    Table({"COADD_OBJECT_ID": [5, 6], "ALPHAWIN_J2000": [1.0, 2.0],
+           "DELTAWIN_J2000": [0.0, 0.5]}).write(tmp_path / "gold.fits")
+    config = make_config(tmp_path, catalog=tmp_path / "gold.fits", survey={"columns": {
+        "id": "COADD_OBJECT_ID", "ra": "ALPHAWIN_J2000", "dec": "DELTAWIN_J2000"}})
+    cat = read_catalog(config)
+    assert cat.ids.tolist() == [5, 6] and cat.dec_deg.tolist() == [0.0, 0.5]
+    config["survey"]["columns"]["ra"] = "RA"
+    with pytest.raises(SurveyError, match=r"gold.fits: no column 'RA' .*survey.columns.ra"):
         read_catalog(config)
     Table({"objid": [], "ra": [], "dec": []}).write(tmp_path / "empty.csv")
     with pytest.raises(SurveyError, match="empty.csv: the catalog has no rows"):
         read_catalog(make_config(tmp_path, catalog=tmp_path / "empty.csv"))
 
 
-# --------------------------------------------------------------------------- assignment
-
-def test_overlap_goes_to_tile_farthest_from_edge():
-    shape = (100, 100)  # 0.5"/pix: 50" wide tiles
-    a = make_wcs(10.0, 0.0, shape, rot_deg=20)
-    b = make_wcs(10.0 - 30 / 3600, 0.0, shape)  # centre 60 pixels west of a's
-    sky = SkyCoord([a.pixel_to_world(49.5, 50.0), b.pixel_to_world(49.5, 50.0),
-                    b.pixel_to_world(-0.3, 50.0)])
-    tile_idx, x, y, reason = assign_objects(sky.ra.deg, sky.dec.deg, [(a, shape), (b, shape)])
-    assert tile_idx.tolist() == [0, 1, 0]
-    assert (reason == "").all()
-    np.testing.assert_allclose(x[:2], 49.5, atol=1e-6)
-    np.testing.assert_allclose(y[:2], 50.0, atol=1e-6)
-    # identical tiles tie: the first one wins
-    tiles = [(b, shape), (a, shape), (a, shape)]
-    tile_idx, *_ = assign_objects(sky.ra.deg[:1], sky.dec.deg[:1], tiles)
-    assert tile_idx.tolist() == [1]
+def test_csv_ids_verbatim(tmp_path):
+    big = 2**53 + 1  # not representable as a float64
+    (tmp_path / "a.csv").write_text(f"objid,ra,dec\n{big},1,2\n-7,3,4\n")
+    assert read_catalog(make_config(tmp_path, catalog=tmp_path / "a.csv")).ids.tolist() == \
+        [big, -7]
+    (tmp_path / "b.csv").write_text("objid,ra,dec\n000123,1,2\n123,3,4\nJ0101+0101,5,6\n")
+    ids = read_catalog(make_config(tmp_path, catalog=tmp_path / "b.csv")).ids
+    assert ids.dtype.kind == "U" and ids.tolist() == ["000123", "123", "J0101+0101"]
 
 
-def test_rejects_carry_a_reason():
-    shape = (50, 50)
-    w = make_wcs(10.0, 0.0, shape)
-    corner = w.pixel_to_world(-0.4999, -0.4999)  # first pixel's lower-left corner: inside
-    ra = np.array([10.0, 12.0, np.nan, 10.0, 190.0, corner.ra.deg, 10.0])
-    dec = np.array([0.0, 0.0, 0.0, 91.0, 0.0, corner.dec.deg, np.inf])
-    tile_idx, x, y, reason = assign_objects(ra, dec, [(w, shape)])
-    assert tile_idx.tolist() == [0, -1, -1, -1, -1, 0, -1]
-    assert reason.tolist() == ["", REASON_OFF, REASON_NONFINITE, REASON_DEC, REASON_OFF, "",
-                               REASON_NONFINITE]
-    assert np.isnan(x[1:5]).all() and x[5] >= -0.5
+@pytest.mark.parametrize("ids, shown", [([2**62 + 1, 5, 2**62 + 1], "4611686018427387905 (row 0)"),
+                                        (["a", "ü", "ü"], "ü (row 1), ü (row 2)")])
+def test_duplicate_ids_are_an_error(tmp_path, ids, shown):
+    Table({"objid": ids, "ra": [1.0, 2.0, 3.0], "dec": [0.0] * 3}).write(tmp_path / "d.ecsv")
+    with pytest.raises(SurveyError, match=r"d.ecsv: column 'objid' .*2 rows share an id, e\.g\. "
+                       + re.escape(shown)):
+        read_catalog(make_config(tmp_path, catalog=tmp_path / "d.ecsv"))
 
 
-def test_tile_straddling_ra_zero():
-    shape = (200, 200)  # 1"/pix: +-0.028 deg around RA 0
-    w = make_wcs(0.0, 0.0, shape, pixscale_arcsec=1.0, rot_deg=5)
-    ra = np.array([359.99, 0.01, -0.01, 360.01, 359.9, 0.1])
-    tile_idx, x, _, reason = assign_objects(ra, np.zeros(6), [(w, shape)])
-    assert tile_idx.tolist() == [0, 0, 0, 0, -1, -1]
-    assert x[0] > 99.5 > x[1]  # east (larger RA) is to the left
-    np.testing.assert_allclose(x[2], x[0], atol=1e-6)  # -0.01 wraps to 359.99
-    np.testing.assert_allclose(x[3], x[1], atol=1e-6)
-    assert reason[4] == REASON_OFF
-
-
-@pytest.mark.parametrize("ctype", [("DEC--TAN", "RA---TAN"), ("GLON-TAN", "GLAT-TAN")])
-def test_assignment_follows_the_wcs_frame_and_axis_order(ctype):
-    shape = (60, 80)
-    w = make_wcs(30.0, 40.0, shape, rot_deg=15, ctype=ctype)
-    sky = w.pixel_to_world([3.2, 70.7, 40.0], [5.1, 55.4, -9.0]).icrs
-    tile_idx, x, y, _ = assign_objects(sky.ra.deg, sky.dec.deg, [(w, shape)])
-    assert tile_idx.tolist() == [0, 0, -1]
-    np.testing.assert_allclose(x[:2], [3.2, 70.7], atol=1e-5)
-    np.testing.assert_allclose(y[:2], [5.1, 55.4], atol=1e-5)
-
-
-# --------------------------------------------------------------------------- CLI
-
-@pytest.mark.parametrize("id_kind", ["int", "str"])
-def test_index_cli_writes_formats(tmp_path, id_kind):
-    shape = (40, 40)
-    wcs_a, wcs_b = make_wcs(0.0, 0.0, shape), make_wcs(0.01, 0.0, shape)
-    write_tile(tmp_path, "A", wcs_a, shape)
-    write_tile(tmp_path, "B", wcs_b, shape)
-    sky = SkyCoord([wcs_b.pixel_to_world(20.0, 20.0), wcs_a.pixel_to_world(10.0, 12.0),
-                    wcs_a.pixel_to_world(5.0, 30.0)])
-    ids = (2**60 + np.array([7, 1, 3, 9, 5])) if id_kind == "int" else \
-        np.array(["g-7", "g-1", "ü-3", "g-9", "g-5"])
-    ra = np.concatenate([sky.ra.deg, [np.nan, 180.0]])
-    dec = np.concatenate([sky.dec.deg, [0.0, 0.0]])
-    Table({"oid": ids, "RAJ2000": ra, "DEJ2000": dec}).write(tmp_path / "cat.ecsv")
-    config = {"survey": {"tiles": str(tmp_path / "tiles" / "{tile}_{band}.fits"), "bands": BANDS,
-                         "catalog": str(tmp_path / "cat.ecsv"),
-                         "columns": {"id": "oid", "ra": "RAJ2000", "dec": "DEJ2000"}}}
-    out = tmp_path / "index"
-    assert main(["--config-json", json.dumps(config), "--out-dir", str(out)]) == 0
-
-    info = json.loads((out / "tiles.json").read_text())
-    assert [t["tile"] for t in info["tiles"]] == ["A", "B"]
-    assert [t["n_objects"] for t in info["tiles"]] == [2, 1]
-    assert (info["n_catalog"], info["n_assigned"], info["n_rejected"]) == (5, 3, 2)
-    assert info["bands"] == BANDS and info["tiles"][0]["shape"] == [40, 40]
-    corners = np.array(info["tiles"][1]["footprint_radec"])
-    assert corners.shape == (4, 2) and abs(corners[:, 0].mean() - 0.01) < 1e-3
-
-    table = Table.read(out / "assignment.fits")
-    assert table["index"].tolist() == [1, 2, 0]  # sorted by (tile, index)
-    assert np.asarray(table["tile"]).astype(str).tolist() == ["A", "A", "B"]
-    got = np.asarray(table["id"])
-    if id_kind == "int":
-        assert got.dtype.newbyteorder("=") == np.int64
-        assert got.tolist() == [int(ids[i]) for i in (1, 2, 0)]
-    else:
-        assert [v.decode() for v in got] == [ids[i] for i in (1, 2, 0)]
-    np.testing.assert_allclose(table["x_pix"], [10.0, 5.0, 20.0], atol=1e-6)
-    np.testing.assert_allclose(table["y_pix"], [12.0, 30.0, 20.0], atol=1e-6)
-    assert table["ra"].dtype.newbyteorder("=") == np.float64
-
-    rejects = Table.read(out / "rejects.ecsv")
-    assert rejects["index"].tolist() == [3, 4]
-    assert rejects["reason"].tolist() == [REASON_NONFINITE, REASON_OFF]
-    assert [str(v) if id_kind == "str" else int(v) for v in rejects["id"]] == \
-        [ids[3].item(), ids[4].item()]
-
-
-def test_index_cli_rejects_float_ids(tmp_path, capsys):
-    write_tile(tmp_path, "A", make_wcs(0.0, 0.0, (8, 8)), (8, 8))
-    Table({"objid": [1.0, 2.0], "ra": [0.0, 0.0], "dec": [0.0, 0.0]}).write(tmp_path / "cat.fits")
-    config = {"survey": {"tiles": str(tmp_path / "tiles" / "{tile}_{band}.fits"),
-                         "bands": BANDS, "catalog": str(tmp_path / "cat.fits")}}
-    assert main(["--config-json", json.dumps(config), "--out-dir", str(tmp_path / "o")]) == 2
-    assert "cat.fits: column 'objid' (survey.columns.id): object ids are floating" in \
-        capsys.readouterr().err
-    assert not (tmp_path / "o" / "assignment.fits").exists()
-
-
-def test_index_cli_without_tiles_names_the_pattern(tmp_path, capsys):
-    pattern = str(tmp_path / "nowhere" / "{tile}_{band}.fits")
-    config = {"survey": {"tiles": pattern, "catalog": str(tmp_path / "cat.fits")}}
-    assert main(["--config-json", json.dumps(config), "--out-dir", str(tmp_path / "o")]) == 2
-    assert pattern in capsys.readouterr().err
+def test_float_ids_are_an_error(tmp_path):
+    Table({"objid": [1.0, 2.0], "ra": [0.0, 0.0], "dec": [0.0, 0.0]}).write(tmp_path / "f.fits")
+    with pytest.raises(SurveyError, match="f.fits: column 'objid' .*floating point"):
+        read_catalog(make_config(tmp_path, catalog=tmp_path / "f.fits"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -15,7 +14,9 @@ from skysift import train
 from skysift.config import load
 from skysift.errors import DataError
 from skysift.io import write_stamps
+from skysift.loader import RamLoader, StreamLoader, epoch_examples, open_data
 from skysift.models import build_model
+from skysift.trainer import Trainer
 
 SIZE = 16
 ATTRS = {"bands": ["g", "r", "i"], "stamp_size_pix": SIZE, "pixscale_arcsec": 0.263,
@@ -23,9 +24,7 @@ ATTRS = {"bands": ["g", "r", "i"], "stamp_size_pix": SIZE, "pixscale_arcsec": 0.
                            "stretch": "arcsinh", "arcsinh_softening": 3.0,
                            "chunk_objects": 256},
          "task": "lens"}
-# the real on-the-fly augmentation once skysift.augment exists (it is written in parallel)
-ON_THE_FLY = importlib.util.find_spec("skysift.augment") is not None
-CONFIG = {"seed": 7, "augment": {"on_the_fly": ON_THE_FLY},
+CONFIG = {"seed": 7, "augment": {"on_the_fly": True},
           "train": {"epochs": 3, "batch_size": 32, "lr": 0.003, "patience": 10}}
 
 
@@ -150,12 +149,12 @@ def test_resume_reproduces_the_uninterrupted_run(trained, monkeypatch):
 
 
 def test_early_stopping_keeps_the_best_weights(data_dir):
-    data = train.load_data(data_dir / "lens.h5")
+    data = open_data(data_dir / "lens.h5")
     torch.manual_seed(0)
     model = build_model("baseline3", 3, SIZE)
     cfg = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "patience": 2}
-    trainer = train.Trainer(model, data, cfg, torch.device("cpu"), "fp32",
-                            torch.Generator().manual_seed(0))
+    trainer = Trainer(model, data, RamLoader(data), cfg, torch.device("cpu"), "fp32",
+                      torch.Generator().manual_seed(0))
     val_losses = iter([1.0, 0.5, 0.7, 0.6, 0.4])
     trainer.validate = lambda: (next(val_losses), 0.5)
     snapshots = []
@@ -181,7 +180,7 @@ def test_on_the_fly_augmentation_uses_the_seeded_generator(tmp_path, monkeypatch
     write_trainset(tmp_path / "lens.h5", n_train=40, n_val=10, n_test=0)
     calls = []
 
-    def augment_batch(x, cfg, generator):
+    def augment_batch(x, cfg, generator, normalisation=None):
         calls.append((x.shape, cfg["d4"], isinstance(generator, torch.Generator)))
         return torch.flip(x, dims=(-1,)) if torch.rand((), generator=generator) < 0.5 else x
 
@@ -201,14 +200,123 @@ def test_single_class_and_fp16_on_cpu_are_user_errors(tmp_path, capsys):
     assert train.main(args) == 2
     assert "fp16 needs a CUDA device" in capsys.readouterr().err
     with pytest.raises(DataError, match="needs both"):
-        data = train.load_data(tmp_path / "lens.h5")
-        data.y_train[:] = 0
-        train.Trainer(build_model("baseline3", 3, SIZE), data, load(json_text=json.dumps(
-            CONFIG))["train"], torch.device("cpu"), "fp32", torch.Generator())
+        data = open_data(tmp_path / "lens.h5")
+        data.labels[:] = 0
+        Trainer(build_model("baseline3", 3, SIZE), data, RamLoader(data), load(
+            json_text=json.dumps(CONFIG))["train"], torch.device("cpu"), "fp32",
+            torch.Generator())
 
 
 def test_augmented_copies_of_other_objects_are_refused(tmp_path):
     images, label, split = write_trainset(tmp_path / "lens.h5", n_train=20, n_val=5, n_test=0)
     write_augmented(tmp_path / "lens.augmented.h5", images, label, np.zeros_like(split))
     with pytest.raises(DataError, match="outside the train split"):
-        train.load_data(tmp_path / "lens.h5", tmp_path / "lens.augmented.h5")
+        open_data(tmp_path / "lens.h5", tmp_path / "lens.augmented.h5")
+
+
+def committee_config(**train):
+    return {**CONFIG, "models": [{"name": "trio", "architecture": "baseline3", "members": 2,
+                                  "epochs": 2}],
+            "train": {**CONFIG["train"], **train}}
+
+
+def test_committee_averages_its_members_and_resumes_mid_committee(trained, monkeypatch):
+    cfg = committee_config()
+    assert train.main(argv(trained, "trio", cfg, "--model", "trio")) == 0
+    ckpt = load_ckpt(trained / "trio.pt")
+    assert ckpt["meta"]["members"] == 2 and ckpt["meta"]["model"] == "trio"
+    model = build_model("baseline3", 3, SIZE, members=2)
+    model.load_state_dict(ckpt["model_state"])
+    model.eval()
+    x = torch.from_numpy(ring_stamps(6, np.random.default_rng(5))[0])
+    with torch.no_grad():
+        members = torch.stack([m(x) for m in model.members])
+        np.testing.assert_allclose(model(x), members.mean(0), rtol=1e-6)
+    assert not torch.allclose(members[0], members[1])  # seeded differently
+    metrics = json.loads((trained / "trio.metrics.json").read_text())
+    assert [r["member"] for r in metrics["member_records"]] == [0, 1]
+    assert metrics["best_val_auroc"] > 0.9
+
+    save = train.save_checkpoint
+
+    def killed_in_second_member(path, payload):
+        save(path, payload)
+        if str(path).endswith(".last") and payload["member"] == 1 and payload["epoch"] == 1:
+            raise Killed
+
+    monkeypatch.setattr(train, "save_checkpoint", killed_in_second_member)
+    with pytest.raises(Killed):
+        train.main(argv(trained, "trio2", cfg, "--model", "trio"))
+    monkeypatch.setattr(train, "save_checkpoint", save)
+    assert train.main(argv(trained, "trio2", cfg, "--model", "trio", "--resume")) == 0
+    again = load_ckpt(trained / "trio2.pt")
+    assert all(torch.equal(ckpt["model_state"][k], again["model_state"][k])
+               for k in ckpt["model_state"])
+
+
+def test_same_seed_gives_identical_metrics(trained):
+    if not (trained / "again.metrics.json").exists():
+        assert train.main(argv(trained, "again")) == 0
+    a, b = (json.loads((trained / f"{n}.metrics.json").read_text()) for n in ("lens", "again"))
+    timing = ("seconds", "train_seconds", "samples_per_s")
+    assert [{k: v for k, v in e.items() if k not in timing} for e in a["epochs"]] == \
+        [{k: v for k, v in e.items() if k not in timing} for e in b["epochs"]]
+    assert a["best_val_auroc"] == b["best_val_auroc"] and a["best_val_loss"] == b["best_val_loss"]
+
+
+def test_streaming_batches_do_not_depend_on_the_worker_count(data_dir):
+    data = open_data(data_dir / "lens.h5", data_dir / "lens.augmented.h5")
+    for s in data.sources:
+        s.chunk = 16  # several chunks per file, so groups mix chunks and files
+    examples = epoch_examples(data.labels, "weight", torch.Generator().manual_seed(3))
+    runs = []
+    for workers in (0, 2):
+        loader = StreamLoader(data, workers)
+        runs.append(list(loader.epoch(examples, 32, torch.Generator().manual_seed(3))))
+    (a, b), ram = runs, RamLoader(data)
+    assert [len(y) for _, y in a] == [32] * 7 + [16]
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # every example exactly once, with its own label
+    seen = torch.cat([x for x, _ in a]).flatten(1)
+    assert torch.equal(seen.sum(0), ram.x.flatten(1).sum(0)) or torch.allclose(
+        seen.sum(0), ram.x.flatten(1).sum(0), rtol=1e-5, atol=1e-4)
+    assert float(torch.cat([y for _, y in a]).sum()) == float(data.labels.sum())
+
+
+def test_balanced_sampling_equalises_the_classes():
+    labels = np.array([1, 0, 0, 0, 0, 0, 0, 1], np.float32)
+    ex = epoch_examples(labels, "sample", torch.Generator().manual_seed(0))
+    assert (labels[ex] == 1).sum() == (labels[ex] == 0).sum() == 6
+    assert set(np.flatnonzero(labels == 0)) <= set(ex)  # every negative once
+    assert epoch_examples(labels, "weight", torch.Generator()).tolist() == list(range(8))
+
+
+def test_train_with_stream_and_sample_balance(data_dir):
+    cfg = {**CONFIG, "train": {**CONFIG["train"], "epochs": 1, "data": "stream",
+                               "workers": 0, "balance": "sample"}}
+    assert train.main(argv(data_dir, "streamed", cfg)) == 0
+    metrics = json.loads((data_dir / "streamed.metrics.json").read_text())
+    assert metrics["balance"] == "sample" and metrics["pos_weight"] == 1.0
+    labels = open_data(data_dir / "lens.h5", data_dir / "lens.augmented.h5").labels
+    assert metrics["epochs"][0]["examples"] == 2 * int((labels == 0).sum())
+
+
+def test_checkpoint_entry_imports_instead_of_training(trained, tmp_path, capsys):
+    cfg = {**CONFIG, "models": [{"name": "old", "architecture": "baseline3", "tasks": ["lens"],
+                                 "checkpoint": str(trained / "lens.pt")},
+                                {"name": "cnn", "architecture": "baseline3"}]}
+    args = ["--config-json", json.dumps(cfg), "--task", "lens", "--model", "old",
+            "--out", str(tmp_path / "old.pt")]
+    assert train.main(args) == 0
+    src, got = load_ckpt(trained / "lens.pt"), load_ckpt(tmp_path / "old.pt")
+    assert got["meta"]["model"] == "old" and got["meta"]["imported_from"] == str(
+        trained / "lens.pt")
+    assert all(torch.equal(src["model_state"][k], got["model_state"][k])
+               for k in src["model_state"])
+    metrics = json.loads((tmp_path / "old.metrics.json").read_text())
+    assert metrics["imported_from"] == str(trained / "lens.pt") and len(metrics["epochs"]) == 3
+    cfg["models"][0]["architecture"] = "deeplens"
+    args[1] = json.dumps(cfg)
+    assert train.main(args) == 2
+    assert "holds a 'baseline3' model" in capsys.readouterr().err

@@ -8,8 +8,11 @@ from collections.abc import Sequence
 
 STEPS = {
     "mock": "write the built-in mock survey",
-    "survey": "index the survey: footprints, object -> tile assignment, rejects",
-    "cutouts": "cut multi-band stamps of one tile",
+    "check": "check tiles, bands, catalog and labels; report every problem before heavy work",
+    "index": "index the survey: footprints, object -> tile assignment, rejects, shards",
+    "survey": "the survey index (same as index)",
+    "cutouts": "cut multi-band stamps of one shard of tiles",
+    "rejects": "merge every rejected catalog object into one table",
     "preprocess": "normalise stamps into chunked HDF5 (dask)",
     "split": "assign train/val/test by a hash of the object id",
     "trainset": "gather the labelled stamps of one task",

@@ -1,4 +1,4 @@
-"""Batched data augmentation on the batch's device: D4 rotations/flips, shifts, noise.
+"""Batched data augmentation on the batch's device: D4 rotations/flips, zoom, shifts, flux, noise.
 
 Every random draw comes from the ``torch.Generator`` passed in (on the batch's device), so
 a seed reproduces a batch exactly on a given device. The CLI writes ``augment.copies``
@@ -151,18 +151,79 @@ def subpixel_shift(x: torch.Tensor, shifts_xy: torch.Tensor) -> torch.Tensor:
     return torch.where(moving, _bilinear_shift(out, frac), out)
 
 
-def augment_batch(x: torch.Tensor, cfg: Mapping, generator: torch.Generator) -> torch.Tensor:
+def zoom(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Magnify each sample by its own factor about pixel ``(s // 2, s // 2)`` (bilinear).
+
+    The object's pixel (docs/formats.md) stays fixed: output pixel p samples the input at
+    ``c + (p - c) / factor``; zero padding outside. A factor of exactly 1 leaves the sample
+    untouched.
+
+    Parameters
+    ----------
+    x : (n, c, h, w) float tensor.
+    factors : (n,) magnifications (> 1 enlarges).
+
+    Returns
+    -------
+    (n, c, h, w) tensor.
+    """
+    n, _, h, w = x.shape
+    f = factors.to(device=x.device, dtype=x.dtype)[:, None]
+
+    def coords(size: int) -> torch.Tensor:  # (n, size) normalised source coordinates
+        c = size // 2
+        p = c + (torch.arange(size, device=x.device, dtype=x.dtype)[None, :] - c) / f
+        return (2 * p + 1) / size - 1
+
+    gx, gy = coords(w), coords(h)
+    grid = torch.stack([gx[:, None, :].expand(n, h, w), gy[:, :, None].expand(n, h, w)], dim=-1)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return torch.where((factors == 1).to(x.device)[:, None, None, None], x, out)
+
+
+def scale_flux(x: torch.Tensor, factors: torch.Tensor, stretch: str = "linear") -> torch.Tensor:
+    """Multiply each sample's flux by its own factor, through the preprocess stretch.
+
+    For ``stretch='arcsinh'`` the stamps hold ``y = arcsinh(f / softening)``, so the flux
+    ``f`` scaled by k gives ``arcsinh(k sinh(y))`` whatever the softening; for ``linear``
+    stamps it is ``k y``.
+
+    x : (n, c, h, w); factors : (n,). Returns (n, c, h, w).
+    """
+    k = factors.to(device=x.device, dtype=x.dtype)[:, None, None, None]
+    if stretch == "arcsinh":
+        return torch.asinh(k * torch.sinh(x))
+    return k * x
+
+
+def _log_uniform(n: int, bounds: Sequence[float], generator: torch.Generator,
+                 device: torch.device) -> torch.Tensor:
+    lo, hi = np.log(float(bounds[0])), np.log(float(bounds[1]))
+    unit = torch.rand((n,), generator=generator, device=device, dtype=torch.float64)
+    return torch.exp(lo + (hi - lo) * unit)
+
+
+def _enabled(bounds: Sequence[float] | None) -> bool:
+    return bounds is not None and not (float(bounds[0]) == 1.0 == float(bounds[1]))
+
+
+def augment_batch(x: torch.Tensor, cfg: Mapping, generator: torch.Generator,
+                  normalisation: Mapping | None = None) -> torch.Tensor:
     """Augment a batch as the ``augment`` config block says.
 
-    Random D4 element (``d4``), uniform shift in [-shift_pix, shift_pix] per axis
-    (``shift_pix``), Gaussian noise of sigma ``noise_sigma``; in that order, each sample
-    drawn independently, all from ``generator``.
+    Random D4 element (``d4``), log-uniform magnification in ``zoom`` about the object's
+    pixel, uniform shift in [-shift_pix, shift_pix] per axis (``shift_pix``), log-uniform
+    flux factor in ``flux_scale`` and Gaussian noise of sigma ``noise_sigma``; in that
+    order, each sample drawn independently, all from ``generator``. Disabled transforms
+    draw nothing, so enabling one does not change the others' draws before it.
 
     Parameters
     ----------
     x : (n, band, s, s) float tensor, normalised stamps.
     cfg : the ``augment`` config block.
     generator : torch.Generator on ``x.device``; the same seed gives the same batch.
+    normalisation : the stamps' ``normalisation`` attrs (the ``preprocess`` block); its
+        ``stretch`` tells how flux scaling acts. None: linear.
 
     Returns
     -------
@@ -173,9 +234,15 @@ def augment_batch(x: torch.Tensor, cfg: Mapping, generator: torch.Generator) -> 
     out = x
     if cfg["d4"]:
         out, _ = d4_random(out, generator)
+    if _enabled(cfg.get("zoom")):
+        out = zoom(out, _log_uniform(x.shape[0], cfg["zoom"], generator, x.device))
     if cfg["shift_pix"] > 0:
         unit = torch.rand((x.shape[0], 2), generator=generator, device=x.device)
         out = subpixel_shift(out, (2 * unit - 1) * float(cfg["shift_pix"]))
+    if _enabled(cfg.get("flux_scale")):
+        stretch = (normalisation or {}).get("stretch", "linear")
+        out = scale_flux(out, _log_uniform(x.shape[0], cfg["flux_scale"], generator, x.device),
+                         stretch)
     if cfg["noise_sigma"] > 0:
         noise = torch.randn(out.shape, generator=generator, device=x.device, dtype=out.dtype)
         out = out + float(cfg["noise_sigma"]) * noise
@@ -229,7 +296,7 @@ def augment_file(in_path: str | Path, out_path: str | Path, config: Mapping,
                     continue
                 batch = torch.from_numpy(fh["images"][start:start + batch_size][sel]).to(device)
                 for c, gen in enumerate(gens):
-                    out = augment_batch(batch, cfg, gen).cpu().numpy()
+                    out = augment_batch(batch, cfg, gen, attrs.get("normalisation")).cpu().numpy()
                     images[c * n_train + done:c * n_train + done + sel.size] = out
                 done += sel.size
             fout.create_dataset("label", data=np.tile(fh["label"][()][rows].astype(np.uint8),

@@ -1,35 +1,53 @@
-"""Cut fixed-size multi-band stamps around the objects the survey index assigned to a tile.
+"""Cut fixed-size multi-band stamps around the objects the survey index assigned to a shard.
 
 Stamp geometry (docs/formats.md): the object's pixel is ``round(pos)``; the stamp covers
 ``[round(pos) - s//2, round(pos) - s//2 + s)`` on each axis, so the object lies in stamp
-pixel ``s//2``. Pixels outside the tile are NaN and flag the object EDGE; NaN pixels inside
-the tile flag it MASKED.
+pixel ``s//2``. Pixels outside the tile are NaN; NaN and masked pixels are NaN too; the
+per-object ``flags`` bit mask says which (``FLAG_BITS``).
+
+Speed: a stamp fully inside the tile is one slice copy of all bands (no padded copy of the
+tile, no fancy-index gather), summed while still in cache; only the objects whose stamp
+sum is not finite (edge, NaN, masked) are looked at pixel by pixel. Memory: one tile (its
+bands, plus one bool per pixel and band with a mask; the arrays are reused from tile to
+tile) plus one batch of stamps; the shard's stamps stream to disk.
+
+    python -m skysift.cutouts --config-json J --shard s0000 --index-dir results/index \
+        --out results/cutouts/s0000.h5 [--rejects results/cutouts/s0000.rejects.ecsv]
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
+import h5py
 import numpy as np
-from astropy.io import fits
-from numpy.lib.stride_tricks import sliding_window_view
+from astropy.table import Table
 
 from skysift import cli
-from skysift.errors import DataError
-from skysift.io import id_array, provenance, write_stamps
-from skysift.survey import read_tile, read_tile_header
+from skysift.errors import SurveyError
+from skysift.index import read_assignment_rows
+from skysift.io import atomic_output, id_array, provenance, write_attrs
+from skysift.survey import read_tile
 
 log = logging.getLogger(__name__)
 
-#: Flag bits (uint8), docs/formats.md.
-EDGE = 1
-MASKED = 2
-#: Stamp pixels gathered per batch (bounds the temporary copy to ~32 MB of float32).
-BATCH_PIXELS = 2**23
-ASSIGNMENT_COLUMNS = ("index", "id", "ra", "dec", "tile", "x_pix", "y_pix")
+#: Per-object flag bits (uint8), docs/formats.md.
+EDGE = 1     # the stamp extends past the tile edge (those pixels are NaN)
+MASKED = 2   # the survey mask rejects pixels of the stamp inside the tile
+NAN = 4      # the tile holds NaN (or infinite) pixels inside the stamp
+CENTRE = 8   # the object's own pixel is invalid in some band
+EMPTY = 16   # some band of the stamp has no valid pixel at all
+FLAG_BITS = {"EDGE": EDGE, "MASKED": MASKED, "NAN": NAN, "CENTRE": CENTRE, "EMPTY": EMPTY}
+#: Version of the cutouts HDF5 layout (attr ``layout_version``), docs/formats.md.
+LAYOUT_VERSION = 2
+#: Stamp bytes cut per batch: bounds the memory beside the tile.
+BATCH_BYTES = 64 * 2**20
+#: Objects cut before their pixels are tested for NaN (a block stays in the CPU cache).
+_BLOCK = 16
 
 
 def stamp_origin(pos_xy: np.ndarray, size_pix: int) -> np.ndarray:
@@ -45,145 +63,263 @@ def stamp_origin(pos_xy: np.ndarray, size_pix: int) -> np.ndarray:
     return np.floor(pos + 0.5).astype(np.int64) - size_pix // 2
 
 
-def extract(images: np.ndarray, pos_xy: np.ndarray, size_pix: int
+def _pixel_flags(stamp: np.ndarray, x0: int, y0: int, shape: tuple[int, int],
+                 masked: np.ndarray | None) -> int:
+    """EDGE/MASKED/NAN/EMPTY of one stamp (band, s, s) whose origin is (x0, y0)."""
+    ny, nx = shape
+    s = stamp.shape[-1]
+    ya, yb, xa, xb = max(y0, 0), min(y0 + s, ny), max(x0, 0), min(x0 + s, nx)
+    flag = EDGE if (ya, yb, xa, xb) != (y0, y0 + s, x0, x0 + s) else 0
+    if ya >= yb or xa >= xb:
+        return flag | EMPTY
+    bad = ~np.isfinite(stamp[:, ya - y0:yb - y0, xa - x0:xb - x0])
+    if masked is not None:
+        rejected = masked[:, ya:yb, xa:xb]
+        flag |= MASKED if rejected.any() else 0
+        flag |= NAN if (bad & ~rejected).any() else 0
+    elif bad.any():
+        flag |= NAN
+    if bad.reshape(len(bad), -1).all(axis=1).any():
+        flag |= EMPTY
+    return flag
+
+
+def extract(images: np.ndarray, pos_xy: np.ndarray, size_pix: int,
+            masked: np.ndarray | None = None, out: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
     """Cut ``size_pix`` x ``size_pix`` stamps of every band around pixel positions.
 
     Parameters
     ----------
-    images : (band, y, x) float array, tile pixels.
+    images : (band, y, x) float, tile pixels; NaN where invalid (the pixels ``masked``
+        marks must already be NaN, as :func:`skysift.survey.read_tile` leaves them).
+        float32 native C-contiguous input is used as is, anything else is converted once.
     pos_xy : (n, 2) float, 0-based pixel coordinates (x, y) of the objects.
     size_pix : side of a stamp, pixels (odd or even).
+    masked : optional (band, y, x) bool, True where the survey mask rejected the pixel; it
+        only tells MASKED from NAN in the flags.
+    out : optional (n, band, size_pix, size_pix) float32 buffer to fill.
 
     Returns
     -------
-    stamps : (n, band, size_pix, size_pix) float32, NaN where the stamp leaves the image.
-    flags : (n,) uint8, ``EDGE`` if any stamp pixel lies outside the image, ``MASKED`` if
-        any stamp pixel inside the image is NaN.
-
-    Each band is NaN-padded once by ``size_pix`` pixels and all stamps are gathered from a
-    sliding-window view of it, in batches of objects.
+    stamps : (n, band, size_pix, size_pix) float32, NaN outside the image and where the
+        image is NaN.
+    flags : (n,) uint8, bits of ``FLAG_BITS``: EDGE (stamp leaves the image), MASKED,
+        NAN (non-finite image pixels in the stamp), CENTRE (the object's pixel is invalid in
+        some band), EMPTY (a band without any valid pixel).
     """
     images = np.asarray(images)
     if images.ndim != 3:
         raise ValueError(f"images must be (band, y, x), got shape {images.shape}")
+    if images.dtype != np.float32 or not images.flags.c_contiguous:
+        images = np.ascontiguousarray(images, dtype=np.float32)
     s = int(size_pix)
     if s < 1:
         raise ValueError(f"size_pix must be positive, got {size_pix}")
     n_band, ny, nx = images.shape
     origin = stamp_origin(pos_xy, s)
     n = len(origin)
-    ox, oy = origin[:, 0], origin[:, 1]
-    edge = (ox < 0) | (oy < 0) | (ox + s > nx) | (oy + s > ny)
-    # stamps wholly outside start inside the padding: same all-NaN result, valid index
-    px, py = np.clip(ox, -s, nx) + s, np.clip(oy, -s, ny) + s
-    stamps = np.empty((n, n_band, s, s), np.float32)
-    has_nan = np.zeros(n, bool)
-    batch = max(1, BATCH_PIXELS // (s * s))
-    padded = np.empty((ny + 2 * s, nx + 2 * s), np.float32)
-    for b in range(n_band):
-        padded.fill(np.nan)
-        padded[s:s + ny, s:s + nx] = images[b]
-        windows = sliding_window_view(padded, (s, s))
-        for lo in range(0, n, batch):
-            sl = slice(lo, lo + batch)
-            stamps[sl, b] = windows[py[sl], px[sl]]
-            has_nan[sl] |= np.isnan(stamps[sl, b]).any(axis=(1, 2))
-    masked = has_nan & ~edge
-    # edge stamps hold padding NaN: only NaN at in-image pixels count as MASKED
-    offs = np.arange(s)
-    todo = np.flatnonzero(has_nan & edge)
-    for lo in range(0, len(todo), max(1, batch // n_band)):
-        i = todo[lo:lo + max(1, batch // n_band)]
-        row_in = (oy[i, None] + offs >= 0) & (oy[i, None] + offs < ny)
-        col_in = (ox[i, None] + offs >= 0) & (ox[i, None] + offs < nx)
-        inside = row_in[:, None, :, None] & col_in[:, None, None, :]
-        masked[i] = (np.isnan(stamps[i]) & inside).any(axis=(1, 2, 3))
-    flags = np.where(edge, EDGE, 0).astype(np.uint8) | np.where(masked, MASKED, 0).astype(np.uint8)
+    stamps = np.empty((n, n_band, s, s), np.float32) if out is None else out
+    if stamps.shape != (n, n_band, s, s) or stamps.dtype != np.float32:
+        raise ValueError(f"out must be float32 {(n, n_band, s, s)}, got {stamps.shape}")
+    ox, oy = origin[:, 0].tolist(), origin[:, 1].tolist()
+    flags = np.zeros(n, np.uint8)
+    finite = np.empty(n, bool)
+    for lo in range(0, n, _BLOCK):
+        hi = min(n, lo + _BLOCK)
+        for k in range(lo, hi):
+            x, y = ox[k], oy[k]
+            if x >= 0 and y >= 0 and x + s <= nx and y + s <= ny:
+                stamps[k] = images[:, y:y + s, x:x + s]
+            else:
+                stamps[k] = np.nan
+                ya, yb, xa, xb = max(y, 0), min(y + s, ny), max(x, 0), min(x + s, nx)
+                if ya < yb and xa < xb:
+                    stamps[k, :, ya - y:yb - y, xa - x:xb - x] = images[:, ya:yb, xa:xb]
+        # NaN/inf propagate into the sum: a cheap test of every pixel, while still in cache
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite[lo:hi] = np.isfinite(stamps[lo:hi].sum(axis=(2, 3))).all(axis=1)
+    for k in np.flatnonzero(~finite).tolist():
+        flags[k] = _pixel_flags(stamps[k], ox[k], oy[k], (ny, nx), masked)
+    c = s // 2
+    flags[~np.isfinite(stamps[:, :, c, c]).all(axis=1)] |= CENTRE
     return stamps, flags
 
 
-def read_assignment(path: str, tile: str) -> dict[str, np.ndarray]:
-    """Columns of the survey index ``assignment.fits`` for the rows assigned to ``tile``.
+def band_has_valid(band: np.ndarray, rows_per_block: int = 256) -> bool:
+    """True when the (y, x) image holds a finite pixel (stops at the first block with one)."""
+    return any(np.isfinite(band[y:y + rows_per_block]).any()
+               for y in range(0, band.shape[0], rows_per_block))
 
-    The table is memory-mapped and only the tile's rows are copied, so every tile job can
-    read a survey-sized assignment.
+
+def _median(values: list) -> float | list:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1:
+        finite = arr[np.isfinite(arr)]
+        return float(np.median(finite)) if finite.size else float("nan")
+    return [_median(arr[:, b].tolist()) for b in range(arr.shape[1])]
+
+
+class _Writer:
+    """Streams stamps into ``images`` of an open HDF5 file, chunk-aligned by the chunk cache."""
+
+    def __init__(self, fh: h5py.File, n_band: int, size: int, config: dict):
+        chunk = config["preprocess"]["chunk_objects"]
+        comp = config["cutouts"]["compression"]
+        kw = {} if comp == "none" else {"compression": comp, "shuffle": True}
+        if comp == "gzip":
+            kw["compression_opts"] = 1
+        self.images = fh.create_dataset("images", shape=(0, n_band, size, size),
+                                        maxshape=(None, n_band, size, size), dtype=np.float32,
+                                        chunks=(chunk, n_band, size, size), **kw)
+        self.n = 0
+
+    def append(self, stamps: np.ndarray) -> None:
+        self.images.resize(self.n + len(stamps), axis=0)
+        self.images[self.n:self.n + len(stamps)] = stamps
+        self.n += len(stamps)
+
+
+def cut_objects(config: dict, rows: dict[str, np.ndarray], out: str | Path,
+                rejects_out: str | Path, label: str) -> dict:
+    """Cut the stamps of ``rows`` (assignment columns, sorted by tile) into ``out``.
+
+    Tiles are read one at a time; a tile band without any valid pixel rejects the tile's
+    objects into ``rejects_out`` (an error when ``config["strict"]``). Returns counts.
     """
-    if not os.path.exists(path):
-        raise DataError(f"{path}: assignment not found; run the survey index first "
-                        f"(snakemake {path})")
-    try:
-        with fits.open(path, memmap=True) as hdul:
-            data = hdul[1].data
-            names = data.columns.names if data is not None else []
-            missing = [c for c in ASSIGNMENT_COLUMNS if c not in names]
-            if missing:
-                raise DataError(f"{path}: missing columns {missing}; delete it and re-run "
-                                "the survey index")
-            tiles = np.char.strip(np.char.decode(np.asarray(data["tile"], "S"), "utf-8"))
-            rows = np.flatnonzero(tiles == tile)
-            return {c: np.array(data[c][rows]) for c in ASSIGNMENT_COLUMNS}
-    except DataError:
-        raise
-    except Exception as exc:  # astropy raises many types for unreadable tables
-        raise DataError(f"{path}: cannot read the assignment ({exc}); delete it and re-run "
-                        "the survey index") from None
+    size = config["cutouts"]["stamp_size_pix"]
+    bands = list(config["survey"]["bands"])
+    chunk = config["preprocess"]["chunk_objects"]
+    batch = max(1, BATCH_BYTES // (len(bands) * size * size * 4))
+    tiles, starts = np.unique(rows["tile"], return_index=True)
+    order = np.argsort(starts)
+    tiles, starts = tiles[order].tolist(), np.append(starts[order], len(rows["tile"]))
+    kept, rejected, info, counts, pool = [], [], {}, dict.fromkeys(FLAG_BITS, 0), {}
+    buf = np.empty((min(batch, len(rows["tile"])), len(bands), size, size), np.float32)
+    rdcc = 4 * chunk * len(bands) * size * size * 4 + 2**20
+    with atomic_output(out) as tmp, h5py.File(tmp, "w", rdcc_nbytes=rdcc) as fh:
+        writer = _Writer(fh, len(bands), size, config)
+        for t, tile in enumerate(tiles):
+            sel = np.arange(starts[t], starts[t + 1])
+            stack = None  # only the pool keeps the previous tile's arrays, for reuse
+            stack = read_tile(config, tile, pool)
+            empty = [b for b, img in zip(bands, stack.images, strict=True)
+                     if not band_has_valid(img)]
+            info[tile] = {"pixscale_arcsec": stack.pixscale_arcsec, "shape": list(stack.shape),
+                          "psf_fwhm_arcsec": stack.psf_fwhm_arcsec,
+                          "zeropoint": stack.zeropoint, "paths": stack.paths,
+                          "n_objects": 0 if empty else len(sel),
+                          "n_rejected": len(sel) if empty else 0}
+            pool.update(images=stack.images, masked=stack.masked)
+            if empty:
+                why = f"tile {tile} band {empty[0]}: no valid pixel (all NaN or masked)"
+                if config.get("strict"):
+                    raise SurveyError(f"{stack.paths[bands.index(empty[0])]}: {why}; fix or "
+                                      "remove the tile, or set strict: false to reject its "
+                                      f"{len(sel)} objects")
+                log.warning("%s: rejecting its %d objects", why, len(sel))
+                rejected.append((sel, why))
+                continue
+            pos = np.column_stack([rows["x_pix"][sel], rows["y_pix"][sel]]).astype(np.float64)
+            for lo in range(0, len(sel), batch):
+                part = pos[lo:lo + batch]
+                stamps, flags = extract(stack.images, part, size, stack.masked,
+                                        out=buf[:len(part)])
+                writer.append(stamps)
+                kept.append((sel[lo:lo + batch], flags))
+        keep = np.concatenate([k for k, _ in kept]) if kept else np.zeros(0, np.int64)
+        flags = np.concatenate([f for _, f in kept]) if kept else np.zeros(0, np.uint8)
+        _write_columns(fh, rows, keep, flags, tiles)
+        per_tile = list(info.values())
+        write_attrs(fh, {
+            "bands": bands, "tiles": tiles, "shard": label, "stamp_size_pix": size,
+            "pixscale_arcsec": _median([i["pixscale_arcsec"] for i in per_tile]),
+            "psf_fwhm_arcsec": _median([i["psf_fwhm_arcsec"] for i in per_tile]),
+            "zeropoint": _median([i["zeropoint"] for i in per_tile]),
+            "tile_info": info, "flag_bits": FLAG_BITS, "layout_version": LAYOUT_VERSION,
+            **provenance(config, step="cutouts", shard=label,
+                         inputs=[p for i in per_tile for p in i["paths"]])})
+    for name, bit in FLAG_BITS.items():
+        counts[name] = int(np.count_nonzero(flags & bit))
+    _write_rejects(rejects_out, rows, rejected, config)
+    return {"n_objects": len(keep), "n_rejected": sum(len(s) for s, _ in rejected),
+            "n_tiles": len(tiles), "flags": counts}
 
 
-def _ids(values) -> np.ndarray:
-    """Ids for HDF5: int64, or UTF-8 bytes kept as they are in the FITS table."""
-    arr = np.asarray(values)
-    return arr if arr.dtype.kind == "S" else id_array(arr)
+def _write_columns(fh: h5py.File, rows: dict, keep: np.ndarray, flags: np.ndarray,
+                   tiles: list[str]) -> None:
+    """The per-object datasets of the rows ``keep`` (docs/formats.md)."""
+    ids = np.asarray(rows["id"])[keep]
+    fh.create_dataset("flags", data=flags)
+    fh.create_dataset("index", data=np.asarray(rows["index"], np.int64)[keep])
+    fh.create_dataset("id", data=ids if ids.dtype.kind == "S" else id_array(ids))
+    for name in ("ra", "dec"):
+        fh.create_dataset(name, data=np.asarray(rows[name], np.float64)[keep])
+    fh.create_dataset("pos_xy", data=np.column_stack(
+        [rows["x_pix"][keep], rows["y_pix"][keep]]).astype(np.float64).reshape(-1, 2))
+    width = max([1] + [len(t.encode()) for t in tiles])
+    fh.create_dataset("tile", data=np.char.encode(rows["tile"][keep].astype(str), "utf-8")
+                      .astype(f"S{width}"))
+
+
+def _write_rejects(path: str | Path, rows: dict, rejected: list, config: dict) -> None:
+    sel = np.concatenate([s for s, _ in rejected]) if rejected else np.zeros(0, np.int64)
+    reasons = [why for s, why in rejected for _ in range(len(s))]
+    ids = np.asarray(rows["id"])[sel]
+    table = Table({"index": np.asarray(rows["index"], np.int64)[sel],
+                   "id": np.char.decode(ids, "utf-8") if ids.dtype.kind == "S" else ids,
+                   "reason": np.array(reasons, dtype=str)})
+    table.meta.update(provenance(config, step="cutouts"))
+    with atomic_output(path) as tmp:
+        table.write(tmp, format="ascii.ecsv")
+
+
+def default_rejects_path(out: str | Path) -> Path:
+    """``results/cutouts/S.h5`` -> ``results/cutouts/S.rejects.ecsv``."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".h5") + ".rejects.ecsv")
 
 
 def _body(args) -> int:
     start = time.perf_counter()
     config = cli.load_config(args)
-    size = config["cutouts"]["stamp_size_pix"]
-    rows = read_assignment(args.assignment, args.tile)
-    if len(rows["index"]):
-        stack = read_tile(config, args.tile)
-        images = stack.images
-    else:  # still checks the tile's headers and writes a valid n=0 file, reads no pixels
-        stack = read_tile_header(config, args.tile)
-        images = np.empty((len(stack.bands), 0, 0), np.float32)
-    pos_xy = np.stack([np.asarray(rows["x_pix"], np.float64),
-                       np.asarray(rows["y_pix"], np.float64)], axis=1).reshape(-1, 2)
-    stamps, flags = extract(images, pos_xy, size)
-    n_edge = int(np.count_nonzero(flags & EDGE))
-    n_masked = int(np.count_nonzero(flags & MASKED))
-    arrays = {"images": stamps, "flags": flags,
-              "index": np.asarray(rows["index"], np.int64), "id": _ids(rows["id"]),
-              "ra": np.asarray(rows["ra"], np.float64), "dec": np.asarray(rows["dec"], np.float64),
-              "pos_xy": pos_xy}
-    attrs = {"bands": stack.bands, "tile": args.tile, "stamp_size_pix": size,
-             "pixscale_arcsec": stack.pixscale_arcsec,
-             "psf_fwhm_arcsec": stack.psf_fwhm_arcsec, "zeropoint": stack.zeropoint,
-             **provenance(config, tile=args.tile, inputs=stack.paths + [args.assignment])}
-    write_stamps(args.out, arrays, attrs, chunk_objects=config["preprocess"]["chunk_objects"])
-    if n_edge:
-        log.info("%d of %d stamps cross the tile edge (EDGE, NaN-padded)", n_edge, len(flags))
-    if n_masked:
-        log.info("%d of %d stamps hold NaN pixels inside the tile (MASKED)", n_masked, len(flags))
+    if args.strict:
+        config["strict"] = True
+    if args.shard:
+        rows, label = read_assignment_rows(args.index_dir, shard=args.shard), args.shard
+    else:
+        rows, label = read_assignment_rows(args.index_dir, tile=args.tile), ""
+    rejects = args.rejects or default_rejects_path(args.out)
+    res = cut_objects(config, rows, args.out, rejects, label)
     seconds = time.perf_counter() - start
-    log.info("cutouts %s: %d objects, %d bands, %d px stamps, %d EDGE, %d MASKED in %.1f s "
-             "(%.0f objects/s) -> %s", args.tile, len(flags), len(stack.bands), size, n_edge,
-             n_masked, seconds, len(flags) / max(seconds, 1e-9), args.out)
+    size, n_band = config["cutouts"]["stamp_size_pix"], len(config["survey"]["bands"])
+    mb = res["n_objects"] * n_band * size * size * 4 / 2**20
+    log.info("cutouts %s: %d tiles, %d objects (%d rejected), %d bands, %d px stamps, flags %s "
+             "in %.2f s (%.0f objects/s, %.0f MB/s incl. reading tiles) -> %s",
+             args.shard or args.tile, res["n_tiles"], res["n_objects"], res["n_rejected"],
+             n_band, size, json.dumps(res["flags"]), seconds,
+             res["n_objects"] / max(seconds, 1e-9), mb / max(seconds, 1e-9), args.out)
     return 0
 
 
 def parser():
     """Command-line parser of ``python -m skysift.cutouts``."""
-    p = cli.parser("Cut multi-band stamps around the objects assigned to one tile.")
-    p.add_argument("--tile", required=True, help="tile name (the {tile} of survey.tiles)")
-    p.add_argument("--assignment", default="results/index/assignment.fits",
-                   help="assignment.fits written by python -m skysift.survey")
-    p.add_argument("--out", required=True, help="output HDF5, e.g. results/cutouts/{tile}.h5")
+    p = cli.parser("Cut multi-band stamps around the objects of one shard (or one tile).")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--shard", help="shard name, from shards.json of the index")
+    which.add_argument("--tile", help="one tile (the {tile} of survey.tiles), for checks by hand")
+    p.add_argument("--index-dir", default="results/index",
+                   help="directory written by python -m skysift.index")
+    p.add_argument("--out", required=True, help="output HDF5, e.g. results/cutouts/{shard}.h5")
+    p.add_argument("--rejects", help="objects rejected here (ECSV); default: beside --out, "
+                   "NAME.rejects.ecsv")
+    p.add_argument("--strict", action="store_true",
+                   help="a tile band without any valid pixel is an error (config strict)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Write the cutouts HDF5 of one tile; see docs/formats.md."""
+    """Write the cutouts HDF5 of one shard; see docs/formats.md."""
     return cli.run(_body, parser(), argv)
 
 

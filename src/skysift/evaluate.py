@@ -1,19 +1,23 @@
-"""Evaluate every task's classifier on the test split: AUROC, TPR0, TPR10 with intervals.
+"""Evaluate every model on the test split: AUROC, TPR0, TPR10, TPR at FPR 1e-3, intervals.
 
-Reads ``results/catalog.fits`` (``index``, ``id``, ``score_{task}`` logits), ``results/split.fits``
-(``index``, ``split``) and the labels table (``survey.labels``), joins labels to the catalog by
-id exactly (int64 or str, never through a float) and writes, for the test split only::
+Reads ``results/catalog.fits`` (``index``, ``id``, ``score_{task}_{model}`` logits),
+``results/split.fits`` (``index``, ``split``) and the labels table (``survey.labels``), joins
+labels to the catalog by id exactly (int64 or str, never through a float) and writes, for the
+test split only::
 
-    metrics.json = {"split": "test", "provenance": {...}, "tasks": {task: {
-        "score_column", "label_column",
-        "auroc", "auroc_ci": [lo, hi], "tpr0", "tpr0_ci": [lo, hi], "tpr10", "tpr10_ci": [lo, hi],
+    metrics.json = {"split": "test", "provenance": {...}, "primary": {task: model},
+      "tasks": {task: {"model": <primary model>, <its metrics>}},
+      "models": {task: {model: {
+        "score_column", "label_column", "model", "primary",
+        "auroc", "auroc_ci": [lo, hi], "tpr0", "tpr0_ci", "tpr10", "tpr10_ci",
+        "tpr_fpr1e-3", "tpr_fpr1e-3_ci",
         "n_catalog", "n_test", "n_pos", "n_neg", "n_unlabelled", "n_labels_unmatched",
-        "n_bootstrap", "ci", "bootstrap_seed"}}}
+        "n_bootstrap", "ci", "bootstrap_seed"}}}}
 
 ``n_test = n_pos + n_neg + n_unlabelled`` (test objects of the catalog); ``n_labels_unmatched``
 counts labelled rows of the task whose id is not in the catalog (e.g. rejected off every tile).
 Undefined values (a test split without both classes) are written as null. Beside it, a PNG of
-the ROC curves: the full curve and a zoom on FPR <= 0.1.
+the ROC curves of every model: the full curve and the low-FPR end on a log axis.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from astropy.table import Table
 from skysift import cli, metrics
 from skysift.errors import DataError, SurveyError
 from skysift.io import atomic_output, provenance, read_table, require_columns, write_json
+from skysift.modelspec import model_specs, primary_specs
 
 log = logging.getLogger(__name__)
 
 #: Value of the ``split`` column that marks the test split (0 train, 1 val, 2 test).
 TEST_SPLIT = 2
-#: False-positive rate up to which the second ROC panel zooms.
-ZOOM_FPR = 0.1
+#: Smallest false-positive rate of the log-scaled second ROC panel.
+MIN_LOG_FPR = 1e-4
 
 
 # --- pure core -------------------------------------------------------------------------
@@ -111,10 +116,10 @@ def evaluate_task(scores: np.ndarray, labels: np.ndarray, n_boot: int, ci: float
            "bootstrap_seed": int(seed)}
     nan = float("nan")
     if n_pos and n_neg:
-        res = metrics.bootstrap(s, y, n_boot, ci, seed)
+        res = metrics.bootstrap(s, y, n_boot, ci, seed, metrics.ALL_METRICS)
     else:
-        res = {name: {"value": nan, "lo": nan, "hi": nan} for name in metrics.METRICS}
-    for name in metrics.METRICS:
+        res = {name: {"value": nan, "lo": nan, "hi": nan} for name in metrics.ALL_METRICS}
+    for name in metrics.ALL_METRICS:
         out[name] = res[name]["value"]
         out[f"{name}_ci"] = [res[name]["lo"], res[name]["hi"]]
     return out
@@ -132,10 +137,10 @@ def json_safe(value):
 
 
 def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path) -> None:
-    """Write a PNG of ROC curves atomically: the full curve and a zoom on FPR <= ZOOM_FPR.
+    """Write a PNG of ROC curves atomically: linear axes, then FPR on a log axis.
 
-    curves : {task: (fpr (k,), tpr (k,), auroc)}; a task with NaN AUROC is listed in the
-    legend as undefined and not drawn.
+    curves : {label: (fpr (k,), tpr (k,), auroc)}, one per task/model; a curve with NaN
+    AUROC is listed in the legend as undefined and not drawn.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -143,21 +148,26 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: s
     fig = Figure(figsize=(10, 4.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
-    for ax, xmax in zip(axes, (1.0, ZOOM_FPR), strict=True):
-        for task, (fpr, tpr, auc) in curves.items():
+    for ax, log_x in zip(axes, (False, True), strict=True):
+        for label, (fpr, tpr, auc) in curves.items():
             if math.isnan(auc):
-                ax.plot([], [], label=f"{task}: undefined (test split lacks a class)")
+                ax.plot([], [], label=f"{label}: undefined (test split lacks a class)")
             else:
-                ax.plot(fpr, tpr, lw=1.5, label=f"{task} (AUROC {auc:.3f})")
-        ax.plot([0, xmax], [0, xmax], ls="--", lw=0.8, color="grey", label="chance")
-        ax.set_xlim(-0.01 * xmax, xmax)
+                ax.step(fpr, tpr, where="post", lw=1.5, label=f"{label} (AUROC {auc:.3f})")
+        grid = np.geomspace(MIN_LOG_FPR, 1, 50) if log_x else np.array([0.0, 1.0])
+        ax.plot(grid, grid, ls="--", lw=0.8, color="grey", label="chance")
+        if log_x:
+            ax.set_xscale("log")
+            ax.set_xlim(MIN_LOG_FPR, 1)
+        else:
+            ax.set_xlim(-0.01, 1)
         ax.set_ylim(-0.01, 1.01)
         ax.set_xlabel("false-positive rate")
         ax.set_ylabel("true-positive rate")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize="small")
     axes[0].set_title("ROC, test split")
-    axes[1].set_title(f"zoom: FPR <= {ZOOM_FPR:g}")
+    axes[1].set_title("low false-positive rates (log)")
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
 
@@ -181,16 +191,19 @@ def _read_product(path: Path, what: str, columns: Sequence[str]) -> Table:
 
 
 def read_catalog(path: str | Path, score_columns: Mapping[str, str]) -> Table:
-    """The scores catalog, checked for ``index``, ``id`` and every task's score column."""
+    """The scores catalog, checked for ``index``, ``id`` and every model's score column.
+
+    score_columns : {"task/model": column}.
+    """
     path = Path(path)
     table = _read_product(path, "scores catalog", ("index", "id"))
-    for task, column in score_columns.items():
+    for label, column in score_columns.items():
         if column not in table.colnames:
             have = [c for c in table.colnames if c.startswith("score_")] or ["none"]
             raise DataError(
-                f"{path}: no score column '{column}' for task '{task}' (score columns: "
-                f"{', '.join(have)}); re-run infer and gather with task '{task}' in config "
-                f"(snakemake --forcerun infer gather), or remove task '{task}' from tasks")
+                f"{path}: no score column '{column}' for model {label} (score columns: "
+                f"{', '.join(have)}); re-run infer and gather with this config "
+                "(snakemake --forcerun infer gather), or remove it from tasks/models")
     index = np.asarray(table["index"], dtype=np.int64)
     dups = duplicated(index)
     if dups.size:
@@ -259,10 +272,16 @@ def read_labels(config: Mapping) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
              ) -> tuple[dict, dict]:
-    """Metrics of every task on the test split; returns ({task: metrics}, {task: ROC curve})."""
-    score_columns = {t["name"]: f"score_{t['name']}" for t in config["tasks"]}
+    """Metrics of every model on the test split.
+
+    Returns ({task: {model: metrics}}, {"task/model": ROC curve (fpr, tpr, auroc)}). Every
+    model of a task is bootstrapped with the same resamples (seed of the task), so their
+    intervals compare like with like.
+    """
+    specs = model_specs(config)
+    primary = {task: spec.name for task, spec in primary_specs(config).items()}
     label_keys, label_values_by_task = read_labels(config)
-    catalog = read_catalog(catalog_path, score_columns)
+    catalog = read_catalog(catalog_path, {f"{s.task}/{s.name}": s.column for s in specs})
     index = np.asarray(catalog["index"], dtype=np.int64)
     split = split_of(index, split_path)
     test = split == TEST_SPLIT
@@ -277,8 +296,10 @@ def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
     in_catalog[pos_all[pos_all >= 0]] = True
     pos = pos_all[test]
     ecfg = config["evaluate"]
-    results, curves = {}, {}
-    for task, column in score_columns.items():
+    results: dict[str, dict] = {t["name"]: {} for t in config["tasks"]}
+    curves = {}
+    for spec in specs:
+        task, column = spec.task, spec.column
         values = label_values_by_task[task]
         labels = np.where(pos >= 0, values[np.maximum(pos, 0)], np.nan)
         scores = np.asarray(np.ma.getdata(catalog[column])[test], dtype=np.float64)
@@ -290,21 +311,24 @@ def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
         res = evaluate_task(scores, labels, ecfg["n_bootstrap"], ecfg["ci"],
                             task_seed(config["seed"], task))
         label_col = next(t["label"] for t in config["tasks"] if t["name"] == task)
-        res.update(score_column=column, label_column=label_col, n_catalog=int(index.size),
+        res.update(model=spec.name, primary=spec.name == primary[task], score_column=column,
+                   label_column=label_col, n_catalog=int(index.size),
                    n_labels_unmatched=int((np.isfinite(values) & ~in_catalog).sum()))
+        first = not results[task]
         if not (res["n_pos"] and res["n_neg"]):
-            log.warning("task %s: the test split has %d positives and %d negatives; metrics "
-                        "need both classes and are written as null", task, res["n_pos"],
-                        res["n_neg"])
-            curves[task] = (np.zeros(1), np.zeros(1), float("nan"))
+            if first:
+                log.warning("task %s: the test split has %d positives and %d negatives; "
+                            "metrics need both classes and are written as null", task,
+                            res["n_pos"], res["n_neg"])
+            curves[f"{task}/{spec.name}"] = (np.zeros(1), np.zeros(1), float("nan"))
         else:
             labelled = np.isfinite(labels)
             fpr, tpr, _ = metrics.roc_curve(scores[labelled], labels[labelled].astype(np.int8))
-            curves[task] = (fpr, tpr, res["auroc"])
-        if res["n_labels_unmatched"]:
+            curves[f"{task}/{spec.name}"] = (fpr, tpr, res["auroc"])
+        if res["n_labels_unmatched"] and first:
             log.info("task %s: %d labelled objects are not in the catalog (rejected or off "
                      "the survey)", task, res["n_labels_unmatched"])
-        results[task] = res
+        results[task][spec.name] = res
     return results, curves
 
 
@@ -312,8 +336,8 @@ def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
 
 def parser():
     """The ``python -m skysift.evaluate`` argument parser."""
-    p = cli.parser("Metrics (AUROC, TPR0, TPR10 with bootstrap intervals) and ROC curves "
-                   "of every task on the test split.")
+    p = cli.parser("Metrics (AUROC, TPR0, TPR10, TPR at FPR 1e-3 with bootstrap intervals) "
+                   "and ROC curves of every model on the test split.")
     p.add_argument("--catalog", required=True, help="scores catalog (results/catalog.fits)")
     p.add_argument("--split", required=True, help="split table (results/split.fits)")
     p.add_argument("--out", required=True, help="metrics JSON to write (results/metrics.json)")
@@ -325,7 +349,7 @@ def _fmt(res: Mapping) -> str:
     def one(name: str) -> str:
         lo, hi = res[f"{name}_ci"]
         return f"{name} {res[name]:.3f} [{lo:.3f}, {hi:.3f}]"
-    return ", ".join(one(name) for name in metrics.METRICS)
+    return ", ".join(one(name) for name in metrics.ALL_METRICS)
 
 
 def _body(args) -> int:
@@ -333,15 +357,19 @@ def _body(args) -> int:
     config = cli.load_config(args)
     results, curves = evaluate(config, args.catalog, args.split)
     plot_roc(curves, args.roc)
+    primary = {task: spec.name for task, spec in primary_specs(config).items()}
+    headline = {task: results[task][model] for task, model in primary.items()}
     prov = provenance(config, catalog=str(args.catalog), split=str(args.split),
                       labels=str(config["survey"]["labels"]))
-    write_json(args.out, json_safe({"tasks": results, "provenance": prov, "split": "test"}))
+    write_json(args.out, json_safe({"tasks": headline, "models": results, "primary": primary,
+                                    "provenance": prov, "split": "test"}))
     seconds = time.perf_counter() - start
-    n_test = next(iter(results.values()))["n_test"] if results else 0
-    summary = "; ".join(f"{task}: {_fmt(res)} ({res['n_pos']}+/{res['n_neg']}-)"
-                        for task, res in results.items())
-    log.info("evaluate: %d tasks on %d test objects -> %s, %s in %.1f s; %s", len(results),
-             n_test, args.out, args.roc, seconds, summary)
+    n_test = next(iter(headline.values()))["n_test"] if headline else 0
+    summary = "; ".join(f"{task}/{model}: {_fmt(res)} ({res['n_pos']}+/{res['n_neg']}-)"
+                        for task, by_model in results.items()
+                        for model, res in by_model.items())
+    log.info("evaluate: %d models of %d tasks on %d test objects -> %s, %s in %.1f s; %s",
+             len(curves), len(results), n_test, args.out, args.roc, seconds, summary)
     return 0
 
 

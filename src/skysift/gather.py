@@ -2,7 +2,8 @@
 
 Writes ``results/catalog.fits`` and ``.csv`` (sorted by ``index``; ids verbatim), a JSON
 sidecar (provenance, columns, counts) beside the CSV, and ``candidates/{task}.csv``: the
-``infer.top_k`` highest logits per task with a 1-based ``rank`` (ties broken by ``index``).
+``infer.top_k`` highest logits of the task's primary model (``models[].primary``, else the
+first model listed for the task) with a 1-based ``rank`` (ties broken by ``index``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from skysift import cli
 from skysift.errors import DataError
 from skysift.infer import header_cards, write_fits_table
 from skysift.io import atomic_output, provenance, write_json
+from skysift.modelspec import model_specs, primary_specs
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +76,11 @@ def concatenate(tables: Sequence[Table], names: Sequence[str]) -> Table:
     return table
 
 
-def rank_candidates(table: Table, task: str, top_k: int) -> Table:
-    """The ``top_k`` rows of highest ``score_{task}`` with a 1-based ``rank`` column first.
+def rank_candidates(table: Table, col: str, top_k: int) -> Table:
+    """The ``top_k`` rows of highest logit in column ``col``, a 1-based ``rank`` column first.
 
     Ties are broken by ``index`` ascending; non-finite scores are never candidates.
     """
-    col = f"score_{task}"
     scores = np.asarray(table[col], dtype=np.float64)
     finite = np.flatnonzero(np.isfinite(scores))
     order = finite[np.lexsort((np.asarray(table["index"])[finite], -scores[finite]))][:top_k]
@@ -112,11 +113,11 @@ def gather(config: dict, score_paths: Sequence[str | Path], out: str | Path,
     names = [str(p) for p in score_paths]
     tables = [read_scores(p) for p in score_paths]
     table = concatenate(tables, names)
-    tasks = [t["name"] for t in config["tasks"]]
-    missing = [t for t in tasks if f"score_{t}" not in table.colnames]
+    primary = {task: spec.column for task, spec in primary_specs(config).items()}
+    missing = [s.column for s in model_specs(config) if s.column not in table.colnames]
     if missing:
-        raise DataError(f"{names[0]}: no score columns for tasks {missing}; run infer with a "
-                        "model for every task in config tasks")
+        raise DataError(f"{names[0]}: no score columns {missing}; run infer with every model "
+                        "of config models (snakemake --forcerun infer gather)")
     prov = provenance(config, n_inputs=len(names))
     write_fits_table(out, _for_fits(table), header_cards(prov))
     write_csv(table, csv)
@@ -126,15 +127,15 @@ def gather(config: dict, score_paths: Sequence[str | Path], out: str | Path,
               "n_tiles": int(np.unique(np.asarray(table["tile"])).size),
               "flags": {bit: int((np.asarray(table["flags"]) & v != 0).sum())
                         for bit, v in FLAG_BITS.items()}, "tasks": {}}
-    for task in tasks:
-        top = rank_candidates(table, task, top_k)
+    for task, column in primary.items():
+        top = rank_candidates(table, column, top_k)
         write_csv(top, Path(candidates_dir) / f"{task}.csv")
-        n_bad = int((~np.isfinite(np.asarray(table[f"score_{task}"]))).sum())
+        n_bad = int((~np.isfinite(np.asarray(table[column]))).sum())
         if n_bad:
-            log.warning("%s: %d objects have non-finite scores and are never candidates",
-                        task, n_bad)
+            log.warning("%s: %d objects have non-finite %s and are never candidates",
+                        task, n_bad, column)
         counts["tasks"][task] = {"n_candidates": len(top), "top_k": top_k,
-                                 "n_nonfinite": n_bad}
+                                 "ranked_by": column, "n_nonfinite": n_bad}
     write_json(Path(csv).with_suffix(".json"), {
         "provenance": prov, "inputs": names, "counts": counts,
         "columns": [{"name": c, "dtype": str(table[c].dtype)} for c in table.colnames]})

@@ -1,17 +1,19 @@
-"""Score every object of a stamps file with every task's model (rule ``infer``).
+"""Score every object of a stamps file with every named model (rule ``infer``).
 
-Streams ``results/stamps/{tile}.h5`` in batches of ``infer.batch_size`` (the images are
-never all in memory) and writes ``results/scores/{tile}.fits``: ``index``, ``id`` (verbatim),
-``ra``, ``dec``, ``tile``, ``flags`` and one ``score_{task}`` float32 logit column per model.
+Streams a stamps file (``results/stamps/*.h5``) in batches of ``infer.batch_size`` (the
+images are never all in memory; the next batch is read while the models score this one)
+and writes a scores table: ``index``, ``id`` (verbatim), ``ra``, ``dec``, ``tile``,
+``flags`` and one float32 logit column ``score_{task}_{model}`` per model. A model whose
+bands, pixel scale, stamp size or normalisation differ from the stamps is refused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,24 +22,17 @@ from astropy.io import fits
 from astropy.table import Table
 
 from skysift import cli
-from skysift.errors import ConfigError, DataError
+from skysift.checkpoints import load_checkpoint, load_model, sha256_file
+from skysift.errors import DataError
 from skysift.io import atomic_output, open_h5, provenance, read_attr_json
-from skysift.models import (
-    autocast,
-    build_model,
-    prepare_model,
-    resolve_device,
-    resolve_precision,
-    to_device,
-    torch_runtime,
-)
+from skysift.models import autocast, resolve_device, resolve_precision, to_device, torch_runtime
+from skysift.modelspec import score_column
+
+__all__ = ["check_compatible", "ids_for_fits", "infer_tile", "load_checkpoint", "load_model",
+           "load_models", "main", "score", "sha256_file", "write_fits_table"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEYS = ("model_state", "optimizer_state", "scheduler_state", "scaler_state",
-                   "rng_state", "epoch", "config", "meta")
-META_KEYS = ("architecture", "task", "bands", "pixscale_arcsec", "stamp_size_pix",
-             "normalisation", "in_channels")
 #: keys of the ``preprocess`` block that do not change the pixels (HDF5 chunking only).
 NORMALISATION_IGNORED = ("chunk_objects",)
 STAMP_DATASETS = ("images", "flags", "index", "id", "ra", "dec")
@@ -71,46 +66,13 @@ def score(model: torch.nn.Module, images, batch_size: int, device: str | torch.d
     model.eval()
     with torch.inference_mode():
         for start in range(0, n, batch_size):
-            xb = torch.as_tensor(np.asarray(images[start:start + batch_size]),
-                                 dtype=torch.float32)
+            xb = images[start:start + batch_size]
+            xb = (xb.float() if isinstance(xb, torch.Tensor)
+                  else torch.as_tensor(np.asarray(xb), dtype=torch.float32))
             with autocast(device, precision):
                 out = model(to_device(xb, device))
             logits[start:start + len(xb)] = out.float().cpu().numpy()
     return logits
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a skysift checkpoint dict on the CPU, with a user-facing error when unreadable."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: checkpoint not found; train it first (snakemake {path})")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        reason = (str(exc).splitlines() or [""])[0][:160]
-        raise DataError(f"{path}: not a readable skysift checkpoint ({type(exc).__name__}: "
-                        f"{reason}); delete it and re-run the train rule") from None
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    missing += [f"meta.{k}" for k in META_KEYS
-                if not missing and k not in (ckpt["meta"] or {})]
-    if missing:
-        raise DataError(f"{path}: checkpoint lacks {missing}; delete it and re-run the train rule")
-    return ckpt
-
-
-def load_model(path: str | Path, device: str | torch.device) -> tuple[torch.nn.Module, dict]:
-    """The model of a checkpoint on ``device`` in eval mode, and the checkpoint's ``meta``."""
-    ckpt = load_checkpoint(path)
-    meta = ckpt["meta"]
-    try:
-        model = build_model(meta["architecture"], meta["in_channels"], meta["stamp_size_pix"])
-        model.load_state_dict(ckpt["model_state"])
-    except (ConfigError, RuntimeError) as exc:
-        raise DataError(f"{path}: weights do not fit architecture '{meta['architecture']}' "
-                        f"({exc}); delete it and re-run the train rule") from None
-    model = prepare_model(model, torch.device(device))
-    model.eval()
-    return model, meta
 
 
 def _normalisation(value) -> dict | None:
@@ -119,15 +81,26 @@ def _normalisation(value) -> dict | None:
     return {k: v for k, v in value.items() if k not in NORMALISATION_IGNORED}
 
 
-def check_compatible(meta: Mapping, stamps_attrs: Mapping, path: str | Path) -> None:
-    """Raise DataError unless the stamps match the model's bands, stamp size and normalisation.
+#: Relative pixel-scale difference above which stamps do not match a model.
+PIXSCALE_RTOL = 0.01
 
-    A pixel-scale difference above 1 % is only logged (the model may still transfer).
+
+def _label(meta: Mapping) -> str:
+    return f"{meta['task']}/{meta.get('model', '?')}"
+
+
+def check_compatible(meta: Mapping, stamps_attrs: Mapping, path: str | Path) -> None:
+    """Raise DataError unless the stamps match the model's bands, pixel scale (1 %), stamp size
+    and normalisation; the message lists every difference.
     """
     diffs = []
     bands = [str(b) for b in stamps_attrs.get("bands", [])]
     if bands != list(meta["bands"]):
         diffs.append(f"bands {bands} (model: {list(meta['bands'])})")
+    scale, model_scale = stamps_attrs.get("pixscale_arcsec"), meta.get("pixscale_arcsec")
+    if (scale is not None and model_scale
+            and abs(float(scale) / model_scale - 1) > PIXSCALE_RTOL):
+        diffs.append(f"pixscale_arcsec {float(scale):.4g} (model: {model_scale:.4g})")
     size = stamps_attrs.get("stamp_size_pix")
     if size is None or int(size) != int(meta["stamp_size_pix"]):
         diffs.append(f"stamp_size_pix {size} (model: {meta['stamp_size_pix']})")
@@ -135,22 +108,30 @@ def check_compatible(meta: Mapping, stamps_attrs: Mapping, path: str | Path) -> 
     if norm != _normalisation(meta["normalisation"]):
         diffs.append(f"normalisation {norm} (model: {_normalisation(meta['normalisation'])})")
     if diffs:
-        raise DataError(f"{path}: stamps do not match the '{meta['task']}' model: "
+        raise DataError(f"{path}: stamps do not match the '{_label(meta)}' model: "
                         + "; ".join(diffs) + "; cut and preprocess with the configuration the "
                         "model was trained with, or retrain the model")
-    scale, model_scale = stamps_attrs.get("pixscale_arcsec"), meta.get("pixscale_arcsec")
-    if scale is not None and model_scale and abs(float(scale) / model_scale - 1) > 0.01:
-        log.warning("%s: pixel scale %.4g arcsec differs from the '%s' model's %.4g", path,
-                    float(scale), meta["task"], model_scale)
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def load_models(paths: Sequence[str | Path], device: torch.device
+                ) -> tuple[dict[str, torch.nn.Module], dict[str, dict], list]:
+    """Models by catalog column (``score_{task}_{model}``), their meta, and FITS header cards.
+
+    Raises DataError when two checkpoints would fill the same column.
+    """
+    models: dict[str, torch.nn.Module] = {}
+    metas: dict[str, dict] = {}
+    cards: list[tuple[str, object]] = []
+    for i, path in enumerate(paths, start=1):
+        model, meta = load_model(path, device)
+        column = score_column(meta["task"], meta["model"])
+        if column in models:
+            raise DataError(f"{path}: a second model '{meta['model']}' for task "
+                            f"'{meta['task']}' (column {column}); pass each model once")
+        models[column], metas[column] = model, meta
+        cards += [(f"MODEL{i}", Path(path).name), (f"MTASK{i}", meta["task"]),
+                  (f"MNAME{i}", meta["model"]), (f"MSHA{i}", sha256_file(path))]
+    return models, metas, cards
 
 
 def header_cards(items: Mapping) -> list[tuple[str, object]]:
@@ -183,22 +164,16 @@ def write_fits_table(path: str | Path, table: Table, cards: Sequence[tuple[str, 
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, output_verify="exception")
 
 
+def _read(images, start: int, batch: int) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images[start:start + batch], dtype=np.float32))
+
+
 def infer_tile(config: dict, stamps: str | Path, model_paths: Sequence[str | Path],
                out: str | Path) -> int:
     """Score one stamps file with every model and write the scores table; return n objects."""
     device = resolve_device(config["train"]["device"])
     precision = resolve_precision(config["train"]["precision"], device)
-    models: dict[str, torch.nn.Module] = {}
-    metas: dict[str, dict] = {}
-    cards: list[tuple[str, object]] = []
-    for i, path in enumerate(model_paths, start=1):
-        model, meta = load_model(path, device)
-        if meta["task"] in models:
-            raise DataError(f"{path}: a second model for task '{meta['task']}'; "
-                            "pass one model per task to --models")
-        models[meta["task"]], metas[meta["task"]] = model, meta
-        cards += [(f"MODEL{i}", Path(path).name), (f"MTASK{i}", meta["task"]),
-                  (f"MSHA{i}", sha256_file(path))]
+    models, metas, cards = load_models(model_paths, device)
     batch = config["infer"]["batch_size"]
     t0 = time.perf_counter()
     with (torch_runtime(config["train"]["threads"], deterministic=False),
@@ -213,22 +188,31 @@ def infer_tile(config: dict, stamps: str | Path, model_paths: Sequence[str | Pat
             raise DataError(f"{stamps}: images have shape {images.shape}, the models expect "
                             f"(n, {meta0['in_channels']}, {meta0['stamp_size_pix']}, "
                             f"{meta0['stamp_size_pix']}); re-run its rule")
-        scores = {task: np.empty(n, dtype=np.float32) for task in models}
-        for start in cli.progress(range(0, n, batch), desc=f"infer {Path(stamps).stem}"):
-            x = images[start:start + batch]
-            for task, model in models.items():
-                scores[task][start:start + len(x)] = score(model, x, batch, device, precision)
+        scores = {column: np.empty(n, dtype=np.float32) for column in models}
+        starts = range(0, n, batch)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # reads batch i+1 while scoring i
+            ahead = pool.submit(_read, images, 0, batch) if n else None
+            for start in cli.progress(starts, desc=f"infer {Path(stamps).stem}"):
+                x = ahead.result()
+                if start + batch < n:
+                    ahead = pool.submit(_read, images, start + batch, batch)
+                for column, model in models.items():
+                    scores[column][start:start + len(x)] = score(model, x, batch, device,
+                                                                 precision)
         columns = {name: fh[name][()] for name in ("index", "id", "ra", "dec", "flags")}
-    tile = str(attrs.get("tile", Path(stamps).stem))
+        # a shard holds several tiles: the per-object dataset names each object's tile
+        tiles = fh["tile"][()].astype("S") if "tile" in fh else None
+    tile = str(attrs.get("shard") or attrs.get("tile", Path(stamps).stem))
     table = Table()
     table["index"] = columns["index"].astype(np.int64)
     table["id"] = ids_for_fits(columns["id"])
     table["ra"] = columns["ra"].astype(np.float64)
     table["dec"] = columns["dec"].astype(np.float64)
-    table["tile"] = np.full(n, tile, dtype=f"S{max(len(tile.encode()), 1)}")
+    table["tile"] = (tiles if tiles is not None
+                     else np.full(n, tile, dtype=f"S{max(len(tile.encode()), 1)}"))
     table["flags"] = columns["flags"].astype(np.uint8)
-    for task, values in scores.items():
-        table[f"score_{task}"] = values
+    for column, values in scores.items():
+        table[column] = values
     prov = provenance(config, stamps=str(stamps), tile=tile, device=str(device),
                       precision=precision)
     write_fits_table(out, table, header_cards(prov) + cards)
@@ -241,9 +225,10 @@ def infer_tile(config: dict, stamps: str | Path, model_paths: Sequence[str | Pat
 
 def parser():
     """The ``python -m skysift.infer`` argument parser."""
-    p = cli.parser("Score the stamps of one tile with every task's model.")
-    p.add_argument("--stamps", required=True, help="results/stamps/{tile}.h5")
-    p.add_argument("--models", nargs="+", required=True, help="results/models/{task}.pt ...")
+    p = cli.parser("Score the stamps of one file with every named model.")
+    p.add_argument("--stamps", required=True, help="a stamps file, results/stamps/*.h5")
+    p.add_argument("--models", nargs="+", required=True,
+                   help="checkpoints, results/models/{task}/{model}.pt ...")
     p.add_argument("--out", required=True, help="scores table, results/scores/{tile}.fits")
     return p
 

@@ -70,6 +70,27 @@ def tpr10(scores, labels) -> float:
     return tpr_at_fp(scores, labels, 9)
 
 
+def tpr_at_fpr(scores, labels, fpr: float) -> float:
+    """TPR at the loosest threshold whose false-positive rate is at most ``fpr``.
+
+    That threshold admits ``floor(fpr * n_neg)`` false positives (:func:`tpr_at_fp`), so
+    with fewer than ``1 / fpr`` negatives it is TPR0. NaN without positives or negatives.
+    """
+    if not 0.0 <= fpr <= 1.0:
+        raise DataError(f"fpr must lie in [0, 1], got {fpr}")
+    _, y = _check(scores, labels)
+    n_neg = int((~y).sum())
+    if n_neg == 0:
+        return float("nan")
+    # the epsilon keeps e.g. 0.001 * 3000 from flooring to 2 through rounding
+    return tpr_at_fp(scores, labels, int(np.floor(fpr * n_neg + 1e-9)))
+
+
+def tpr_fpr1e3(scores, labels) -> float:
+    """TPR at a false-positive rate of 10^-3 (:func:`tpr_at_fpr`)."""
+    return tpr_at_fpr(scores, labels, 1e-3)
+
+
 def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) at every distinct score, from (0, 0) to (1, 1).
 
@@ -91,14 +112,19 @@ def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 METRICS = {"auroc": auroc, "tpr0": tpr0, "tpr10": tpr10}
+#: METRICS plus the TPR at FPR 10^-3 (what evaluate reports).
+ALL_METRICS = {**METRICS, "tpr_fpr1e-3": tpr_fpr1e3}
 
 
-def bootstrap(scores, labels, n_boot: int, ci: float, seed: int) -> dict:
-    """Point values and stratified percentile-bootstrap intervals of every metric in METRICS.
+def bootstrap(scores, labels, n_boot: int, ci: float, seed: int,
+              fns: dict | None = None) -> dict:
+    """Point values and stratified percentile-bootstrap intervals of every metric in ``fns``.
 
+    ``fns`` maps names to ``f(scores, labels) -> float`` (default :data:`METRICS`).
     Positives and negatives are resampled separately (class counts fixed), so every
     resample has both classes. Returns {name: {"value", "lo", "hi"}}.
     """
+    fns = METRICS if fns is None else fns
     if int(n_boot) != n_boot or n_boot < 0:
         raise DataError(f"n_boot must be a non-negative integer, got {n_boot}")
     if not 0.0 < ci < 1.0:
@@ -106,17 +132,17 @@ def bootstrap(scores, labels, n_boot: int, ci: float, seed: int) -> dict:
     scores, labels = _check(scores, labels)
     pos_idx, neg_idx = np.flatnonzero(labels), np.flatnonzero(~labels)
     out = {name: {"value": fn(scores, labels), "lo": float("nan"), "hi": float("nan")}
-           for name, fn in METRICS.items()}
+           for name, fn in fns.items()}
     if n_boot == 0 or pos_idx.size == 0 or neg_idx.size == 0:
         return out
     rng = np.random.default_rng(seed)
-    draws = {name: np.empty(n_boot) for name in METRICS}
+    draws = {name: np.empty(n_boot) for name in fns}
     for b in range(n_boot):
         idx = np.concatenate([rng.choice(pos_idx, pos_idx.size), rng.choice(neg_idx, neg_idx.size)])
-        for name, fn in METRICS.items():
+        for name, fn in fns.items():
             draws[name][b] = fn(scores[idx], labels[idx])
     alpha = (1.0 - ci) / 2.0
-    for name in METRICS:
+    for name in fns:
         lo, hi = np.quantile(draws[name], [alpha, 1.0 - alpha])
         out[name]["lo"], out[name]["hi"] = float(lo), float(hi)
     return out

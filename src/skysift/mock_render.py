@@ -117,6 +117,9 @@ class LensedSource:
     Two parts share the ray shooting: a diffuse ``SERSIC_ELLIPSE`` and star-forming clumps
     (``GAUSSIAN``), each normalised to unit *unlensed* flux, so a part's integral over the
     image plane is its magnification (``unit_integral``, measured by :func:`unit_totals`).
+    ``diffuse_profile`` and ``clump_profile`` name other lenstronomy profiles (the training
+    injections of :mod:`skysift.inject` use other source models than the mock's lenses);
+    clump ``amp`` values must then be total fluxes summing to 1.
     """
 
     kwargs_lens: list
@@ -125,16 +128,18 @@ class LensedSource:
     extent_arcsec: float
     scale_arcsec: float
     unit_integral: np.ndarray = field(default_factory=lambda: np.ones(2))
+    diffuse_profile: str = "SERSIC_ELLIPSE"
+    clump_profile: str = "GAUSSIAN"
 
     n_parts = 2
 
     def evaluate(self, xi: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """Surface density (2, *xi.shape) per arcsec**2 of unit-flux diffuse and clump light."""
         bx, by = _lens_model().ray_shooting(xi.ravel(), eta.ravel(), self.kwargs_lens)
-        diffuse = _light_model("SERSIC_ELLIPSE")
+        diffuse = _light_model(self.diffuse_profile)
         norm = diffuse.total_flux(self.kwargs_diffuse)[0]
         d = diffuse.surface_brightness(bx, by, self.kwargs_diffuse) / norm
-        clumps = _light_model(*["GAUSSIAN"] * len(self.kwargs_clumps))
+        clumps = _light_model(*[self.clump_profile] * len(self.kwargs_clumps))
         c = clumps.surface_brightness(bx, by, self.kwargs_clumps)
         return np.stack([d, c]).reshape((2,) + xi.shape)
 

@@ -1,55 +1,53 @@
-"""Survey tiles and catalog: tile discovery, FITS reading, and the survey index.
+"""Survey tiles: discovery, and multi-band FITS tiles with their masks (the catalog:
+:mod:`skysift.catalog`).
 
-The index step decides, once for the whole survey, which tile cuts which catalog object:
-an object inside several (overlapping) tiles goes to the tile where it lies farthest from
-an edge; objects on no tile are written to a rejects table with the reason. Layouts of
-``tiles.json``, ``assignment.fits`` and ``rejects.ecsv`` are in docs/formats.md.
+A tile is one FITS file per band named by ``survey.tiles`` (``{tile}``, ``{band}``); plain
+and fpack-compressed (``CompImageHDU``) files read the same. The image HDU is
+``survey.hdu`` or the first HDU with 2-D data and a celestial WCS. ``survey.mask`` names an
+optional bit-mask, weight (inverse variance) or variance HDU, in the tile file or in files
+of their own; the pixels it rejects become NaN. The survey index that assigns objects to
+tiles is :mod:`skysift.index` (``python -m skysift.survey`` runs it too).
+
+Memory: :func:`read_tile` holds the tile's bands as one float32 array (band, y, x), plus one
+bool per pixel and band when a mask is configured, plus one band's HDU data while that
+band is read (docs/formats.md states the bound).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import math
 import os
 import re
 import string
-import time
 import warnings
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import ICRS, SkyCoord
 from astropy.io import fits
-from astropy.table import Table
 from astropy.wcs import WCS
-from astropy.wcs.utils import proj_plane_pixel_scales, wcs_to_celestial_frame
-from scipy.spatial import cKDTree
+from astropy.wcs.utils import proj_plane_pixel_scales
 
-from skysift import cli
 from skysift.errors import SurveyError
-from skysift.io import atomic_output, id_array, provenance, read_table, require_columns, write_json
 
 log = logging.getLogger(__name__)
 
-#: Rejection reasons written to rejects.ecsv.
-REASON_NONFINITE = "non-finite coordinates"
-REASON_DEC = "dec outside [-90, 90]"
-REASON_OFF = "off every tile"
 #: Largest tolerated misalignment between the pixel grids of two bands of a tile (pixels).
 MAX_BAND_OFFSET_PIX = 0.1
 
 
 @dataclass
 class TileHeader:
-    """What the headers of one tile say: geometry, pixel scale, PSF and zero point per band."""
+    """What the headers of one tile say: files, geometry, pixel scale, PSF and zero point."""
 
     tile: str
     bands: list[str]
-    paths: list[str]
+    paths: list[str]              # image file per band
+    mask_paths: list[str]         # mask file per band ([] when survey.mask.kind is none)
     wcs: WCS                      # celestial WCS of the first band, pixel_shape (nx, ny)
     shape: tuple[int, int]        # (ny, nx)
     pixscale_arcsec: float
@@ -59,9 +57,12 @@ class TileHeader:
 
 @dataclass
 class TileStack(TileHeader):
-    """A tile's pixels, ``images`` (band, y, x) float32 in native byte order."""
+    """A tile's pixels: ``images`` (band, y, x) float32 native, NaN where the data are NaN or
+    the mask rejects the pixel; ``masked`` (band, y, x) bool, True where the mask rejects it
+    (None without a mask)."""
 
-    images: np.ndarray = field(default_factory=lambda: np.empty((0, 0, 0), np.float32))
+    images: np.ndarray
+    masked: np.ndarray | None
 
 
 # --------------------------------------------------------------------------- discovery
@@ -87,14 +88,11 @@ def _pattern_parts(pattern: str) -> list[tuple[str, str | None]]:
     return parts
 
 
-def discover_tiles(pattern: str, bands: Sequence[str]) -> list[str]:
-    """Tile names matching ``pattern`` (``{tile}`` and ``{band}`` fields), sorted.
+def find_tiles(pattern: str, bands: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Tiles with a file matching ``pattern`` in some band: (sorted names, {tile: missing bands}).
 
-    Raises
-    ------
-    SurveyError
-        If a tile lacks the file of some band (naming the missing file), or the pattern
-        has no ``{band}`` while several bands are configured.
+    A tile appears when any band's file exists; the second value lists, per incomplete
+    tile, the bands whose file is missing.
     """
     parts = _pattern_parts(pattern)
     if len(bands) > 1 and not any(name == "band" for _, name in parts):
@@ -118,13 +116,34 @@ def discover_tiles(pattern: str, bands: Sequence[str]) -> list[str]:
             if match:
                 found.setdefault(match["tile"], set()).add(band)
     tiles = sorted(found)
-    for tile in tiles:
-        for band in bands:
-            if band not in found[tile]:
-                missing = tile_path(pattern, tile, band)
-                raise SurveyError(f"{missing}: band '{band}' of tile '{tile}' is missing; add "
-                                  f"the file, remove the tile's other bands, or fix survey.bands")
+    missing = {t: [b for b in bands if b not in found[t]] for t in tiles}
+    return tiles, {t: m for t, m in missing.items() if m}
+
+
+def discover_tiles(pattern: str, bands: Sequence[str]) -> list[str]:
+    """Tile names matching ``pattern`` (``{tile}`` and ``{band}`` fields), sorted.
+
+    Raises
+    ------
+    SurveyError
+        If a tile lacks the file of some band (naming the missing file), or the pattern
+        has no ``{band}`` while several bands are configured.
+    """
+    tiles, missing = find_tiles(pattern, bands)
+    for tile, absent in missing.items():
+        path = tile_path(pattern, tile, absent[0])
+        raise SurveyError(f"{path}: band '{absent[0]}' of tile '{tile}' is missing; add the "
+                          "file, remove the tile's other bands, or fix survey.bands")
     return tiles
+
+
+def mask_paths(survey: dict, tile: str) -> list[str]:
+    """Files holding the mask of each band of ``tile`` ([] when ``survey.mask.kind`` is none)."""
+    mask = survey["mask"]
+    if mask["kind"] == "none":
+        return []
+    pattern = mask["file"] or survey["tiles"]
+    return [tile_path(pattern, tile, band) for band in survey["bands"]]
 
 
 # --------------------------------------------------------------------------- FITS reading
@@ -139,36 +158,39 @@ def _image_shape(header: fits.Header) -> tuple[int, int] | None:
 
 
 def _celestial_wcs(header: fits.Header, hdul: fits.HDUList) -> WCS | None:
-    try:
-        full = WCS(header, fobj=hdul)
-    except Exception as exc:  # wcslib raises many types for malformed headers
-        log.debug("cannot parse WCS: %s", exc)
-        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FITSFixedWarning and friends: logged by the caller
+        try:
+            full = WCS(header, fobj=hdul)
+        except Exception as exc:  # wcslib raises many types for malformed headers
+            log.debug("cannot parse WCS: %s", exc)
+            return None
     if not full.has_celestial or full.wcs.lng not in (0, 1) or full.wcs.lat not in (0, 1):
         return None
     return full.celestial
 
 
-def find_image_hdu(hdul: fits.HDUList, hdu: int | str | None, path: str) -> int:
+def find_image_hdu(hdul: fits.HDUList, hdu: int | str | None, path: str,
+                   need_wcs: bool = True, key: str = "survey.hdu") -> int:
     """Index of the image HDU: ``hdu`` (index or EXTNAME) or, if None, the first HDU with
-    2-D data and a celestial WCS (compressed ``CompImageHDU`` included)."""
+    2-D data (and a celestial WCS when ``need_wcs``), compressed ``CompImageHDU`` included."""
     names = [f"{i}:{h.name or type(h).__name__}" for i, h in enumerate(hdul)]
     if hdu is None:
         for i, h in enumerate(hdul):
-            if h.is_image and _image_shape(h.header) and _celestial_wcs(h.header, hdul):
+            if h.is_image and _image_shape(h.header) and (
+                    not need_wcs or _celestial_wcs(h.header, hdul)):
                 return i
-        raise SurveyError(f"{path}: no HDU holds a 2-D image with a celestial WCS (HDUs "
-                          f"{names}); set survey.hdu or add CTYPE1/CTYPE2 to the image header")
+        what = "a 2-D image with a celestial WCS" if need_wcs else "a 2-D image"
+        raise SurveyError(f"{path}: no HDU holds {what} (HDUs {names}); set {key}"
+                          + (" or add CTYPE1/CTYPE2 to the image header" if need_wcs else ""))
     if isinstance(hdu, int):
         if not -len(hdul) <= hdu < len(hdul):
-            raise SurveyError(f"{path}: survey.hdu is {hdu} but the file has HDUs {names}; "
-                              "fix survey.hdu (null finds the image)")
+            raise SurveyError(f"{path}: {key} is {hdu} but the file has HDUs {names}; fix {key}")
         return hdu % len(hdul)
     try:
         return hdul.index_of(hdu)
     except KeyError:
-        raise SurveyError(f"{path}: no HDU named '{hdu}' (HDUs {names}); fix survey.hdu "
-                          "(null finds the image)") from None
+        raise SurveyError(f"{path}: no HDU named '{hdu}' (HDUs {names}); fix {key}") from None
 
 
 def _header_float(headers: Sequence[fits.Header], key: str, path: str) -> float:
@@ -192,32 +214,18 @@ def _raise_if_truncated(caught: list, path: str) -> None:
                               "or re-download it")
 
 
-def _read_band(path: str, survey: dict, load_data: bool) -> tuple:
-    """(celestial wcs, (ny, nx), psf, zp, data or None) of one band file."""
+@contextlib.contextmanager
+def fits_file(path: str, what: str = "tile file") -> Iterator[fits.HDUList]:
+    """``fits.open(path)`` whose failures (missing, unreadable, truncated) are SurveyErrors."""
     if not os.path.exists(path):
-        raise SurveyError(f"{path}: tile file not found; create it or fix survey.tiles / "
-                          "survey.bands in config")
+        raise SurveyError(f"{path}: {what} not found; create it or fix survey.tiles / "
+                          "survey.bands / survey.mask.file in config")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with fits.open(path) as hdul:
-                index = find_image_hdu(hdul, survey["hdu"], path)
-                header = hdul[index].header
-                shape = _image_shape(header)
-                if shape is None:
-                    raise SurveyError(f"{path}: HDU {index} is not a 2-D image; set survey.hdu "
-                                      "to the image HDU (null finds it)")
-                wcs = _celestial_wcs(header, hdul)
-                if wcs is None:
-                    raise SurveyError(f"{path}: HDU {index} has no celestial WCS; set "
-                                      "survey.hdu in config or add CTYPE1/CTYPE2 to the header")
-                heads = [header, hdul[0].header]
-                psf = _header_float(heads, survey["psf_fwhm_key"], path)
-                zp = _header_float(heads, survey["zeropoint_key"], path)
-                data = None
-                if load_data:
-                    data = np.array(hdul[index].data, dtype=np.float32).reshape(shape)
-        except SurveyError:
+            with fits.open(path, memmap=True) as hdul:
+                yield hdul
+        except (SurveyError, MemoryError):
             raise
         except Exception as exc:  # astropy raises OSError/TypeError/ValueError on bad files
             _raise_if_truncated(caught, path)
@@ -226,11 +234,38 @@ def _read_band(path: str, survey: dict, load_data: bool) -> tuple:
     _raise_if_truncated(caught, path)
     for warning in caught:
         log.debug("%s: %s", path, warning.message)
+
+
+def _band_wcs(hdul: fits.HDUList, index: int, path: str) -> tuple[WCS, tuple[int, int]]:
+    header = hdul[index].header
+    shape = _image_shape(header)
+    if shape is None:
+        raise SurveyError(f"{path}: HDU {index} is not a 2-D image; set survey.hdu to the "
+                          "image HDU (null finds it)")
+    wcs = _celestial_wcs(header, hdul)
+    if wcs is None:
+        raise SurveyError(f"{path}: HDU {index} has no celestial WCS; set survey.hdu in config "
+                          "or add CTYPE1/CTYPE2 to the header")
     wcs.pixel_shape = (shape[1], shape[0])
-    return wcs, shape, psf, zp, data
+    return wcs, shape
 
 
-def _check_aligned(ref: WCS, other: WCS, shape: tuple[int, int], path: str, band0: str) -> None:
+def _image_hdu(hdul: fits.HDUList, hdu: int | str | None, path: str
+               ) -> tuple[int, WCS, tuple[int, int]]:
+    """(index, celestial wcs, (ny, nx)) of the image HDU, parsing each WCS once."""
+    if hdu is None:
+        for i, h in enumerate(hdul):
+            shape = _image_shape(h.header) if h.is_image else None
+            wcs = _celestial_wcs(h.header, hdul) if shape else None
+            if wcs is not None:
+                wcs.pixel_shape = (shape[1], shape[0])
+                return i, wcs, shape
+    index = find_image_hdu(hdul, hdu, path)  # names the HDUs when there is none
+    return (index, *_band_wcs(hdul, index, path))
+
+
+def _check_aligned(ref: WCS, other: WCS, shape: tuple[int, int], path: str, ref_path: str
+                   ) -> None:
     ny, nx = shape
     x = np.array([0, nx - 1, 0, nx - 1, (nx - 1) / 2])
     y = np.array([0, 0, ny - 1, ny - 1, (ny - 1) / 2])
@@ -239,38 +274,119 @@ def _check_aligned(ref: WCS, other: WCS, shape: tuple[int, int], path: str, band
         xo, yo = other.world_to_pixel_values(*ref.pixel_to_world_values(x, y))
     offset = float(np.max(np.hypot(xo - x, yo - y)))
     if not offset <= MAX_BAND_OFFSET_PIX:
-        raise SurveyError(f"{path}: pixel grid differs from band '{band0}' by up to "
-                          f"{offset:.3g} pixels; resample the bands of a tile onto one pixel "
-                          "grid (e.g. with reproject)")
+        raise SurveyError(f"{path}: pixel grid differs from {ref_path} by up to {offset:.3g} "
+                          "pixels; resample the bands of a tile onto one pixel grid (e.g. "
+                          "with reproject)")
 
 
-def _read(config: dict, tile: str, load_data: bool) -> TileHeader | TileStack:
+def _bad_bits(mask_cfg: dict, header: fits.Header) -> int:
+    """Integer of bits that reject a pixel; 0 means any non-zero bit."""
+    bits = mask_cfg["bad_bits"]
+    if isinstance(bits, int):
+        return bits
+    value = 0
+    for name in bits:  # LSST/HSC convention: header key MP_<NAME> holds the bit number
+        key = f"MP_{name.upper()}"
+        if key not in header:
+            planes = sorted(k[3:] for k in header if k.startswith("MP_"))
+            raise SurveyError(f"no mask plane '{name}' (header key {key}); planes are "
+                              f"{planes}; fix survey.mask.bad_bits")
+        value |= 1 << int(header[key])
+    return value
+
+
+def rejected_pixels(data: np.ndarray, mask_cfg: dict, bits: int = 0) -> np.ndarray:
+    """Pixels a mask HDU rejects, (y, x) bool.
+
+    ``kind`` bitmask: ``data & bits != 0`` (any non-zero value when ``bits`` is 0); weight
+    (inverse variance): not ``> 0``; variance: not finite and ``> 0``.
+    """
+    kind = mask_cfg["kind"]
+    if kind == "bitmask":
+        if data.dtype.kind not in "iu":
+            if not np.array_equal(data, np.floor(data), equal_nan=False):
+                raise SurveyError("a bitmask HDU must hold integers; set survey.mask.kind to "
+                                  "weight or variance for real-valued maps")
+            data = data.astype(np.int64)
+        return (data & bits) != 0 if bits else data != 0
+    with np.errstate(invalid="ignore"):
+        if kind == "weight":
+            return ~(data > 0)
+        return ~(np.isfinite(data) & (data > 0))
+
+
+def _read_mask(survey: dict, path: str, image_path: str, shape: tuple[int, int],
+               out: np.ndarray | None) -> None:
+    """Fill ``out`` (y, x) bool with the pixels the mask at ``path`` rejects; with ``out``
+    None only check the mask's header (HDU, shape, bit names)."""
+    mask_cfg = survey["mask"]
+    key = "survey.mask.hdu"
+    with fits_file(path, "mask file") as hdul:
+        if mask_cfg["hdu"] is None and not mask_cfg["file"]:
+            raise SurveyError(f"{path}: survey.mask.kind is {mask_cfg['kind']} but no mask HDU "
+                              "is named; set survey.mask.hdu (e.g. MASK, WEIGHT) or "
+                              "survey.mask.file")
+        index = find_image_hdu(hdul, mask_cfg["hdu"], path, need_wcs=False, key=key)
+        hdu = hdul[index]
+        if _image_shape(hdu.header) != shape:
+            raise SurveyError(f"{path}: mask HDU {index} has shape "
+                              f"{_image_shape(hdu.header)}, the image {image_path} {shape}; "
+                              "fix survey.mask.hdu / survey.mask.file")
+        try:
+            bits = _bad_bits(mask_cfg, hdu.header)
+            if out is not None:
+                out[...] = rejected_pixels(np.asarray(hdu.data).reshape(shape), mask_cfg, bits)
+        except SurveyError as exc:
+            raise SurveyError(f"{path}: HDU {index}: {exc}") from None
+
+
+def _buffer(pool: dict | None, key: str, shape: tuple, dtype) -> np.ndarray:
+    """An array of ``shape``: the pool's (taken out of it) when it fits, else a new one."""
+    old = pool.pop(key, None) if pool is not None else None
+    if old is not None and old.shape == shape and old.dtype == dtype:
+        return old
+    del old  # freed before the new one is allocated
+    return np.empty(shape, dtype)
+
+
+def _read(config: dict, tile: str, load_data: bool, pool: dict | None = None
+          ) -> TileHeader | TileStack:
     survey = config["survey"]
     bands = list(survey["bands"])
     paths = [tile_path(survey["tiles"], tile, band) for band in bands]
-    wcs0, shape0, psfs, zps, images = None, None, [], [], None
+    masks = mask_paths(survey, tile)
+    wcs0, shape0, psfs, zps, images, masked = None, None, [], [], None, None
     for b, path in enumerate(paths):
-        wcs, shape, psf, zp, data = _read_band(path, survey, load_data)
-        if b == 0:
-            wcs0, shape0 = wcs, shape
+        with fits_file(path) as hdul:
+            index, wcs, shape = _image_hdu(hdul, survey["hdu"], path)
+            if b == 0:
+                wcs0, shape0 = wcs, shape
+                if load_data:
+                    images = _buffer(pool, "images", (len(bands),) + shape, np.float32)
+                    masked = (_buffer(pool, "masked", (len(bands),) + shape, np.bool_)
+                              if masks else None)
+            elif shape != shape0:
+                raise SurveyError(f"{path}: image shape {shape} differs from {paths[0]} "
+                                  f"{shape0}; every band of a tile must share one pixel grid")
+            else:
+                _check_aligned(wcs0, wcs, shape, path, paths[0])
+            heads = [hdul[index].header, hdul[0].header]
+            psfs.append(_header_float(heads, survey["psf_fwhm_key"], path))
+            zps.append(_header_float(heads, survey["zeropoint_key"], path))
             if load_data:
-                images = np.empty((len(bands),) + shape, np.float32)
-        elif shape != shape0:
-            raise SurveyError(f"{path}: image shape {shape} differs from band '{bands[0]}' "
-                              f"{shape0} ({paths[0]}); every band of a tile must share one "
-                              "pixel grid")
-        else:
-            _check_aligned(wcs0, wcs, shape, path, bands[0])
-        psfs.append(psf)
-        zps.append(zp)
-        if load_data:
-            images[b] = data
+                # one band at a time: a compressed band is decompressed once, copied, freed
+                np.copyto(images[b], np.asarray(hdul[index].data).reshape(shape),
+                          casting="unsafe")
+        if masks:
+            _read_mask(survey, masks[b], path, shape0, masked[b] if load_data else None)
+            if load_data:
+                images[b][masked[b]] = np.nan
     scales = proj_plane_pixel_scales(wcs0)
     to_arcsec = [u.Unit(c).to(u.arcsec) for c in wcs0.wcs.cunit]
     pixscale = float(np.mean(np.asarray(scales) * np.asarray(to_arcsec)))
-    kw = dict(tile=tile, bands=bands, paths=paths, wcs=wcs0, shape=shape0,
+    kw = dict(tile=tile, bands=bands, paths=paths, mask_paths=masks, wcs=wcs0, shape=shape0,
               pixscale_arcsec=pixscale, psf_fwhm_arcsec=psfs, zeropoint=zps)
-    return TileStack(images=images, **kw) if load_data else TileHeader(**kw)
+    return TileStack(images=images, masked=masked, **kw) if load_data else TileHeader(**kw)
 
 
 def read_tile_header(config: dict, tile: str) -> TileHeader:
@@ -278,250 +394,27 @@ def read_tile_header(config: dict, tile: str) -> TileHeader:
     return _read(config, tile, load_data=False)
 
 
-def read_tile(config: dict, tile: str) -> TileStack:
-    """All bands of ``tile``: ``images`` (band, y, x) float32 plus the header information.
+def read_tile(config: dict, tile: str, pool: dict | None = None) -> TileStack:
+    """All bands of ``tile`` with their mask applied; see :class:`TileStack`.
+
+    ``pool`` (optional) may hold the ``images`` / ``masked`` arrays of a previous tile: they
+    are taken out of it and refilled when their shape fits (tiles of a shard usually share
+    one shape), which spares allocating and page-faulting a fresh tile-sized array.
 
     Raises
     ------
     SurveyError
-        Missing band file, unreadable or truncated FITS, no celestial WCS, bands of
-        different shapes or misaligned pixel grids; the message names the file and the fix.
+        Missing band or mask file, unreadable or truncated FITS, no celestial WCS, bands
+        of different shapes or misaligned pixel grids, a mask of another shape; the
+        message names the file and the fix.
     """
-    return _read(config, tile, load_data=True)
-
-
-def read_catalog(config: dict) -> Table:
-    """The survey catalog, checked for the configured ``survey.columns`` and non-empty."""
-    survey = config["survey"]
-    path = survey["catalog"]
-    table = read_table(path, "catalog")
-    require_columns(table, survey["columns"], path, "survey.columns")
-    if len(table) == 0:
-        raise SurveyError(f"{path}: the catalog has no rows; point survey.catalog at the "
-                          "survey's source catalog")
-    return table
-
-
-# --------------------------------------------------------------------------- assignment
-
-def normalise_ra(ra_deg: np.ndarray) -> np.ndarray:
-    """RA wrapped into [0, 360) degrees (NaN stays NaN)."""
-    ra = np.mod(np.asarray(ra_deg, dtype=np.float64), 360.0)
-    ra[ra >= 360.0] = 0.0  # mod of a tiny negative number rounds to 360
-    return ra
-
-
-def _unit(lon_deg: np.ndarray, lat_deg: np.ndarray) -> np.ndarray:
-    lon, lat = np.radians(lon_deg), np.radians(lat_deg)
-    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1)
-
-
-def _frame(wcs: WCS):
-    try:
-        return wcs_to_celestial_frame(wcs)
-    except ValueError:  # unknown frame: the catalog's ICRS is the best guess
-        return ICRS()
-
-
-def _tile_cap(wcs: WCS, shape: tuple[int, int]) -> tuple[np.ndarray, float] | None:
-    """(centre unit vector, chord radius) of a cap containing the tile in its WCS frame."""
-    ny, nx = shape
-    t = np.linspace(0.0, 1.0, 17)
-    x = np.concatenate([t * nx, t * nx, np.zeros_like(t), np.full_like(t, nx), [nx / 2]]) - 0.5
-    y = np.concatenate([np.zeros_like(t), np.full_like(t, ny), t * ny, t * ny, [ny / 2]]) - 0.5
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        world = wcs.pixel_to_world_values(x, y)
-    lon, lat = world[wcs.wcs.lng], world[wcs.wcs.lat]
-    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
-        return None  # e.g. an all-sky projection with off-sky corners: no prefilter
-    vec = _unit(lon, lat)
-    angle = np.arccos(np.clip(vec[:-1] @ vec[-1], -1.0, 1.0)).max()
-    angle = min(math.pi, angle * 1.05 + 1e-6)
-    return vec[-1], 2.0 * math.sin(angle / 2.0)
-
-
-def assign_objects(ra_deg: np.ndarray, dec_deg: np.ndarray,
-                   footprints: Sequence[tuple[WCS, tuple[int, int]]]
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Assign each object to the tile where it lies farthest from an edge.
-
-    Parameters
-    ----------
-    ra_deg, dec_deg : (n,) float, ICRS degrees; RA outside [0, 360) is wrapped.
-    footprints : per tile ``(celestial wcs, (ny, nx))``.
-
-    Returns
-    -------
-    tile_idx : (n,) int64, index into ``footprints``, -1 when rejected.
-    x_pix, y_pix : (n,) float64, 0-based pixel position in that tile (NaN when rejected).
-    reason : (n,) str, empty when assigned, else the rejection reason.
-
-    A pixel ``(x, y)`` is inside when ``-0.5 <= x < nx - 0.5`` (same for y); the edge
-    distance is ``min(x + 0.5, nx - 0.5 - x, y + 0.5, ny - 0.5 - y)``; ties go to the first
-    tile. Candidates are prefiltered with a k-d tree on unit vectors (no RA seam).
-    """
-    ra = np.asarray(ra_deg, dtype=np.float64)
-    dec = np.asarray(dec_deg, dtype=np.float64)
-    n = ra.size
-    finite = np.isfinite(ra) & np.isfinite(dec)
-    valid = finite & (np.abs(np.where(finite, dec, 0.0)) <= 90.0)
-    n_wrapped = int(np.count_nonzero(finite & ((ra < 0) | (ra >= 360))))
-    if n_wrapped:
-        log.info("%d objects with RA outside [0, 360) wrapped into it", n_wrapped)
-    ra = normalise_ra(ra)
-    tile_idx = np.full(n, -1, np.int64)
-    x_pix, y_pix = np.full(n, np.nan), np.full(n, np.nan)
-    best = np.full(n, -np.inf)
-    valid_rows = np.flatnonzero(valid)
-    frames: dict[str, tuple] = {}
-    for t, (wcs, (ny, nx)) in enumerate(footprints):
-        frame = _frame(wcs)
-        key = repr(frame)
-        if key not in frames:
-            if isinstance(frame, ICRS):
-                lon, lat = ra[valid_rows], dec[valid_rows]
-            else:
-                sph = SkyCoord(ra[valid_rows] * u.deg, dec[valid_rows] * u.deg,
-                               frame="icrs").transform_to(frame).spherical
-                lon, lat = sph.lon.deg, sph.lat.deg
-            frames[key] = (lon, lat, cKDTree(_unit(lon, lat)) if len(lon) else None)
-        lon, lat, tree = frames[key]
-        if tree is None:
-            break
-        cap = _tile_cap(wcs, (ny, nx))
-        cand = (np.sort(np.asarray(tree.query_ball_point(cap[0], cap[1]), dtype=np.int64))
-                if cap else np.arange(len(lon)))
-        if not len(cand):
-            continue
-        world = [None, None]
-        world[wcs.wcs.lng], world[wcs.wcs.lat] = lon[cand], lat[cand]
-        x, y = wcs.all_world2pix(world[0], world[1], 0, quiet=True)
-        with np.errstate(invalid="ignore"):
-            inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
-            dist = np.minimum(np.minimum(x + 0.5, nx - 0.5 - x), np.minimum(y + 0.5, ny - 0.5 - y))
-            rows = valid_rows[cand]
-            win = inside & (dist > best[rows])
-        rows = rows[win]
-        tile_idx[rows], x_pix[rows], y_pix[rows], best[rows] = t, x[win], y[win], dist[win]
-    reason = np.full(n, "", dtype="<U32")
-    reason[valid & (tile_idx < 0)] = REASON_OFF
-    reason[finite & ~valid] = REASON_DEC
-    reason[~finite] = REASON_NONFINITE
-    return tile_idx, x_pix, y_pix, reason
-
-
-# --------------------------------------------------------------------------- CLI
-
-def _footprint_radec(wcs: WCS, shape: tuple[int, int]) -> list[list[float]]:
-    ny, nx = shape
-    x, y = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5]), np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        world = wcs.pixel_to_world_values(x, y)
-        sky = SkyCoord(world[wcs.wcs.lng] * u.deg, world[wcs.wcs.lat] * u.deg,
-                       frame=_frame(wcs)).icrs
-    return [[float(r), float(d)] for r, d in zip(sky.ra.deg, sky.dec.deg, strict=True)]
-
-
-def catalog_ids(values) -> np.ndarray:
-    """Catalog ids for FITS/ECSV tables: int64 for integer ids, str otherwise (checked)."""
-    arr = np.asarray(values)
-    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise SurveyError("object ids exceed the int64 range; store them as strings")
-    ids = id_array(arr)  # raises for float ids
-    return ids if ids.dtype.kind == "i" else np.char.decode(ids, "utf-8")
-
-
-def _coords(table: Table, name: str, path: str) -> np.ndarray:
-    col = table[name]
-    try:
-        values = np.ma.filled(np.ma.asarray(col, dtype=np.float64), np.nan)
-    except (TypeError, ValueError):
-        raise SurveyError(f"{path}: column '{name}' is not numeric; give RA/Dec in decimal "
-                          "degrees (survey.columns)") from None
-    return np.asarray(values, dtype=np.float64)
-
-
-def _write_table(path: str, table: Table, prov: dict, fmt: str) -> None:
-    with atomic_output(path) as tmp:
-        if fmt == "fits":
-            hdu = fits.BinTableHDU(table)
-            for key, value in prov.items():
-                hdu.header[f"HIERARCH {key}"] = value
-            fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
-        else:
-            table.meta.update(prov)
-            table.write(tmp, format=fmt)
-
-
-def _body(args) -> int:
-    start = time.perf_counter()
-    config = cli.load_config(args)
-    survey = config["survey"]
-    tiles = discover_tiles(survey["tiles"], survey["bands"])
-    if not tiles:
-        raise SurveyError(f"no tile files match survey.tiles '{survey['tiles']}' (band "
-                          f"'{survey['bands'][0]}'); fix the pattern, or run the mock step "
-                          "first when survey.kind is mock")
-    headers = [read_tile_header(config, t) for t in cli.progress(tiles, desc="headers")]
-    catalog = read_catalog(config)
-    cols, path = survey["columns"], survey["catalog"]
-    try:
-        ids = catalog_ids(catalog[cols["id"]])
-    except SurveyError as exc:
-        raise SurveyError(f"{path}: column '{cols['id']}' (survey.columns.id): {exc}") from None
-    if len(np.unique(ids)) != len(ids):
-        log.warning("%s: %d duplicate ids in column '%s'; rows stay distinct by index",
-                    path, len(ids) - len(np.unique(ids)), cols["id"])
-    ra, dec = _coords(catalog, cols["ra"], path), _coords(catalog, cols["dec"], path)
-    tile_idx, x_pix, y_pix, reason = assign_objects(
-        ra, dec, [(h.wcs, h.shape) for h in headers])
-    ra = normalise_ra(ra)
-    index = np.arange(len(catalog), dtype=np.int64)
-    ok = np.flatnonzero(tile_idx >= 0)
-    ok = ok[np.lexsort((index[ok], tile_idx[ok]))]
-    names = np.array(tiles, dtype=str)
-    # FITS strings are bytes: string ids go in as their UTF-8 encoding, verbatim
-    assignment = Table({"index": index[ok], "id": id_array(ids[ok]), "ra": ra[ok],
-                        "dec": dec[ok], "tile": names[tile_idx[ok]],
-                        "x_pix": x_pix[ok], "y_pix": y_pix[ok]})
-    bad = np.flatnonzero(tile_idx < 0)
-    rejects = Table({"index": index[bad], "id": ids[bad], "reason": reason[bad].astype(str)})
-    counts = np.bincount(tile_idx[ok], minlength=len(tiles))
-    prov = provenance(config, inputs=[survey["tiles"], path])
-    out = args.out_dir
-    _write_table(os.path.join(out, "assignment.fits"), assignment, prov, "fits")
-    _write_table(os.path.join(out, "rejects.ecsv"), rejects, prov, "ascii.ecsv")
-    write_json(os.path.join(out, "tiles.json"), {
-        "tiles": [{"tile": h.tile, "shape": list(h.shape), "pixscale_arcsec": h.pixscale_arcsec,
-                   "footprint_radec": _footprint_radec(h.wcs, h.shape),
-                   "n_objects": int(c)} for h, c in zip(headers, counts, strict=True)],
-        "bands": list(survey["bands"]), "n_catalog": len(catalog),
-        "n_assigned": len(ok), "n_rejected": len(bad), "provenance": prov})
-    for h, c in zip(headers, counts, strict=True):
-        log.info("tile %s: %d objects", h.tile, c)
-    for why, c in sorted(Counter(reason[bad].tolist()).items()):
-        log.warning("rejected %d objects: %s (listed in %s)", c, why,
-                    os.path.join(out, "rejects.ecsv"))
-    seconds = time.perf_counter() - start
-    log.info("survey index: %d tiles, %d catalog objects, %d assigned, %d rejected in %.1f s "
-             "(%.0f objects/s)", len(tiles), len(catalog), len(ok), len(bad), seconds,
-             len(catalog) / max(seconds, 1e-9))
-    return 0
-
-
-def parser():
-    """Command-line parser of ``python -m skysift.survey``."""
-    p = cli.parser("Discover the survey's tiles and assign every catalog object to one tile.")
-    p.add_argument("--out-dir", default="results/index",
-                   help="directory of tiles.json, assignment.fits and rejects.ecsv")
-    return p
+    return _read(config, tile, load_data=True, pool=pool)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build the survey index (results/index); see docs/formats.md."""
-    return cli.run(_body, parser(), argv)
+    """``python -m skysift.survey``: the survey index (same as ``python -m skysift.index``)."""
+    from skysift import index
+    return index.main(argv)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
-"""Labelled training set of one task: stamps of every tile joined with labels and split.
+"""Training set of one task (rule ``training_set``): labels, simulations, or both.
 
-Labels come from ``survey.labels`` (id column ``survey.labels_id_column``, 0/1 column
-``tasks[].label``) and are joined onto the stamps' ``id`` exactly (int64 when both sides
-are integers, strings otherwise: never through a float); the split comes from
-``results/split.fits`` by ``index``. Objects without a label are counted and left out.
-The stamps are streamed into ``results/train/{task}.h5`` (docs/formats.md) one chunk at a
-time; only the per-object columns of the labelled set are held in memory.
+``training_set.use`` is the one knob. ``labels`` (and any task that is neither
+``training_set.lens_task`` nor ``merger_task``): the labelled objects of ``survey.labels``,
+joined exactly onto the stamps' ids (:mod:`skysift.labels`), streamed into
+``results/train/{task}.h5`` (docs/formats.md) one chunk at a time; objects without a label
+are counted and left out. ``simulated`` / ``both``: positives simulated into the survey's own
+raw cutouts plus real and simulated hard negatives (:mod:`skysift.trainsim`). Either way
+every row carries the split of its object (a hash of its id) and a gallery PNG of random
+examples of every class is written beside it.
 
     python -m skysift.trainset --config-json J --task NAME --stamps results/stamps/*.h5 \
-        --split results/split.fits --out results/train/NAME.h5
+        --cutouts results/cutouts/*.h5 --split results/split.fits \
+        --out results/train/NAME.h5 --gallery results/train/NAME.gallery.png
 """
 
 from __future__ import annotations
@@ -25,179 +28,31 @@ import h5py
 import numpy as np
 
 from skysift import cli
-from skysift.errors import ConfigError, DataError, SurveyError
-from skysift.io import (
-    atomic_output,
-    open_h5,
-    provenance,
-    read_attr_json,
-    read_table,
-    require_columns,
-    write_attrs,
+from skysift.errors import DataError, SurveyError
+from skysift.io import atomic_output, open_h5, provenance, read_attr_json, write_attrs
+from skysift.labels import (  # noqa: F401  (re-exported: the label helpers lived here)
+    LabelIndex,
+    clean_labels,
+    find_task,
+    join_labels,
+    load_labels,
+    load_split,
+    lookup_split,
 )
 
 log = logging.getLogger(__name__)
 
 STAMP_DATASETS = ("images", "mask", "flags", "index", "id")
 SPLIT_NAMES = ("train", "val", "test")
+#: Where a row comes from (dataset ``origin``): a real object used as a negative without a
+#: label, a labelled object, a simulated positive, a simulated hard negative.
+ORIGINS = ("real", "labelled", "simulated", "hard_negative")
+REAL, LABELLED, SIMULATED, HARD = range(4)
 #: Stamps attrs that must agree across tiles (a model sees one kind of input).
 _MUST_MATCH = ("bands", "stamp_size_pix", "normalisation")
 #: Per-file provenance, replaced by this step's.
 _PROVENANCE = ("skysift_version", "git_commit", "config_hash", "seed", "h5_layout_version",
                "step", "inputs")
-
-
-def find_task(config: Mapping, name: str) -> tuple[int, dict]:
-    """Position and entry of the task called ``name`` in ``config["tasks"]``."""
-    for i, task in enumerate(config["tasks"]):
-        if task["name"] == name:
-            return i, task
-    names = [t["name"] for t in config["tasks"]]
-    raise ConfigError(f"--task {name!r} is not a configured task; tasks are {names} "
-                      "(config key tasks[].name)")
-
-
-def _keys(ids: np.ndarray, as_str: bool) -> np.ndarray:
-    """Join keys: int64, or str (integers as decimal strings, bytes decoded as UTF-8)."""
-    ids = np.asarray(ids)
-    if not as_str:
-        return ids.astype(np.int64)
-    if ids.dtype.kind == "S":
-        return np.char.decode(ids, "utf-8")
-    if ids.dtype.kind == "O":
-        return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in ids],
-                        dtype=str)
-    return ids.astype(str)  # exact for integers: no float on the way
-
-
-class LabelIndex:
-    """Labels sorted by id for exact lookups; remembers which labels found a stamp.
-
-    Parameters
-    ----------
-    ids : (m,) label-table ids, integers or strings/bytes.
-    labels : (m,) uint8 labels in {0, 1}.
-    """
-
-    def __init__(self, ids: np.ndarray, labels: np.ndarray):
-        self.ids = np.asarray(ids)
-        self.labels = np.asarray(labels, dtype=np.uint8)
-        self._sorted: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
-        self.matched: np.ndarray | None = None
-
-    def _index(self, as_str: bool) -> tuple[np.ndarray, np.ndarray]:
-        if as_str not in self._sorted:
-            keys = _keys(self.ids, as_str)
-            order = np.argsort(keys, kind="stable")
-            keys, labels = keys[order], self.labels[order]
-            dup = keys[1:] == keys[:-1]
-            conflict = dup & (labels[1:] != labels[:-1])
-            if conflict.any():
-                raise SurveyError(f"labels table: ids {keys[1:][conflict][:5].tolist()} appear "
-                                  "more than once with different labels; keep one row per id")
-            if dup.any():
-                log.info("labels table: %d repeated rows with the same id and label counted "
-                         "once", int(dup.sum()))
-            keep = np.concatenate([[True], ~dup])
-            self._sorted[as_str] = (keys[keep], labels[keep])
-            self.matched = np.zeros(int(keep.sum()), dtype=bool)
-        return self._sorted[as_str]
-
-    def lookup(self, stamp_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels of ``stamp_ids``: (found (n,) bool, label (n,) uint8, 0 where not found)."""
-        stamp_ids = np.asarray(stamp_ids)
-        as_str = not (stamp_ids.dtype.kind in "iu" and self.ids.dtype.kind in "iu")
-        mixed = (stamp_ids.dtype.kind in "iu") != (self.ids.dtype.kind in "iu")
-        if mixed and not self._sorted:
-            log.warning("stamp ids are %s but label ids are %s: joining on their decimal/UTF-8 "
-                        "text", stamp_ids.dtype, self.ids.dtype)
-        keys, labels = self._index(as_str)
-        query = _keys(stamp_ids, as_str)
-        if keys.size == 0 or query.size == 0:
-            return np.zeros(query.shape, bool), np.zeros(query.shape, np.uint8)
-        pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
-        found = keys[pos] == query
-        self.matched[pos[found]] = True
-        return found, np.where(found, labels[pos], 0).astype(np.uint8)
-
-
-def join_labels(stamp_ids: np.ndarray, label_ids: np.ndarray,
-                labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact join of labels onto stamp ids: (found (n,) bool, label (n,) uint8)."""
-    return LabelIndex(label_ids, labels).lookup(stamp_ids)
-
-
-def clean_labels(column, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Check a label column: returns (present (m,) bool, labels (m,) uint8).
-
-    Masked entries and NaN count as missing (the object is unlabelled for this task);
-    every other value must be 0 or 1 (``where`` names the file/column/key in errors).
-    """
-    values = np.asarray(np.ma.getdata(column))
-    present = ~np.ma.getmaskarray(column)
-    if values.dtype.kind == "b":
-        values = values.astype(np.uint8)
-    elif values.dtype.kind == "f":
-        present &= ~np.isnan(values)
-    elif values.dtype.kind not in "iu":
-        raise SurveyError(f"{where} holds {values.dtype} values; labels must be 0 or 1")
-    bad = present & ~np.isin(values, (0, 1))
-    if bad.any():
-        shown = sorted(set(values[bad].tolist()))[:5]
-        raise SurveyError(f"{where} must hold only 0 or 1 (empty or NaN for unknown); "
-                          f"{int(bad.sum())} rows hold other values, e.g. {shown}")
-    return present, np.where(present, values, 0).astype(np.uint8)
-
-
-def load_labels(config: Mapping, task_pos: int, task: Mapping) -> LabelIndex:
-    """Read ``survey.labels`` and return the task's labels indexed by id."""
-    survey = config["survey"]
-    path = survey["labels"]
-    if not path:
-        raise SurveyError(f"task '{task['name']}' needs labels for training but survey.labels "
-                          "is null; set survey.labels to a FITS/CSV/ECSV table with the id "
-                          "column survey.labels_id_column and a 0/1 column per task "
-                          f"(here '{task['label']}', tasks[{task_pos}].label)")
-    table = read_table(path, "labels table")
-    id_column = survey["labels_id_column"]
-    require_columns(table, {"labels_id_column": id_column}, path, "survey")
-    require_columns(table, {"label": task["label"]}, path, f"tasks[{task_pos}]")
-    ids = table[id_column]
-    if np.ma.getmaskarray(ids).any() or np.asarray(ids).dtype.kind == "f":
-        raise SurveyError(f"{path}: id column '{id_column}' (survey.labels_id_column) must "
-                          "hold an integer or string id in every row (no blanks, no floats)")
-    present, labels = clean_labels(
-        table[task["label"]], f"{path}: column '{task['label']}' (tasks[{task_pos}].label)")
-    if (~present).any():
-        log.info("%s: %d rows have no '%s' label (left out)", path, int((~present).sum()),
-                 task["label"])
-    return LabelIndex(np.asarray(ids)[present], labels[present])
-
-
-def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``index`` (sorted) and ``split`` of ``results/split.fits``."""
-    table = read_table(path, "split table")
-    missing = [c for c in ("index", "split") if c not in table.colnames]
-    if missing:
-        raise DataError(f"{path}: no columns {missing}; delete it and re-run the split rule")
-    index = np.asarray(table["index"], dtype=np.int64)
-    order = np.argsort(index, kind="stable")
-    return index[order], np.asarray(table["split"], dtype=np.uint8)[order]
-
-
-def lookup_split(index: np.ndarray, split_index: np.ndarray, split: np.ndarray,
-                 path: str | Path) -> np.ndarray:
-    """Split code of each catalog ``index``; DataError for an index the split lacks."""
-    if split_index.size == 0:
-        found = np.zeros(index.shape, bool)
-        pos = np.zeros(index.shape, np.int64)
-    else:
-        pos = np.minimum(np.searchsorted(split_index, index), split_index.size - 1)
-        found = split_index[pos] == index
-    if not found.all():
-        raise DataError(f"{path}: catalog rows {index[~found][:5].tolist()} have no split; "
-                        "the split is older than the catalog: re-run the split rule")
-    return split[pos]
 
 
 def _plain(value):
@@ -266,7 +121,7 @@ def _scan(paths: Sequence[str], labels: LabelIndex) -> tuple[list[_Selected], li
     return selected, attrs, shape
 
 
-class _ChunkAppender:
+class ChunkAppender:
     """Append rows to pre-sized datasets in whole chunks (no partial-chunk rewrites)."""
 
     def __init__(self, datasets: Mapping[str, h5py.Dataset], rows: int):
@@ -293,7 +148,8 @@ class _ChunkAppender:
         self.n_pending -= take
 
 
-def _counts(label: np.ndarray, split: np.ndarray) -> dict:
+def counts_by_split(label: np.ndarray, split: np.ndarray) -> dict:
+    """{split name: {neg, pos}} counts of rows with ``label`` (n,) and ``split`` (n,)."""
     return {name: {"neg": int(((split == code) & (label == 0)).sum()),
                    "pos": int(((split == code) & (label == 1)).sum())}
             for code, name in enumerate(SPLIT_NAMES)}
@@ -319,7 +175,7 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
     if (n_seen > 1).any():
         raise DataError(f"catalog rows {uniq[n_seen > 1][:5].tolist()} appear in several stamps "
                         "files; pass each tile's stamps once")
-    counts = _counts(cols["label"], cols["split"])
+    counts = counts_by_split(cols["label"], cols["split"])
     if counts["train"]["pos"] == 0 or counts["train"]["neg"] == 0:
         raise SurveyError(
             f"task '{task_name}': the train split has {counts['train']['pos']} positives and "
@@ -331,7 +187,8 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
     n_labelled = int(cols["label"].size)
     chunk = int(config["preprocess"]["chunk_objects"])
     header = merge_attrs(attrs, paths)
-    header.update(task=task_name, label_column=task["label"], counts=counts,
+    header.update(task=task_name, label_column=task["label"], counts=counts, use="labels",
+                  origin_names=list(ORIGINS),
                   n_labelled=n_labelled, n_unlabelled=n_total - n_labelled,
                   **{f"n_{s}_{c}": counts[s][c] for s in SPLIT_NAMES for c in ("neg", "pos")})
     header.update(provenance(config, step="training_set", task=task_name, inputs=paths,
@@ -339,7 +196,7 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
     kw = dict(chunks=(min(chunk, n_labelled),) + tuple(shape), compression="gzip",
               compression_opts=1, shuffle=True)
     with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as fout:
-        appender = _ChunkAppender(
+        appender = ChunkAppender(
             {"images": fout.create_dataset("images", (n_labelled,) + shape, np.float32, **kw),
              "mask": fout.create_dataset("mask", (n_labelled,) + shape, np.uint8, **kw)}, chunk)
         for sel in selected:
@@ -354,37 +211,151 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
         appender.close()
         for name in ("flags", "index", "id", "label", "split"):
             fout.create_dataset(name, data=cols[name])
+        fout.create_dataset("origin", data=np.full(n_labelled, LABELLED, np.uint8))
+        fout.create_dataset("sim", data=np.zeros(n_labelled, "S16"))
         write_attrs(fout, header)
     return {"n_labelled": n_labelled, "n_unlabelled": n_total - n_labelled, "counts": counts,
             "n_labels_without_stamp": int((~labels.matched).sum())
             if labels.matched is not None else 0}
 
 
+def task_simulator(config: Mapping, task_name: str) -> str | None:
+    """``lens`` or ``merger`` when the task's training set is simulated (``training_set``)."""
+    tcfg = config["training_set"]
+    if tcfg["use"] == "labels":
+        return None
+    return {tcfg["lens_task"]: "lens", tcfg["merger_task"]: "merger"}.get(task_name)
+
+
+def _gallery_classes(label: np.ndarray, origin: np.ndarray, sim: np.ndarray) -> dict:
+    """{class name: rows}: every (label, origin, simulated kind) present."""
+    classes = {}
+    for key in sorted(set(zip(label.tolist(), origin.tolist(), sim.tolist(), strict=True))):
+        lab, org, kind = key
+        name = ("positive" if lab else "negative") + f": {ORIGINS[org]}"
+        name += f" {kind.decode()}" if kind else ""
+        classes[name] = np.flatnonzero((label == lab) & (origin == org) & (sim == kind))
+    return classes
+
+
+def _rgb(stamp: np.ndarray) -> np.ndarray:
+    """(s, s, 3) in [0, 1] from a normalised (band, s, s) stamp: the reddest 3 bands as RGB."""
+    rgb = stamp[::-1][:3] if stamp.shape[0] >= 3 else np.repeat(stamp[:1], 3, axis=0)
+    top = np.percentile(rgb, 99.5)
+    return np.clip(np.moveaxis(rgb, 0, -1) / (top if top > 0 else 1.0), 0.0, 1.0)
+
+
+def write_gallery(train_path: str | Path, png_path: str | Path, n_per_class: int,
+                  seed: int) -> dict:
+    """PNG of ``n_per_class`` random examples of every class of a training set (atomic).
+
+    Titles give the Einstein radius and arc S/N of injected lenses, stage and major/minor
+    of simulated mergers. Returns {class name: rows in the file}.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with open_h5(train_path, required=("images", "label")) as fh:
+        label = fh["label"][()]
+        origin = fh["origin"][()] if "origin" in fh else np.full(label.size, LABELLED)
+        sim = fh["sim"][()] if "sim" in fh else np.zeros(label.size, "S16")
+        params = {k: fh[f"params/{k}"][()] for k in ("theta_e_arcsec", "arc_snr",
+                                                      "merger_stage", "major")
+                  if f"params/{k}" in fh}
+        classes = _gallery_classes(label, origin, sim)
+        rng = np.random.default_rng(seed)
+        shown = {name: np.sort(rng.permutation(rows)[:n_per_class])
+                 for name, rows in classes.items()}
+        fig = Figure(figsize=(1.4 * n_per_class, 1.6 * max(len(shown), 1)), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = np.atleast_2d(fig.subplots(max(len(shown), 1), n_per_class, squeeze=False))
+        for ax in axes.ravel():
+            ax.set_axis_off()
+        for i, (name, rows) in enumerate(shown.items()):
+            axes[i, 0].set_title(name, loc="left", fontsize=8, pad=12)
+            for j, row in enumerate(rows.tolist()):
+                axes[i, j].imshow(_rgb(fh["images"][row]), origin="lower")
+                text = ""
+                if sim[row] == b"lens" and "arc_snr" in params:
+                    text = (f"θE {params['theta_e_arcsec'][row]:.1f}″ "
+                            f"S/N {params['arc_snr'][row]:.0f}")
+                elif sim[row] == b"merger" and "merger_stage" in params:
+                    text = (f"{'major' if params['major'][row] else 'minor'} "
+                            f"{params['merger_stage'][row].decode()}")
+                axes[i, j].text(0.02, 0.02, text, color="w", fontsize=6,
+                                transform=axes[i, j].transAxes)
+    with atomic_output(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    return shown
+
+
 def parser() -> argparse.ArgumentParser:
     """Command-line arguments of ``python -m skysift.trainset``."""
-    p = cli.parser("Join labels and split onto the stamps of every tile for one task.")
+    p = cli.parser("Build one task's training set: labels, simulations in the survey's own "
+                   "cutouts, or both (training_set.use).")
     p.add_argument("--task", required=True, help="task name (config tasks[].name)")
-    p.add_argument("--stamps", required=True, nargs="+", help="stamps HDF5 files of all tiles")
+    p.add_argument("--stamps", required=True, nargs="+", help="stamps HDF5 files of all shards")
+    p.add_argument("--cutouts", nargs="+", default=[],
+                   help="raw cutouts HDF5 files of the same shards, in the same order "
+                        "(needed by simulated training sets)")
     p.add_argument("--split", required=True, help="split table (results/split.fits)")
     p.add_argument("--out", required=True, help="training set HDF5 file to write")
+    p.add_argument("--gallery", help="PNG of random examples of every class to write")
     return p
 
 
 def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     config = cli.load_config(args)
+    find_task(config, args.task)
+    kind = task_simulator(config, args.task)
+    if kind is None:
+        summary = _run_labels(args, config)
+    else:
+        if not args.cutouts:
+            raise DataError(f"task '{args.task}' has a simulated training set "
+                            f"(training_set.use {config['training_set']['use']}); pass the raw "
+                            "cutouts of every shard with --cutouts")
+        from skysift.trainsim import build_simulated  # trainsim builds on this module
+        summary = build_simulated(args.stamps, args.cutouts, args.split, args.out, config,
+                                  args.task, kind)
+        n_sim = summary["n_simulated"] + summary["n_hard_negatives"]
+        log.info("training_set %s: %d hosts of %d objects (%d known positives kept out); "
+                 "%d real negatives (%d hosts), %d labelled, %d simulated %s, %d hard "
+                 "negatives %s in %.1f s (%.1f simulations/s)", args.task, summary["n_hosts"],
+                 summary["n_objects"], summary["n_known_positives"],
+                 summary["n_real_negatives"], summary["n_real_from_hosts"],
+                 summary["n_labelled"], summary["n_simulated"], kind,
+                 summary["n_hard_negatives"], summary["kind_counts"], summary["sim_seconds"],
+                 n_sim / max(summary["sim_seconds"], 1e-9))
+        if "visible_fraction" in summary:
+            log.info("arc S/N quantiles %s; %.0f%% of injected lenses have arc S/N >= %g and "
+                     "theta_E above the PSF FWHM; %d below arc_snr_min after %d draws",
+                     {k: round(v, 1) for k, v in summary["arc_snr_quantiles"].items()},
+                     100 * summary["visible_fraction"], config["training_set"]["visible_arc_snr"],
+                     summary["below_arc_snr_min"], config["training_set"]["lens"]["max_draws"])
+    if args.gallery:
+        write_gallery(args.out, args.gallery, config["training_set"]["gallery_examples"],
+                      config["seed"])
+    seconds = time.perf_counter() - t0
+    c = summary["counts"]
+    n_rows = sum(v for split in c.values() for v in split.values())
+    log.info("training_set %s: %d rows (train %d+/%d-, val %d+/%d-, test %d+/%d-) -> %s in "
+             "%.2f s (%.0f rows/s)", args.task, n_rows,
+             *(c[s][k] for s in SPLIT_NAMES for k in ("pos", "neg")), args.out, seconds,
+             n_rows / max(seconds, 1e-9))
+    return 0
+
+
+def _run_labels(args: argparse.Namespace, config: dict) -> dict:
     summary = build_trainset(args.stamps, args.split, args.out, config, args.task)
     if summary["n_labels_without_stamp"]:
         log.info("%d labelled ids have no stamp (not in the catalog, off the footprint or "
                  "rejected)", summary["n_labels_without_stamp"])
-    seconds = time.perf_counter() - t0
-    c = summary["counts"]
-    log.info("training_set %s: %d labelled objects from %d files (train %d+/%d-, val %d+/%d-, "
-             "test %d+/%d-), %d stamps without a label left out, in %.2f s (%.0f objects/s)",
-             args.task, summary["n_labelled"], len(args.stamps),
-             *(c[s][k] for s in SPLIT_NAMES for k in ("pos", "neg")), summary["n_unlabelled"],
-             seconds, (summary["n_labelled"] + summary["n_unlabelled"]) / max(seconds, 1e-9))
-    return 0
+    log.info("training_set %s: labels only: %d labelled objects from %d files, %d stamps "
+             "without a label left out", args.task, summary["n_labelled"], len(args.stamps),
+             summary["n_unlabelled"])
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:

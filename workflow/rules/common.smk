@@ -25,27 +25,59 @@ PY = "python -m skysift"
 ENV = "../../envs/skysift.yaml"  # for --sdm conda; relative to the rule files
 
 
-def tile_names():
-    """Tiles of the survey: those the mock will write, or those on disk matching the pattern."""
-    if config["survey"]["kind"] == "mock":
-        return _mock.tile_names(config)
-    return _survey.discover_tiles(config["survey"]["tiles"], BANDS)
+def survey_files():
+    """Every tile (and mask) file the check reads: the mock's, or those matching the pattern.
+
+    For a user's survey this is a glob (no FITS is opened), so a tile missing a band fails
+    the plan before any job; the survey index checkpoint discovers the tiles again at run
+    time, which is how the tiles the mock writes are found.
+    """
+    survey = config["survey"]
+    if survey["kind"] == "mock":
+        return _mock.tile_paths(config)
+    tiles = _survey.discover_tiles(survey["tiles"], BANDS)
+    return _files_of(tiles)
 
 
-TILES = tile_names()
+def _files_of(tiles):
+    survey = config["survey"]
+    files = [_survey.tile_path(survey["tiles"], t, b) for t in tiles for b in BANDS]
+    files += [p for t in tiles for p in _survey.mask_paths(survey, t)]
+    return list(dict.fromkeys(files))  # a mask HDU inside the tile file names it twice
+
+
+SURVEY_FILES = survey_files()
 
 
 wildcard_constraints:
-    tile="|".join(map(__import__("re").escape, TILES)) or "NO_TILES",
+    shard="s[0-9]+",
     task="|".join(TASKS),
 
 
-def tile_files(wildcards):
-    return [config["survey"]["tiles"].format(tile=wildcards.tile, band=b) for b in BANDS]
+def shards():
+    """{shard: [tiles]} decided by the survey index checkpoint (results/index/shards.json)."""
+    with open(checkpoints.survey_index.get().output.shards) as fh:
+        return {s["shard"]: s["tiles"] for s in json.load(fh)["shards"]}
 
 
-def all_tile_files(wildcards=None):
-    return [config["survey"]["tiles"].format(tile=t, band=b) for t in TILES for b in BANDS]
+def per_shard(pattern):
+    """Input function: ``pattern`` (with {shard}) for every shard of the index."""
+    return lambda wildcards: expand(pattern, shard=sorted(shards()))
+
+
+def shard_files(wildcards):
+    """Tile and mask files of one shard: the cutouts job re-runs when one changes."""
+    return _files_of(shards()[wildcards.shard])
+
+
+def cutouts_mem_mb(wildcards):
+    """Memory of a cutouts job: its largest tile's bands (float32 + mask + one band being
+    read, docs/formats.md), one 64 MB batch of stamps, and the interpreter."""
+    tiles = set(shards()[wildcards.shard])
+    with open(checkpoints.survey_index.get().output.tiles) as fh:
+        pixels = max(t["shape"][0] * t["shape"][1] for t in json.load(fh)["tiles"]
+                     if t["tile"] in tiles)
+    return int(pixels * ((len(BANDS) + 1) * 4 + len(BANDS) + 8) / 1e6) + 64 + 700
 
 
 def cfg(*sections):

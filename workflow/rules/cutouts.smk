@@ -1,24 +1,51 @@
-# Multi-band stamps at catalog positions, one HDF5 per tile.
+# Multi-band stamps at catalog positions, one HDF5 per shard of tiles; all rejects merged.
 
 
 rule cutouts:
     input:
-        tiles=tile_files,
+        tiles=shard_files,
         assignment="results/index/assignment.fits",
+        shards="results/index/shards.json",
     output:
-        "results/cutouts/{tile}.h5",
+        stamps="results/cutouts/{shard}.h5",
+        rejects="results/cutouts/{shard}.rejects.ecsv",
     params:
-        cfg=cfg("survey", "cutouts", "preprocess"),
+        cfg=cfg("survey", "cutouts", "preprocess", "strict"),
     conda:
         ENV
     log:
-        "logs/cutouts/{tile}.log",
+        "logs/cutouts/{shard}.log",
     benchmark:
-        "results/benchmarks/cutouts/{tile}.tsv"
+        "results/benchmarks/cutouts/{shard}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=cutouts_mem_mb,
+        runtime=60,
     shell:
-        "{PY}.cutouts --config-json {params.cfg:q} --tile {wildcards.tile} "
-        "--assignment {input.assignment:q} --out {output:q} 2> {log:q}"
+        "{PY}.cutouts --config-json {params.cfg:q} --shard {wildcards.shard} "
+        "--index-dir results/index --out {output.stamps:q} --rejects {output.rejects:q} "
+        "2> {log:q}"
+
+
+rule rejects:
+    input:
+        index="results/index/rejects.ecsv",
+        tiles="results/index/tiles.json",
+        cutouts=per_shard("results/cutouts/{shard}.rejects.ecsv"),
+    output:
+        "results/rejects.ecsv",
+    params:
+        cfg=cfg(),
+    conda:
+        ENV
+    log:
+        "logs/rejects.log",
+    benchmark:
+        "results/benchmarks/rejects.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{PY}.rejects --config-json {params.cfg:q} --index-dir results/index "
+        "--cutouts {input.cutouts:q} --out {output:q} 2> {log:q}"

@@ -10,7 +10,7 @@ rule evaluate:
         metrics="results/metrics.json",
         roc="results/roc.png",
     params:
-        cfg=cfg("survey", "tasks", "evaluate"),
+        cfg=cfg("survey", "tasks", "models", "evaluate"),
     conda:
         ENV
     log:

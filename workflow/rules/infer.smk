@@ -1,20 +1,20 @@
-# Score every object of every tile with every task's model; gather into one catalog.
+# Score every object of every shard with every named model; gather into one catalog.
 
 
 rule infer:
     input:
-        stamps="results/stamps/{tile}.h5",
-        models=expand("results/models/{task}.pt", task=TASKS),
+        stamps="results/stamps/{shard}.h5",
+        models=MODEL_FILES,
     output:
-        "results/scores/{tile}.fits",
+        "results/scores/{shard}.fits",
     params:
         cfg=cfg("infer", "train"),
     conda:
         ENV
     log:
-        "logs/infer/{tile}.log",
+        "logs/infer/{shard}.log",
     benchmark:
-        "results/benchmarks/infer/{tile}.tsv"
+        "results/benchmarks/infer/{shard}.tsv"
     threads: 2
     resources:
         mem_mb=4000,
@@ -26,13 +26,13 @@ rule infer:
 
 rule gather:
     input:
-        expand("results/scores/{tile}.fits", tile=TILES),
+        per_shard("results/scores/{shard}.fits"),
     output:
         catalog="results/catalog.fits",
         csv="results/catalog.csv",
         candidates=expand("results/candidates/{task}.csv", task=TASKS),
     params:
-        cfg=cfg("tasks", "infer"),
+        cfg=cfg("tasks", "infer", "models"),
     conda:
         ENV
     log:

@@ -1,19 +1,19 @@
-# Dask-parallel normalisation into chunked HDF5.
+# Dask-parallel normalisation into chunked HDF5, one file per shard.
 
 
 rule preprocess:
     input:
-        "results/cutouts/{tile}.h5",
+        "results/cutouts/{shard}.h5",
     output:
-        "results/stamps/{tile}.h5",
+        "results/stamps/{shard}.h5",
     params:
         cfg=cfg("preprocess"),
     conda:
         ENV
     log:
-        "logs/preprocess/{tile}.log",
+        "logs/preprocess/{shard}.log",
     benchmark:
-        "results/benchmarks/preprocess/{tile}.tsv"
+        "results/benchmarks/preprocess/{shard}.tsv"
     threads: 2
     resources:
         mem_mb=4000,

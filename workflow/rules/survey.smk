@@ -1,16 +1,40 @@
-# Survey index: footprints, object -> tile assignment, rejects; and the id-hash split.
+# Check, then the survey index checkpoint (footprints, object -> tile, rejects, shards); split.
 
 
-rule survey_index:
+rule check:
     input:
-        tiles=all_tile_files,
+        tiles=SURVEY_FILES,
+        catalog=config["survey"]["catalog"],
+        labels=labels_file(),
+    output:
+        "results/check.json",
+    params:
+        cfg=cfg("survey", "tasks", "index", "strict"),
+    conda:
+        ENV
+    log:
+        "logs/check.log",
+    benchmark:
+        "results/benchmarks/check.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{PY}.check --config-json {params.cfg:q} --report {output:q} 2> {log:q}"
+
+
+checkpoint survey_index:
+    input:
+        check="results/check.json",
         catalog=config["survey"]["catalog"],
     output:
         tiles="results/index/tiles.json",
         assignment="results/index/assignment.fits",
         rejects="results/index/rejects.ecsv",
+        shards="results/index/shards.json",
     params:
-        cfg=cfg("survey"),
+        cfg=cfg("survey", "index", "strict"),
     conda:
         ENV
     log:
@@ -20,9 +44,9 @@ rule survey_index:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=60,
     shell:
-        "{PY}.survey --config-json {params.cfg:q} --out-dir results/index 2> {log:q}"
+        "{PY}.index --config-json {params.cfg:q} --out-dir results/index 2> {log:q}"
 
 
 rule split:

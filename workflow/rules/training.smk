@@ -1,15 +1,28 @@
-# Labelled training sets, their augmentation, and one model per task.
+# Training sets (labels, simulations or both), their augmentation, and every named model of every task.
+
+
+def training_set_files(wildcards):
+    """Files a training set reads besides stamps, cutouts, split and labels (training_set)."""
+    t = config["training_set"]
+    files = [config["survey"]["catalog"]] if t["hosts"]["catalog_cuts"] else []
+    files += [t["hosts"]["ids"]] if t["hosts"]["ids"] else []
+    if t["psf"]["model"] == "image" and t["psf"]["image"]:
+        files += [t["psf"]["image"].format(band=b) for b in BANDS]
+    return files
 
 
 rule training_set:
     input:
-        stamps=expand("results/stamps/{tile}.h5", tile=TILES),
+        stamps=per_shard("results/stamps/{shard}.h5"),
+        cutouts=per_shard("results/cutouts/{shard}.h5"),
         split="results/split.fits",
         labels=labels_file(),
+        extra=training_set_files,
     output:
-        "results/train/{task}.h5",
+        trainset="results/train/{task}.h5",
+        gallery="results/train/{task}.gallery.png",
     params:
-        cfg=cfg("survey", "tasks"),
+        cfg=cfg("survey", "tasks", "preprocess", "training_set"),
     conda:
         ENV
     log:
@@ -19,10 +32,11 @@ rule training_set:
     threads: 1
     resources:
         mem_mb=8000,
-        runtime=30,
+        runtime=60,
     shell:
         "{PY}.trainset --config-json {params.cfg:q} --task {wildcards.task} "
-        "--stamps {input.stamps:q} --split {input.split:q} --out {output:q} 2> {log:q}"
+        "--stamps {input.stamps:q} --cutouts {input.cutouts:q} --split {input.split:q} "
+        "--out {output.trainset:q} --gallery {output.gallery:q} 2> {log:q}"
 
 
 rule augment:
@@ -48,26 +62,26 @@ rule augment:
 
 rule train:
     input:
-        trainset="results/train/{task}.h5",
-        augmented="results/train/{task}.augmented.h5",
+        unpack(model_inputs),
     output:
-        model="results/models/{task}.pt",
-        metrics="results/models/{task}.metrics.json",
-        curve="results/models/{task}.curve.png",
+        model="results/models/{task}/{model}.pt",
+        metrics="results/models/{task}/{model}.metrics.json",
+        curve="results/models/{task}/{model}.curve.png",
     params:
-        cfg=cfg("tasks", "augment", "train"),
+        cfg=model_cfg,
+        inputs=model_args,
     conda:
         ENV
     log:
-        "logs/train/{task}.log",
+        "logs/train/{task}/{model}.log",
     benchmark:
-        "results/benchmarks/train/{task}.tsv"
+        "results/benchmarks/train/{task}/{model}.tsv"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=1 if config["train"]["device"] == "cuda" else 0,
+        gpu=models_resources,
     shell:
         "{PY}.train --config-json {params.cfg:q} --task {wildcards.task} "
-        "--trainset {input.trainset:q} --augmented {input.augmented:q} --out {output.model:q} "
+        "--model {wildcards.model} {params.inputs} --out {output.model:q} "
         "--metrics {output.metrics:q} --curve {output.curve:q} 2> {log:q}"

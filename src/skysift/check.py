@@ -1,0 +1,194 @@
+"""``skysift check``: read every tile header, the catalog and the labels; report every problem.
+
+Runs first in the DAG, before any heavy work: it lists the tiles, bands, footprints,
+objects per tile, objects off every tile, and every problem it finds (all of them, not
+just the first). Errors (a missing band or mask file, an unreadable FITS file, an HDU
+without a celestial WCS, bands on different pixel grids, a missing catalog or labels
+column, duplicate or float ids, no object on any tile) exit with status 2 and write no
+report; warnings (missing PSF/zero-point keys, objects off every tile, tiles without
+objects) are listed in the report.
+
+    python -m skysift.check --config-json J --report results/check.json [--strict]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from skysift import cli
+from skysift.catalog import read_catalog
+from skysift.errors import SkysiftError, SurveyError
+from skysift.index import REASON_OFF, assign_objects, footprint_radec, make_shards
+from skysift.io import provenance, read_table, require_columns, write_json
+from skysift.survey import find_tiles, read_tile_header, tile_path
+
+log = logging.getLogger(__name__)
+
+
+class Problems:
+    """Problems found so far: ``error`` and ``warning`` entries naming where and the fix."""
+
+    def __init__(self) -> None:
+        self.items: list[dict] = []
+
+    def add(self, level: str, message: str) -> None:
+        self.items.append({"level": level, "message": message})
+
+    @property
+    def errors(self) -> list[str]:
+        return [p["message"] for p in self.items if p["level"] == "error"]
+
+
+def _check_tiles(config: dict, problems: Problems) -> list:
+    survey = config["survey"]
+    try:
+        tiles, missing = find_tiles(survey["tiles"], survey["bands"])
+    except SurveyError as exc:
+        problems.add("error", str(exc))
+        return []
+    if not tiles:
+        problems.add("error", f"no tile files match survey.tiles '{survey['tiles']}' (bands "
+                     f"{survey['bands']}); fix the pattern or survey.bands")
+    for tile, bands in missing.items():
+        for band in bands:
+            problems.add("error", f"{tile_path(survey['tiles'], tile, band)}: band '{band}' of "
+                         f"tile '{tile}' is missing; add the file or remove the tile")
+    headers = []
+    for tile in cli.progress([t for t in tiles if t not in missing], desc="headers"):
+        try:
+            headers.append(read_tile_header(config, tile))
+        except SurveyError as exc:
+            problems.add("error", str(exc))
+    for h in headers:
+        for key, values in ((survey["psf_fwhm_key"], h.psf_fwhm_arcsec),
+                            (survey["zeropoint_key"], h.zeropoint)):
+            absent = [b for b, v in zip(h.bands, values, strict=True) if math.isnan(v)]
+            if absent:
+                problems.add("warning", f"tile {h.tile}: no numeric header key {key} in bands "
+                             f"{absent}; recorded as NaN")
+    scales = np.array([h.pixscale_arcsec for h in headers])
+    if scales.size and scales.max() > 1.01 * scales.min():
+        problems.add("warning", f"pixel scales differ between tiles ({scales.min():.4g} to "
+                     f"{scales.max():.4g} arcsec); stamps of a fixed size in pixels then cover "
+                     "different sky areas")
+    return headers
+
+
+def _check_labels(config: dict, ids: np.ndarray | None, problems: Problems) -> dict:
+    survey = config["survey"]
+    path = survey["labels"]
+    if not path:
+        return {}
+    try:
+        table = read_table(path, "labels table")
+        require_columns(table, {"labels_id_column": survey["labels_id_column"]}, path, "survey")
+        for i, task in enumerate(config["tasks"]):
+            require_columns(table, {"label": task["label"]}, path, f"tasks[{i}]")
+    except SurveyError as exc:
+        problems.add("error", str(exc))
+        return {}
+    label_ids = np.asarray(table[survey["labels_id_column"]])
+    if label_ids.dtype.kind == "f":
+        problems.add("error", f"{path}: id column '{survey['labels_id_column']}' "
+                     "(survey.labels_id_column) holds floats; ids must be integers or strings")
+        return {}
+    out = {"n_rows": len(table)}
+    if ids is not None:
+        def keys(a):
+            a = np.asarray(a)
+            return np.char.decode(a, "utf-8") if a.dtype.kind == "S" else a.astype(str)
+        n_found = int(np.isin(keys(label_ids), keys(ids)).sum())
+        out["n_in_catalog"] = n_found
+        if n_found < len(table):
+            problems.add("warning", f"{path}: {len(table) - n_found} of {len(table)} label ids "
+                         "are not in the catalog (survey.labels_id_column vs survey.columns.id)")
+    return out
+
+
+def run_checks(config: dict) -> tuple[dict, Problems]:
+    """Check the survey of ``config``: (report dict, problems). Reads headers, not pixels."""
+    problems = Problems()
+    headers = _check_tiles(config, problems)
+    try:
+        catalog = read_catalog(config)
+    except SurveyError as exc:
+        problems.add("error", str(exc))
+        catalog = None
+    report: dict = {"bands": list(config["survey"]["bands"]), "n_tiles": len(headers)}
+    counts = np.zeros(len(headers), np.int64)
+    if catalog is not None:
+        report["n_catalog"] = len(catalog.ids)
+        if headers:
+            tile_idx, _, _, reason = assign_objects(catalog.ra_deg, catalog.dec_deg,
+                                                    [(h.wcs, h.shape) for h in headers])
+            counts = np.bincount(tile_idx[tile_idx >= 0], minlength=len(headers))
+            by_reason = Counter(reason[tile_idx < 0].tolist())
+            report.update(n_assigned=int(counts.sum()), rejects=dict(by_reason))
+            for why, n in sorted(by_reason.items()):
+                level = "error" if config.get("strict") and why != REASON_OFF else "warning"
+                problems.add(level, f"{catalog.path}: {n} objects rejected: {why}")
+            if not counts.sum():
+                problems.add("error", f"{catalog.path}: no object lies on any tile; check "
+                             "survey.columns.ra/dec (degrees) against the tile footprints")
+            empty = [h.tile for h, c in zip(headers, counts, strict=True) if c == 0]
+            if empty:
+                problems.add("warning", f"{len(empty)} tiles hold no catalog object (e.g. "
+                             f"{empty[:5]}); they are skipped")
+    report["labels"] = _check_labels(config, catalog.ids if catalog else None, problems)
+    report["tiles"] = [{"tile": h.tile, "shape": list(h.shape),
+                        "pixscale_arcsec": h.pixscale_arcsec,
+                        "psf_fwhm_arcsec": h.psf_fwhm_arcsec, "zeropoint": h.zeropoint,
+                        "footprint_radec": footprint_radec(h.wcs, h.shape), "n_objects": int(c)}
+                       for h, c in zip(headers, counts, strict=True)]
+    report["n_shards"] = len(make_shards([h.tile for h in headers], counts.tolist(),
+                                         config["index"]["tiles_per_shard"]))
+    report["problems"] = problems.items
+    return report, problems
+
+
+def _body(args) -> int:
+    start = time.perf_counter()
+    config = cli.load_config(args)
+    if args.strict:
+        config["strict"] = True
+    report, problems = run_checks(config)
+    for p in problems.items:
+        (log.error if p["level"] == "error" else log.warning)("%s", p["message"])
+    if problems.errors:
+        raise SkysiftError(f"check found {len(problems.errors)} errors (listed above); fix "
+                           "them before running the pipeline")
+    report["provenance"] = provenance(config, step="check")
+    if args.report:
+        write_json(args.report, report)
+    log.info("check: %d tiles x %d bands, %d catalog objects, %d on tiles, %d off, %d shards, "
+             "%d warnings in %.1f s", report["n_tiles"], len(report["bands"]),
+             report.get("n_catalog", 0), report.get("n_assigned", 0),
+             sum(report.get("rejects", {}).values()), report["n_shards"],
+             len(problems.items), time.perf_counter() - start)
+    return 0
+
+
+def parser():
+    """Command-line parser of ``python -m skysift.check``."""
+    p = cli.parser("Check tiles, bands, catalog and labels before any heavy work; report all "
+                   "problems.")
+    p.add_argument("--report", help="JSON report to write when there is no error, e.g. "
+                   "results/check.json")
+    p.add_argument("--strict", action="store_true",
+                   help="catalog rows with unusable coordinates are errors (config strict)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``skysift check``; 0 when no error was found, 2 otherwise."""
+    return cli.run(_body, parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,421 @@
+"""Simulated training sets: positives drawn into the survey's own cutouts, real and hard negatives.
+
+For a task named ``training_set.lens_task`` (``merger_task``) and ``training_set.use``
+``simulated`` or ``both``, :func:`build_simulated` writes ``results/train/{task}.h5``
+(docs/formats.md) from the raw cutouts and the stamps of every shard:
+
+- hosts (:func:`skysift.hosts.select_hosts`) are real galaxies of the survey; each simulated
+  example draws a host (with replacement), a kind and a seed, and renders the kind into the
+  host's *raw* cutout (:func:`skysift.inject.inject_lens`, :func:`skysift.simulate.simulate`),
+  which is then normalised exactly like the real stamps (:func:`skysift.preprocess.normalise`
+  with the stamps' recorded ``normalisation``);
+- real negatives: up to ``max_negatives`` objects, ``host_negative_fraction`` of them hosts
+  without simulation, the rest any eligible object; hard negatives: a
+  ``hard_negative_fraction`` of the negative class, simulated (rings, arms, pairs; chance
+  projections); with ``use: both`` every labelled object joins with its label;
+- every row's split is the split of its object (the host for simulations), a hash of its id,
+  so an object of the test split is never a host or a negative in training;
+- objects labelled positive for the task are never hosts or negatives
+  (``exclude_labelled_positives``).
+
+Rows are written shard by shard, shuffled within each shard (so the classes mix in every
+chunk a streaming loader reads); only one shard's selected rows are held in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from skysift.errors import DataError, SurveyError
+from skysift.hosts import colour_slope, magnitudes, make_host, select_hosts, stamp_photometry
+from skysift.inject import (
+    Frame,
+    band_wavelengths,
+    inject_lens,
+    load_source_images,
+    psf_kernels,
+    reference_band,
+)
+from skysift.io import atomic_output, open_h5, provenance, read_attr_json, write_attrs
+from skysift.labels import LabelIndex, find_task, load_labels, load_split, lookup_split
+from skysift.preprocess import normalise
+from skysift.simulate import simulate
+from skysift.survey import fits_file
+from skysift.trainset import (
+    HARD,
+    LABELLED,
+    ORIGINS,
+    REAL,
+    SIMULATED,
+    STAMP_DATASETS,
+    ChunkAppender,
+    counts_by_split,
+    merge_attrs,
+)
+
+log = logging.getLogger(__name__)
+
+#: Float parameters stored per row in group ``params`` (NaN where they do not apply).
+PARAMS = ("theta_e_arcsec", "source_mag", "arc_snr", "magnification", "arc_flux",
+          "psf_fwhm_arcsec", "lens_axis_ratio", "shear", "source_r_e_arcsec", "n_clumps",
+          "clump_fraction", "n_draws", "sim_snr", "mass_ratio", "separation_arcsec", "major",
+          "flux_fraction", "size_arcsec")
+CUTOUT_DATASETS = ("images", "flags", "index", "id", "pos_xy", "tile")
+
+
+def derive_seed(seed: int, *parts: str) -> int:
+    """A 63-bit seed from the master seed and names (task, shard)."""
+    digest = hashlib.blake2b("/".join([str(seed), "training_set", *parts]).encode(),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+@dataclass
+class Survey:
+    """Per-object columns of every shard, from the raw cutouts, and per-shard attrs."""
+
+    stamps: list[str]
+    cutouts: list[str]
+    attrs: list[dict]
+    shard: np.ndarray
+    row: np.ndarray
+    cols: dict = field(default_factory=dict)  # index, id, flags, tile, pos_xy, flux, mag, ...
+
+
+def _zeropoints(info: Mapping, bands: Sequence[str], fallback: float | None, path: str) -> list:
+    zps = [float(z) for z in info["zeropoint"]]
+    for b, z in enumerate(zps):
+        if not np.isfinite(z):
+            if fallback is None:
+                raise SurveyError(f"{path}: band {bands[b]} of a tile has no zero point "
+                                  "(survey.zeropoint_key); simulations need the flux units: "
+                                  "fix the header key or set training_set.zeropoint")
+            zps[b] = float(fallback)
+    return zps
+
+
+def scan(stamp_paths: Sequence[str], cutout_paths: Sequence[str], config: Mapping) -> Survey:
+    """Read ids, flags, positions of every object and measure its stamp photometry."""
+    if len(stamp_paths) != len(cutout_paths):
+        raise DataError(f"{len(stamp_paths)} stamps files but {len(cutout_paths)} cutouts files;"
+                        " pass one of each per shard, in the same order")
+    tcfg, bands = config["training_set"], list(config["survey"]["bands"])
+    ref, lam = reference_band(bands, tcfg["reference_band"]), band_wavelengths(bands)
+    chunk = int(config["preprocess"]["chunk_objects"])
+    parts, attrs = [], []
+    for spath, cpath in zip(stamp_paths, cutout_paths, strict=True):
+        with open_h5(cpath, required=CUTOUT_DATASETS) as fc, \
+                open_h5(spath, required=STAMP_DATASETS) as fs:
+            a = {key: read_attr_json(fs, key) for key in fs.attrs}
+            a["tile_info"] = read_attr_json(fc, "tile_info")
+            attrs.append(a)
+            col = {name: fc[name][()] for name in CUTOUT_DATASETS[1:]}
+            if not np.array_equal(col["index"], fs["index"][()]):
+                raise DataError(f"{spath} and {cpath} hold different objects; pass the stamps "
+                                "and cutouts of the same shards in the same order")
+            col["tile"] = np.char.decode(np.asarray(col["tile"], dtype=bytes), "utf-8")
+            zp_tile = {t: _zeropoints(a["tile_info"][t], bands, tcfg["zeropoint"], cpath)
+                       for t in np.unique(col["tile"])}
+            zp = np.array([zp_tile[t] for t in col["tile"]]).reshape(-1, len(bands))
+            m = len(col["index"])
+            col.update(flux=np.zeros((m, len(bands))), r50_arcsec=np.zeros(m),
+                       sky_sigma=np.ones((m, len(bands))))
+            for start in range(0, m, chunk):
+                tiles = col["tile"][start:start + chunk]
+                raw = fc["images"][start:start + chunk]
+                scale = np.array([a["tile_info"][t]["pixscale_arcsec"] for t in tiles])
+                for pix in np.unique(scale):  # one pixel scale per tile: few groups
+                    rows = np.flatnonzero(scale == pix)
+                    phot = stamp_photometry(raw[rows], float(pix),
+                                            tcfg["hosts"]["aperture_arcsec"], ref)
+                    for name in ("flux", "r50_arcsec", "sky_sigma"):
+                        col[name][start + rows] = phot[name]
+            col["zeropoint"] = zp
+            col["mag"] = magnitudes(col["flux"], zp)
+            col["slope"] = colour_slope(col["mag"], lam, ref)
+            parts.append(col)
+    n = [len(c["index"]) for c in parts]
+    cols = {name: np.concatenate([c[name] for c in parts]) for name in parts[0]}
+    return Survey([str(p) for p in stamp_paths], [str(p) for p in cutout_paths], attrs,
+                  np.repeat(np.arange(len(n)), n), np.concatenate([np.arange(m) for m in n]),
+                  cols)
+
+
+def _header_value(path: str, key: str) -> float | None:
+    with fits_file(path) as hdul:
+        for hdu in hdul:
+            if key in hdu.header:
+                try:
+                    return float(hdu.header[key])
+                except (TypeError, ValueError):
+                    return None
+    return None
+
+
+class Frames:
+    """Builds the :class:`skysift.inject.Frame` of a host; caches PSF kernels and gains per tile."""
+
+    def __init__(self, config: Mapping, survey: Survey):
+        self.tcfg, self.survey = config["training_set"], survey
+        self.bands = list(config["survey"]["bands"])
+        self.ref = reference_band(self.bands, self.tcfg["reference_band"])
+        self.lam = band_wavelengths(self.bands)
+        self.size = int(survey.attrs[0]["stamp_size_pix"])
+        self._cache: dict = {}
+        self.n_no_gain = 0
+
+    def _tile(self, shard: int, tile: str) -> tuple:
+        key = (shard, tile)
+        if key not in self._cache:
+            info = self.survey.attrs[shard]["tile_info"][tile]
+            pix = float(info["pixscale_arcsec"])
+            kernels = psf_kernels(info["psf_fwhm_arcsec"], pix, self.bands, self.tcfg["psf"])
+            gain = self.tcfg["gain"]
+            if isinstance(gain, str):
+                values = [_header_value(p, gain) for p in info["paths"]]
+                if any(v is None or not v > 0 for v in values):
+                    log.warning("tile %s: no positive header key %s in every band: simulated "
+                                "light gets no Poisson noise there (set training_set.gain)",
+                                tile, gain)
+                    self.n_no_gain += 1
+                    gain = None
+                else:
+                    gain = np.array(values)
+            elif gain is not None:
+                gain = np.full(len(self.bands), float(gain))
+            fwhm = np.asarray(info["psf_fwhm_arcsec"], dtype=float)
+            if self.tcfg["psf"]["fwhm_arcsec"] is not None:
+                fwhm = np.full(len(self.bands), float(self.tcfg["psf"]["fwhm_arcsec"]))
+            self._cache[key] = (pix, kernels, gain, fwhm)
+        return self._cache[key]
+
+    def frame(self, obj: int) -> tuple[Frame, float]:
+        """Frame of object ``obj`` (a position in the survey columns) and its PSF FWHM (ref)."""
+        c = self.survey.cols
+        pix, kernels, gain, fwhm = self._tile(int(self.survey.shard[obj]), str(c["tile"][obj]))
+        pos = c["pos_xy"][obj]
+        centre = tuple(float(self.size // 2 + p - np.floor(p + 0.5)) for p in pos)
+        return Frame(self.size, pix, centre, c["zeropoint"][obj], self.lam,
+                     np.maximum(c["sky_sigma"][obj], 1e-30), gain, kernels,
+                     self.ref), float(fwhm[self.ref])
+
+
+@dataclass
+class Plan:
+    """The rows of a training set: real objects, and simulations (host, kind, label, seed)."""
+
+    real: np.ndarray
+    real_label: np.ndarray
+    real_origin: np.ndarray
+    sim_host: np.ndarray
+    sim_kind: np.ndarray
+    sim_label: np.ndarray
+    sim_seed: np.ndarray
+    info: dict
+
+
+def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str,
+              kind: str, rng: np.random.Generator) -> Plan:
+    """Choose the real rows and the simulations of one task (see the module docstring)."""
+    tcfg, c = config["training_set"], survey.cols
+    n = len(c["index"])
+    found, label = (labels.lookup(c["id"]) if labels is not None
+                    else (np.zeros(n, bool), np.zeros(n, np.uint8)))
+    known_pos = found & (label == 1)
+    eligible = ~known_pos if tcfg["exclude_labelled_positives"] else np.ones(n, bool)
+    hosts, removed = select_hosts(config, c["index"], c["id"], c["flags"], c["mag"])
+    hosts &= eligible & np.isfinite(c["mag"][:, reference_band(
+        config["survey"]["bands"], tcfg["reference_band"])])
+    if not hosts.any():
+        raise SurveyError(f"task '{task}': no object may host a simulation among {n} (removed "
+                          f"by each cut in turn: {removed}, known positives: "
+                          f"{int(known_pos.sum())}); loosen training_set.hosts")
+    both = tcfg["use"] == "both"
+    labelled = np.flatnonzero(found) if both else np.zeros(0, np.int64)
+    pool = eligible & ~(found if both else np.zeros(n, bool))
+    n_real = int(pool.sum()) if tcfg["max_negatives"] is None else min(
+        int(tcfg["max_negatives"]), int(pool.sum()))
+    from_hosts = rng.permutation(np.flatnonzero(pool & hosts))[
+        :int(round(tcfg["host_negative_fraction"] * n_real))]
+    rest = np.setdiff1d(np.flatnonzero(pool), from_hosts)
+    real = np.concatenate([from_hosts, rng.permutation(rest)[:n_real - from_hosts.size]])
+    n_neg = real.size + int((label[labelled] == 0).sum())
+    kinds = list(tcfg["hard_negatives"][kind])
+    f = tcfg["hard_negative_fraction"] if kinds else 0.0
+    n_hard = int(round(n_neg * f / (1.0 - f)))
+    n_pos = max(int(round(tcfg["positives_per_negative"] * (n_neg + n_hard)))
+                - int((label[labelled] == 1).sum()), 0)
+    host_rows = np.flatnonzero(hosts)
+    sim_host = host_rows[rng.integers(0, host_rows.size, n_pos + n_hard)]
+    sim_kind = np.array([kind] * n_pos + [kinds[i] for i in rng.integers(0, max(len(kinds), 1),
+                                                                          n_hard)], dtype="U16")
+    info = dict(n_objects=n, n_hosts=int(hosts.sum()), host_cuts=removed,
+                n_known_positives=int(known_pos.sum()), n_eligible=int(eligible.sum()),
+                n_real_negatives=int(real.size), n_real_from_hosts=int(from_hosts.size),
+                n_labelled=int(labelled.size), n_simulated=n_pos, n_hard_negatives=n_hard)
+    return Plan(np.concatenate([labelled, real]),
+                np.concatenate([label[labelled], np.zeros(real.size, np.uint8)]),
+                np.concatenate([np.full(labelled.size, LABELLED, np.uint8),
+                                np.full(real.size, REAL, np.uint8)]),
+                sim_host, sim_kind, np.r_[np.ones(n_pos, np.uint8), np.zeros(n_hard, np.uint8)],
+                rng.integers(0, 2**63 - 1, n_pos + n_hard, dtype=np.int64).astype(np.uint64),
+                info)
+
+
+def _read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """``ds[rows]`` for any rows (repeats allowed), reading each distinct row once."""
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    return ds[uniq.tolist()][inverse] if uniq.size else ds[0:0]
+
+
+def render_sims(raw: np.ndarray, hosts: np.ndarray, kinds: np.ndarray, seeds: np.ndarray,
+                survey: Survey, frames: Frames, tcfg: Mapping,
+                source_images: Sequence[np.ndarray]) -> tuple[np.ndarray, dict]:
+    """Simulate into raw cutouts (m, band, s, s): the images and the (m,) parameter columns."""
+    c, out = survey.cols, np.empty_like(raw)
+    params = {name: np.full(len(kinds), np.nan, np.float32) for name in PARAMS}
+    stages = np.zeros(len(kinds), dtype="S16")
+    ref = frames.ref
+    for j, (obj, kind, seed) in enumerate(zip(hosts, kinds, seeds, strict=True)):
+        rng = np.random.default_rng(int(seed))
+        frame, fwhm = frames.frame(int(obj))
+        if kind == "lens":
+            out[j], p = inject_lens(raw[j], frame, tcfg["lens"], tcfg["supersample"], rng,
+                                    source_images)
+            p["sim_snr"] = p["arc_snr"]
+        else:
+            host = make_host(c["flux"][obj], c["mag"][obj], c["slope"][obj],
+                             c["r50_arcsec"][obj], ref)
+            out[j], p = simulate(str(kind), raw[j], frame, host, tcfg, rng)
+        p["psf_fwhm_arcsec"] = fwhm
+        stages[j] = str(p.get("merger_stage", "")).encode()
+        for name in PARAMS:
+            if name in p:
+                params[name][j] = p[name]
+    params["merger_stage"] = stages
+    return out, params
+
+
+def _summary(label: np.ndarray, split: np.ndarray, origin: np.ndarray, sim: np.ndarray,
+             params: dict, tcfg: Mapping) -> dict:
+    lens = sim == b"lens"
+    s = {"counts": counts_by_split(label, split),
+         "origin_counts": {name: int((origin == k).sum()) for k, name in enumerate(ORIGINS)},
+         "kind_counts": {k.decode(): int((sim == k).sum()) for k in np.unique(sim) if k}}
+    if lens.any():
+        snr, te = params["arc_snr"][lens], params["theta_e_arcsec"][lens]
+        visible = (snr >= tcfg["visible_arc_snr"]) & (te > params["psf_fwhm_arcsec"][lens])
+        s.update(arc_snr_quantiles={str(q): float(np.quantile(snr, q))
+                                    for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
+                 visible_fraction=float(visible.mean()),
+                 below_arc_snr_min=int((snr < tcfg["lens"]["arc_snr_min"]).sum()))
+    return s
+
+
+def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[str | Path],
+                    split_path: str | Path, out_path: str | Path, config: Mapping,
+                    task_name: str, kind: str) -> dict:
+    """Write the simulated training set of one task (``kind`` lens or merger); return a summary.
+
+    Returns
+    -------
+    dict with the plan's counts (``n_hosts``, ``n_real_negatives``, ``n_simulated``, ...),
+    ``counts`` ({split: {neg, pos}}), ``origin_counts``, ``kind_counts``, the arc S/N
+    quantiles and ``visible_fraction`` (lens), ``n_rows`` and ``sim_seconds``.
+    """
+    task_pos, task = find_task(config, task_name)
+    tcfg = config["training_set"]
+    labels = None
+    if config["survey"]["labels"]:
+        labels = load_labels(config, task_pos, task)
+    elif tcfg["use"] == "both":
+        raise SurveyError("training_set.use is both but survey.labels is null; set "
+                          "survey.labels or use: simulated")
+    survey = scan([str(p) for p in stamp_paths], [str(p) for p in cutout_paths], config)
+    rng = np.random.default_rng(derive_seed(config["seed"], task_name))
+    plan = plan_rows(survey, labels, config, task_name, kind, rng)
+    split_index, split_codes = load_split(split_path)
+    split_of = lookup_split(survey.cols["index"], split_index, split_codes, split_path)
+    frames = Frames(config, survey)
+    images = load_source_images(tcfg["lens"]["source_images"]) if kind == "lens" else []
+    n_rows = plan.real.size + plan.sim_host.size
+    shape = tuple(survey.attrs[0]["stamp_size_pix"] for _ in range(2))
+    shape = (len(config["survey"]["bands"]),) + shape
+    chunk = int(config["preprocess"]["chunk_objects"])
+    header = merge_attrs(survey.attrs, survey.stamps)
+    header.pop("tile_info", None)
+    norm = header["normalisation"]
+    cols: dict[str, list] = {k: [] for k in ("flags", "index", "id", "label", "split",
+                                             "origin", "sim", "seed")}
+    pcols: dict[str, list] = {k: [] for k in PARAMS + ("merger_stage",)}
+    sim_seconds = 0.0
+    kw = dict(chunks=(max(min(chunk, n_rows), 1),) + shape, compression="gzip",
+              compression_opts=1, shuffle=True)
+    with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as fout:
+        appender = ChunkAppender(
+            {"images": fout.create_dataset("images", (n_rows,) + shape, np.float32, **kw),
+             "mask": fout.create_dataset("mask", (n_rows,) + shape, np.uint8, **kw)}, chunk)
+        for k in range(len(survey.stamps)):
+            real = plan.real[survey.shard[plan.real] == k]
+            in_shard = survey.shard[plan.sim_host] == k
+            hosts = plan.sim_host[in_shard]
+            if real.size + hosts.size == 0:
+                continue
+            with open_h5(survey.stamps[k]) as fs, open_h5(survey.cutouts[k]) as fc:
+                r_img = _read_rows(fs["images"], survey.row[real])
+                r_mask = _read_rows(fs["mask"], survey.row[real])
+                t0 = time.perf_counter()
+                raw, p = render_sims(_read_rows(fc["images"], survey.row[hosts]), hosts,
+                                     plan.sim_kind[in_shard], plan.sim_seed[in_shard], survey,
+                                     frames, tcfg, images)
+                s_img, s_mask = normalise(raw, norm)
+                sim_seconds += time.perf_counter() - t0
+            objs = np.concatenate([real, hosts])
+            block = {"flags": survey.cols["flags"][objs], "index": survey.cols["index"][objs],
+                     "id": survey.cols["id"][objs], "split": split_of[objs],
+                     "label": np.r_[plan.real_label[survey.shard[plan.real] == k],
+                                    plan.sim_label[in_shard]].astype(np.uint8),
+                     "origin": np.r_[plan.real_origin[survey.shard[plan.real] == k],
+                                     np.where(plan.sim_label[in_shard] == 1, SIMULATED,
+                                              HARD)].astype(np.uint8),
+                     "sim": np.r_[np.zeros(real.size, "S16"),
+                                  np.char.encode(plan.sim_kind[in_shard], "utf-8")],
+                     "seed": np.r_[np.zeros(real.size, np.uint64), plan.sim_seed[in_shard]]}
+            params = {name: np.concatenate([np.full(real.size, np.nan, np.float32), v])
+                      if name != "merger_stage" else np.r_[np.zeros(real.size, "S16"), v]
+                      for name, v in p.items()}
+            perm = np.random.default_rng(derive_seed(config["seed"], task_name, str(k))
+                                         ).permutation(objs.size)
+            appender.append({"images": np.concatenate([r_img, s_img])[perm],
+                             "mask": np.concatenate([r_mask, s_mask])[perm]})
+            for name, v in block.items():
+                cols[name].append(v[perm])
+            for name, v in params.items():
+                pcols[name].append(v[perm])
+        appender.close()
+        data = {name: np.concatenate(v) for name, v in cols.items()}
+        for name, v in data.items():
+            fout.create_dataset(name, data=v)
+        pdata = {name: np.concatenate(v) for name, v in pcols.items()}
+        for name, v in pdata.items():
+            fout.create_dataset(f"params/{name}", data=v)
+        summary = dict(plan.info, **_summary(data["label"], data["split"], data["origin"],
+                                             data["sim"], pdata, tcfg),
+                       n_rows=n_rows, sim_seconds=sim_seconds,
+                       n_tiles_without_gain=frames.n_no_gain)
+        header.update(task=task_name, label_column=task["label"], simulator=kind,
+                      use=tcfg["use"], origin_names=list(ORIGINS), training_set=dict(tcfg),
+                      **{k: v for k, v in summary.items() if k != "sim_seconds"})
+        header.update(provenance(config, step="training_set", task=task_name,
+                                 inputs=survey.stamps + survey.cutouts, split=str(split_path),
+                                 labels=str(config["survey"]["labels"])))
+        write_attrs(fout, header)
+    return summary

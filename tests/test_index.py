@@ -1,0 +1,213 @@
+"""Tests of skysift.index: assignment (overlaps, RA wrap, any WCS), rejects, shards, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.table import Table
+from survey_helpers import BANDS, make_wcs, write_tile
+
+from skysift import survey
+from skysift.index import (
+    REASON_DEC,
+    REASON_NONFINITE,
+    REASON_OFF,
+    assign_objects,
+    main,
+    make_shards,
+    read_assignment_rows,
+)
+
+# --------------------------------------------------------------------------- assignment
+
+
+def test_overlap_goes_to_tile_farthest_from_edge():
+    shape = (100, 100)  # 0.5"/pix: 50" wide tiles
+    a = make_wcs(10.0, 0.0, shape, rot_deg=20)
+    b = make_wcs(10.0 - 30 / 3600, 0.0, shape)  # centre 60 pixels west of a's
+    sky = SkyCoord([a.pixel_to_world(49.5, 50.0), b.pixel_to_world(49.5, 50.0),
+                    b.pixel_to_world(-0.3, 50.0)])
+    tile_idx, x, y, reason = assign_objects(sky.ra.deg, sky.dec.deg, [(a, shape), (b, shape)])
+    assert tile_idx.tolist() == [0, 1, 0]
+    assert (reason == "").all()
+    np.testing.assert_allclose(x[:2], 49.5, atol=1e-6)
+    np.testing.assert_allclose(y[:2], 50.0, atol=1e-6)
+    tiles = [(b, shape), (a, shape), (a, shape)]  # identical tiles tie: the first one wins
+    tile_idx, *_ = assign_objects(sky.ra.deg[:1], sky.dec.deg[:1], tiles)
+    assert tile_idx.tolist() == [1]
+
+
+def test_rejects_carry_a_reason():
+    shape = (50, 50)
+    w = make_wcs(10.0, 0.0, shape)
+    corner = w.pixel_to_world(-0.4999, -0.4999)  # first pixel's lower-left corner: inside
+    ra = np.array([10.0, 12.0, np.nan, 10.0, 190.0, corner.ra.deg, 10.0])
+    dec = np.array([0.0, 0.0, 0.0, 91.0, 0.0, corner.dec.deg, np.inf])
+    tile_idx, x, y, reason = assign_objects(ra, dec, [(w, shape)])
+    assert tile_idx.tolist() == [0, -1, -1, -1, -1, 0, -1]
+    assert reason.tolist() == ["", REASON_OFF, REASON_NONFINITE, REASON_DEC, REASON_OFF, "",
+                               REASON_NONFINITE]
+    assert np.isnan(x[1:5]).all() and x[5] >= -0.5
+
+
+def test_tile_straddling_ra_zero():
+    shape = (200, 200)  # 1"/pix: +-0.028 deg around RA 0
+    w = make_wcs(0.0, 0.0, shape, pixscale_arcsec=1.0, rot_deg=5)
+    ra = np.array([359.99, 0.01, -0.01, 360.01, 359.9, 0.1])
+    tile_idx, x, _, reason = assign_objects(ra, np.zeros(6), [(w, shape)])
+    assert tile_idx.tolist() == [0, 0, 0, 0, -1, -1]
+    assert x[0] > 99.5 > x[1]  # east (larger RA) is to the left
+    np.testing.assert_allclose(x[2], x[0], atol=1e-6)  # -0.01 wraps to 359.99
+    np.testing.assert_allclose(x[3], x[1], atol=1e-6)
+    assert reason[4] == REASON_OFF
+
+
+@pytest.mark.parametrize("ctype", [("DEC--TAN", "RA---TAN"), ("GLON-TAN", "GLAT-TAN")])
+def test_assignment_follows_the_wcs_frame_and_axis_order(ctype):
+    shape = (60, 80)
+    w = make_wcs(30.0, 40.0, shape, rot_deg=15, ctype=ctype)
+    sky = w.pixel_to_world([3.2, 70.7, 40.0], [5.1, 55.4, -9.0]).icrs
+    tile_idx, x, y, _ = assign_objects(sky.ra.deg, sky.dec.deg, [(w, shape)])
+    assert tile_idx.tolist() == [0, 0, -1]
+    np.testing.assert_allclose(x[:2], [3.2, 70.7], atol=1e-5)
+    np.testing.assert_allclose(y[:2], [5.1, 55.4], atol=1e-5)
+
+
+def test_sip_distortion_is_applied():
+    shape = (80, 90)
+    w = make_wcs(150.0, 2.0, shape, rot_deg=-12, sip=True)
+    xy = np.array([[2.0, 3.0], [85.4, 76.2], [45.0, 40.0]])
+    ra, dec = w.all_pix2world(xy[:, 0], xy[:, 1], 0)
+    linear = np.column_stack(w.wcs_world2pix(ra, dec, 0))  # what ignoring SIP would give
+    assert np.abs(linear - xy).max() > 2.0  # the test WCS is distorted for real
+    tile_idx, x, y, _ = assign_objects(ra, dec, [(w, shape)])
+    assert tile_idx.tolist() == [0, 0, 0]
+    np.testing.assert_allclose(np.column_stack([x, y]), xy, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def test_shards_skip_empty_tiles_and_know_their_rows():
+    tiles = ["a", "b", "c", "d", "e"]
+    shards = make_shards(tiles, [3, 0, 2, 4, 1], 2)
+    assert [s["shard"] for s in shards] == ["s0000", "s0001"]
+    assert [s["tiles"] for s in shards] == [["a", "c"], ["d", "e"]]
+    assert [s["rows"] for s in shards] == [[0, 5], [5, 10]]
+    assert [s["n_objects"] for s in shards] == [5, 5]
+    many = make_shards([f"t{i}" for i in range(20001)], [1] * 20001, 1)
+    assert len(many) == 20001 and many[-1]["shard"] == "s20000" and many[0]["shard"] == "s00000"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _survey(tmp_path, ids, **columns):
+    shape = (40, 40)
+    wcs_a, wcs_b, wcs_c = (make_wcs(0.0, 0.0, shape), make_wcs(0.01, 0.0, shape),
+                           make_wcs(5.0, 0.0, shape))
+    for name, wcs in (("A", wcs_a), ("B", wcs_b), ("C", wcs_c)):
+        write_tile(tmp_path, name, wcs, shape)
+    sky = SkyCoord([wcs_b.pixel_to_world(20.0, 20.0), wcs_a.pixel_to_world(10.0, 12.0),
+                    wcs_a.pixel_to_world(5.0, 30.0)])
+    ra = np.concatenate([sky.ra.deg, [np.nan, 180.0]])
+    dec = np.concatenate([sky.dec.deg, [0.0, 0.0]])
+    names = {"id": "objid", "ra": "ra", "dec": "dec", **columns}
+    Table({names["id"]: ids, names["ra"]: ra, names["dec"]: dec}).write(tmp_path / "cat.ecsv")
+    return {"survey": {"tiles": str(tmp_path / "tiles" / "{tile}_{band}.fits"), "bands": BANDS,
+                       "catalog": str(tmp_path / "cat.ecsv"), "columns": names},
+            "index": {"tiles_per_shard": 1}}
+
+
+@pytest.mark.parametrize("id_kind", ["int", "str"])
+def test_index_cli_writes_formats(tmp_path, id_kind):
+    ids = (2**60 + np.array([7, 1, 3, 9, 5])) if id_kind == "int" else \
+        np.array(["g-7", "g-1", "ü-3", "g-9", "g-5"])
+    config = _survey(tmp_path, ids, id="oid", ra="RAJ2000", dec="DEJ2000")
+    out = tmp_path / "index"
+    assert main(["--config-json", json.dumps(config), "--out-dir", str(out)]) == 0
+
+    info = json.loads((out / "tiles.json").read_text())
+    assert [t["tile"] for t in info["tiles"]] == ["A", "B", "C"]
+    assert [t["n_objects"] for t in info["tiles"]] == [2, 1, 0]
+    assert [t["shard"] for t in info["tiles"]] == ["s0000", "s0001", None]
+    assert (info["n_catalog"], info["n_assigned"], info["n_rejected"]) == (5, 3, 2)
+    assert info["bands"] == BANDS and info["tiles"][0]["shape"] == [40, 40]
+    corners = np.array(info["tiles"][1]["footprint_radec"])
+    assert corners.shape == (4, 2) and abs(corners[:, 0].mean() - 0.01) < 1e-3
+
+    table = Table.read(out / "assignment.fits")
+    assert table["index"].tolist() == [1, 2, 0]  # sorted by (tile, index)
+    assert np.asarray(table["tile"]).astype(str).tolist() == ["A", "A", "B"]
+    got = np.asarray(table["id"])
+    if id_kind == "int":
+        assert got.dtype.newbyteorder("=") == np.int64
+        assert got.tolist() == [int(ids[i]) for i in (1, 2, 0)]
+    else:
+        assert [v.decode() for v in got] == [ids[i] for i in (1, 2, 0)]
+    np.testing.assert_allclose(table["x_pix"], [10.0, 5.0, 20.0], atol=1e-6)
+    np.testing.assert_allclose(table["y_pix"], [12.0, 30.0, 20.0], atol=1e-6)
+
+    rejects = Table.read(out / "rejects.ecsv")
+    assert rejects["index"].tolist() == [3, 4]
+    assert rejects["reason"].tolist() == [REASON_NONFINITE, REASON_OFF]
+    assert [str(v) if id_kind == "str" else int(v) for v in rejects["id"]] == \
+        [ids[3].item(), ids[4].item()]
+
+    shards = json.loads((out / "shards.json").read_text())
+    assert [(s["shard"], s["tiles"], s["rows"]) for s in shards["shards"]] == \
+        [("s0000", ["A"], [0, 2]), ("s0001", ["B"], [2, 3])]
+    rows = read_assignment_rows(out, shard="s0001")
+    assert rows["index"].tolist() == [0] and rows["tile"].tolist() == ["B"]
+    assert read_assignment_rows(out, tile="A")["index"].tolist() == [1, 2]
+
+
+def test_duplicate_ids_exit_2_without_output(tmp_path, capsys):
+    config = _survey(tmp_path, np.array([4, 8, 15, 8, 23]))
+    assert main(["--config-json", json.dumps(config), "--out-dir", str(tmp_path / "o")]) == 2
+    assert "cat.ecsv: column 'objid' (survey.columns.id): 2 rows share an id, e.g. 8 (row 1), " \
+        "8 (row 3)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_strict_makes_bad_coordinates_fatal(tmp_path, capsys):
+    config = json.dumps(_survey(tmp_path, np.arange(5)))
+    assert main(["--config-json", config, "--out-dir", str(tmp_path / "o"), "--strict"]) == 2
+    assert "1 rows have unusable coordinates (non-finite coordinates in row 3)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert survey.main(["--config-json", config, "--out-dir", str(tmp_path / "o")]) == 0
+
+
+def test_no_object_on_any_tile_is_an_error(tmp_path, capsys):
+    write_tile(tmp_path, "A", make_wcs(0.0, 0.0, (8, 8)), (8, 8))
+    Table({"objid": [1, 2], "ra": [90.0, 91.0], "dec": [0.0, 0.0]}).write(tmp_path / "cat.fits")
+    config = {"survey": {"tiles": str(tmp_path / "tiles" / "{tile}_{band}.fits"),
+                         "bands": BANDS, "catalog": str(tmp_path / "cat.fits")}}
+    assert main(["--config-json", json.dumps(config), "--out-dir", str(tmp_path / "o")]) == 2
+    assert "none of its 2 objects lies on any of the 1 tiles" in capsys.readouterr().err
+
+
+def test_index_cli_without_tiles_names_the_pattern(tmp_path, capsys):
+    pattern = str(tmp_path / "nowhere" / "{tile}_{band}.fits")
+    config = {"survey": {"tiles": pattern, "catalog": str(tmp_path / "cat.fits")}}
+    assert main(["--config-json", json.dumps(config), "--out-dir", str(tmp_path / "o")]) == 2
+    assert pattern in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem", ["missing_band", "no_wcs"])
+def test_bad_tile_exit_2_without_output(tmp_path, capsys, problem):
+    config = _survey(tmp_path, np.arange(5))
+    bad = tmp_path / "tiles" / "B_r.fits"
+    bad.unlink()
+    if problem == "no_wcs":
+        fits.PrimaryHDU(np.zeros((40, 40), np.float32)).writeto(bad)
+    assert main(["--config-json", json.dumps(config), "--out-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "B_r.fits: " in err
+    assert ("celestial WCS" if problem == "no_wcs" else "band 'r' of tile 'B' is missing") in err
+    assert not (tmp_path / "o").exists()
