@@ -144,3 +144,23 @@ def test_cli(tmp_path):
     assert np.isfinite(got["images"]).all()
     argv[3] = str(tmp_path / "missing.h5")
     assert main(argv) == 2
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "distributed"])
+def test_other_schedulers_write_the_same_file(tmp_path, scheduler):
+    """threads (default), processes and a local distributed cluster give identical stamps."""
+    rng = np.random.default_rng(3)
+    images = rng.normal(10.0, 2.0, size=(70, 3, 16, 16)).astype(np.float32)
+    images[5, 1, :4] = np.nan
+    src = tmp_path / "cut.h5"
+    io.write_stamps(src, {"images": images, "index": np.arange(70)}, {"tile": "t"})
+    results = {}
+    for name in ("threads", scheduler):
+        conf = skyconfig.load(overrides=[f"preprocess.scheduler={name}",
+                                      "preprocess.chunk_objects=16"])
+        out = tmp_path / f"{name}.h5"
+        preprocess_file(src, out, conf["preprocess"], conf, threads=2)
+        with h5py.File(out) as fh:
+            results[name] = (fh["images"][()], fh["mask"][()])
+    np.testing.assert_array_equal(results["threads"][0], results[scheduler][0])
+    np.testing.assert_array_equal(results["threads"][1], results[scheduler][1])

@@ -94,13 +94,15 @@ def _range(values: np.ndarray, lo_hi: Sequence | None) -> np.ndarray:
 
 
 def select_hosts(config: Mapping, index: np.ndarray, ids: np.ndarray, flags: np.ndarray,
-                 mag: np.ndarray) -> tuple[np.ndarray, dict]:
+                 mag: np.ndarray, r50_arcsec: np.ndarray, psf_fwhm_arcsec: np.ndarray
+                 ) -> tuple[np.ndarray, dict]:
     """Which objects may host a simulation (``training_set.hosts``).
 
     Parameters
     ----------
     index, ids, flags : (n,) catalog rows, verbatim ids and cutout flags of every object.
     mag : (n, band) aperture magnitudes measured on the raw stamps.
+    r50_arcsec, psf_fwhm_arcsec : (n,) stamp half-light radius and PSF FWHM (reference band).
 
     Returns
     -------
@@ -109,7 +111,9 @@ def select_hosts(config: Mapping, index: np.ndarray, ids: np.ndarray, flags: np.
     hcfg, bands = config["training_set"]["hosts"], list(config["survey"]["bands"])
     ref = reference_band(bands, config["training_set"]["reference_band"])
     cuts = {"flagged": flags != 0 if hcfg["clean"] else np.zeros(flags.shape, bool),
-            "magnitude": ~_range(mag[:, ref], hcfg["mag"])}
+            "magnitude": ~_range(mag[:, ref], hcfg["mag"]),
+            "point-like": np.isfinite(psf_fwhm_arcsec)
+            & ~(r50_arcsec >= hcfg["min_size_psf"] * psf_fwhm_arcsec / 2)}
     if hcfg["colour"] is not None:
         b1, b2 = hcfg["colour"]["bands"]
         for b in (b1, b2):

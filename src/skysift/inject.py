@@ -45,9 +45,9 @@ from skysift.mock_render import (
 log = logging.getLogger(__name__)
 
 #: Finest subsampling per pixel side of the refinement of compact light (see :func:`render`).
-MAX_SUPERSAMPLE = 24
+MAX_SUPERSAMPLE = 12
 #: Pixels brighter than this fraction of the brightest (and their neighbours) are refined.
-REFINE_FRACTION = 1e-3
+REFINE_FRACTION = 1e-2
 #: Pixels refined per lenstronomy call (bounds the memory of one call).
 REFINE_BATCH = 512
 #: Moffat kernels reach out to this many FWHM (their wings hold a few % of the light).

@@ -157,6 +157,15 @@ def write_json(path: str | Path, payload) -> None:
             fh.write("\n")
 
 
+def compression_kw(name: str) -> dict:
+    """h5py dataset keywords of a ``compression`` config value (none | lzf | gzip)."""
+    if name == "none":
+        return {}
+    if name == "lzf":
+        return {"compression": "lzf", "shuffle": True}
+    return {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+
+
 def write_stamps(path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping,
                  chunk_objects: int = 256) -> None:
     """Write a stamps HDF5 file (layout in docs/formats.md) atomically.

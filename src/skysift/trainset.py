@@ -238,11 +238,15 @@ def _gallery_classes(label: np.ndarray, origin: np.ndarray, sim: np.ndarray) -> 
     return classes
 
 
-def _rgb(stamp: np.ndarray) -> np.ndarray:
-    """(s, s, 3) in [0, 1] from a normalised (band, s, s) stamp: the reddest 3 bands as RGB."""
+def _rgb(stamp: np.ndarray, stretched: bool) -> np.ndarray:
+    """(s, s, 3) in [0, 1] of a normalised (band, s, s) stamp: the reddest 3 bands as RGB.
+
+    Fixed display range (arcsinh units 0-3, or arcsinh(x / 3) of linear stamps), so faint
+    arcs show beside bright hosts and every panel shares one scale.
+    """
     rgb = stamp[::-1][:3] if stamp.shape[0] >= 3 else np.repeat(stamp[:1], 3, axis=0)
-    top = np.percentile(rgb, 99.5)
-    return np.clip(np.moveaxis(rgb, 0, -1) / (top if top > 0 else 1.0), 0.0, 1.0)
+    rgb = rgb if stretched else np.arcsinh(rgb / 3.0)
+    return np.clip(np.moveaxis(rgb, 0, -1) / 3.0, 0.0, 1.0)
 
 
 def write_gallery(train_path: str | Path, png_path: str | Path, n_per_class: int,
@@ -257,6 +261,8 @@ def write_gallery(train_path: str | Path, png_path: str | Path, n_per_class: int
 
     with open_h5(train_path, required=("images", "label")) as fh:
         label = fh["label"][()]
+        norm = read_attr_json(fh, "normalisation") if "normalisation" in fh.attrs else {}
+        stretched = isinstance(norm, dict) and norm.get("stretch") == "arcsinh"
         origin = fh["origin"][()] if "origin" in fh else np.full(label.size, LABELLED)
         sim = fh["sim"][()] if "sim" in fh else np.zeros(label.size, "S16")
         params = {k: fh[f"params/{k}"][()] for k in ("theta_e_arcsec", "arc_snr",
@@ -274,7 +280,7 @@ def write_gallery(train_path: str | Path, png_path: str | Path, n_per_class: int
         for i, (name, rows) in enumerate(shown.items()):
             axes[i, 0].set_title(name, loc="left", fontsize=8, pad=12)
             for j, row in enumerate(rows.tolist()):
-                axes[i, j].imshow(_rgb(fh["images"][row]), origin="lower")
+                axes[i, j].imshow(_rgb(fh["images"][row], stretched), origin="lower")
                 text = ""
                 if sim[row] == b"lens" and "arc_snr" in params:
                     text = (f"θE {params['theta_e_arcsec'][row]:.1f}″ "

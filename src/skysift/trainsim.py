@@ -139,6 +139,10 @@ def scan(stamp_paths: Sequence[str], cutout_paths: Sequence[str], config: Mappin
                     for name in ("flux", "r50_arcsec", "sky_sigma"):
                         col[name][start + rows] = phot[name]
             col["zeropoint"] = zp
+            fwhm = tcfg["psf"]["fwhm_arcsec"]
+            col["psf_fwhm_arcsec"] = np.array([
+                fwhm if fwhm is not None else a["tile_info"][t]["psf_fwhm_arcsec"][ref]
+                for t in col["tile"]], dtype=float)
             col["mag"] = magnitudes(col["flux"], zp)
             col["slope"] = colour_slope(col["mag"], lam, ref)
             parts.append(col)
@@ -231,7 +235,8 @@ def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: 
                     else (np.zeros(n, bool), np.zeros(n, np.uint8)))
     known_pos = found & (label == 1)
     eligible = ~known_pos if tcfg["exclude_labelled_positives"] else np.ones(n, bool)
-    hosts, removed = select_hosts(config, c["index"], c["id"], c["flags"], c["mag"])
+    hosts, removed = select_hosts(config, c["index"], c["id"], c["flags"], c["mag"],
+                                  c["r50_arcsec"], c["psf_fwhm_arcsec"])
     hosts &= eligible & np.isfinite(c["mag"][:, reference_band(
         config["survey"]["bands"], tcfg["reference_band"])])
     if not hosts.any():

@@ -32,10 +32,12 @@ def model_args(wildcards, input):
 
 
 def model_cfg(wildcards):
-    """The config one model's training depends on: its own entry, not the whole list, so
-    adding a model retrains nothing else."""
-    sections = {key: config[key] for key in ("seed", "tasks", "augment", "train")}
-    sections["models"] = [model_spec(wildcards).entry()]
+    """The config one model's training depends on: its task and its own entry, not the
+    whole lists, so adding a model or a task retrains nothing else."""
+    spec = model_spec(wildcards)
+    sections = {key: config[key] for key in ("seed", "augment", "train")}
+    sections["tasks"] = [t for t in config["tasks"] if t["name"] == spec.task]
+    sections["models"] = [spec.entry()]
     return _json.dumps(sections, sort_keys=True)
 
 
