@@ -64,3 +64,23 @@ def test_d4_group_laws_hold_exactly(channels, ny, nx, seed):
         assert sorted(row) == list(D4_ELEMENTS)
     for col in zip(*compose, strict=True):
         assert sorted(col) == list(D4_ELEMENTS)
+
+
+@PROFILE
+@given(st.integers(1, 12), st.floats(-15, 40, allow_nan=False), st.floats(-15, 40, allow_nan=False),
+       st.integers(0, 2**31 - 1))
+def test_cutouts_any_position_and_size(size, x, y, seed):
+    """Right shape; EDGE exactly when the stamp leaves the image; pixels copied verbatim."""
+    from skysift.cutouts import EDGE, extract
+    ny, nx = 20, 25
+    images = np.random.default_rng(seed).normal(size=(2, ny, nx)).astype(np.float32)
+    stamps, flags = extract(images, np.array([[x, y]]), size)
+    assert stamps.shape == (1, 2, size, size) and stamps.dtype == np.float32
+    px, py = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+    x0, y0 = px - size // 2, py - size // 2
+    inside = x0 >= 0 and y0 >= 0 and x0 + size <= nx and y0 + size <= ny
+    assert bool(flags[0] & EDGE) == (not inside)
+    yy, xx = np.mgrid[y0:y0 + size, x0:x0 + size]
+    valid = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+    assert np.isnan(stamps[0][:, ~valid]).all()
+    np.testing.assert_array_equal(stamps[0][:, valid], images[:, yy[valid], xx[valid]])
