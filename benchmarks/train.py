@@ -6,7 +6,9 @@ For each architecture, in one process and on one device, times
           DataLoader workers, or from RAM with --data ram), moved to the device, augmented on
           the fly as the config says, then the same step (skysift.trainer.Trainer);
 and prints one JSON line each with both rates, their ratio (goal >= 0.9 on CPU) and, on
-CUDA, the mean GPU utilisation sampled every 50 ms during each timing (goal >= 80 %).
+CUDA, the mean GPU utilisation sampled every 50 ms during each timing (goal >= 80 %). The
+two are timed alternately --repeats times and the medians reported, so a machine whose
+load changes affects both alike.
 Precision and memory format are skysift's: bf16 autocast and channels_last on CUDA.
 
 Without --trainset a synthetic training set of --n stamps of --bands x --size^2 is written
@@ -90,8 +92,8 @@ def synthetic_trainset(path: Path, n: int, bands: int, size: int) -> None:
                   "normalisation": {"stretch": "arcsinh", "arcsinh_softening": 3.0}})
 
 
-def memory_rate(arch: str, shape, batch: int, steps: int, device, precision) -> tuple:
-    """Images/s and GPU utilisation of ``steps`` steps on one batch already on the device."""
+def memory_stepper(arch: str, shape, batch: int, device, precision):
+    """A function running one optimisation step on one batch already on the device."""
     torch.manual_seed(0)
     model = prepare_model(build_model(arch, shape[0], shape[-1]), device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -107,19 +109,12 @@ def memory_rate(arch: str, shape, batch: int, steps: int, device, precision) -> 
 
     for _ in range(3):  # warm-up: allocator, cuDNN algorithm choice
         step()
-    sync(device)
-    with Utilisation(device) as util:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(device)
-        seconds = time.perf_counter() - t0
-    return batch * steps / seconds, util.mean
+    return step
 
 
-def real_rate(arch: str, data: TrainData, config: dict, batch: int, steps: int, device,
-              precision) -> tuple:
-    """Images/s and GPU utilisation of skysift's loop over ``steps`` batches read from HDF5."""
+def real_trainer(arch: str, data: TrainData, config: dict, batch: int, steps: int, device,
+                 precision, repeats: int) -> Trainer:
+    """skysift's Trainer over ``steps`` batches of the training set (the epoch timed)."""
     n = batch * steps
     src = data.sources[0]
     reps = -(-n // len(src.rows))
@@ -127,20 +122,52 @@ def real_rate(arch: str, data: TrainData, config: dict, batch: int, steps: int, 
     src.labels = np.tile(src.labels, reps)[:n]
     data.sources = [src]
     data.__post_init__()
-    cfg = {**config["train"], "batch_size": batch, "epochs": 2}
+    cfg = {**config["train"], "batch_size": batch, "epochs": repeats + 1}
     loader = make_loader(data, cfg["data"], cfg["ram_gb"], cfg["workers"])
     torch.manual_seed(0)
     model = prepare_model(build_model(arch, data.shape[0], data.shape[-1]), device)
-    trainer = Trainer(model, data, loader, cfg, device, precision, torch.Generator().manual_seed(0))
-    augment = _augmenter(config, data.attrs.get("normalisation"))
-    trainer.train_epoch(augment)  # warm-up epoch: workers, allocator, cuDNN
+    return Trainer(model, data, loader, cfg, device, precision, torch.Generator().manual_seed(0))
+
+
+def timed(device, fn) -> tuple[float, float | None, int]:
+    """(seconds, mean GPU utilisation, examples) of one call of ``fn`` returning examples."""
     sync(device)
     with Utilisation(device) as util:
         t0 = time.perf_counter()
-        _, seen = trainer.train_epoch(augment)
+        n = fn()
         sync(device)
         seconds = time.perf_counter() - t0
-    return seen / seconds, util.mean
+    return seconds, util.mean, n
+
+
+def compare(arch: str, trainset, config: dict, args, device, precision) -> dict:
+    """Interleaved timings (memory, real, memory, real, ...): medians resist a busy machine."""
+    shape = open_data(trainset).shape
+    step = memory_stepper(arch, shape, args.batch, device, precision)
+    trainer = real_trainer(arch, open_data(trainset), config, args.batch, args.steps, device,
+                           precision, args.repeats)
+    augment = _augmenter(config, trainer.data.attrs.get("normalisation"))
+    trainer.train_epoch(augment)  # warm-up epoch: workers, allocator, cuDNN
+
+    def memory() -> int:
+        for _ in range(args.steps):
+            step()
+        return args.batch * args.steps
+
+    mem, real = [], []
+    for _ in range(args.repeats):
+        mem.append(timed(device, memory))
+        real.append(timed(device, lambda: trainer.train_epoch(augment)[1]))
+    rates = {name: [n / s for s, _, n in runs] for name, runs in (("m", mem), ("r", real))}
+    utils = {name: [u for _, u, _ in runs if u is not None] for name, runs in
+             (("m", mem), ("r", real))}
+    ratio = [r / m for r, m in zip(rates["r"], rates["m"], strict=True)]
+    return {"memory_images_per_s": round(float(np.median(rates["m"])), 1),
+            "real_images_per_s": round(float(np.median(rates["r"])), 1),
+            "ratio_real_over_memory": round(float(np.median(ratio)), 3),
+            "ratios": [round(v, 3) for v in ratio],
+            "gpu_util_memory_pct": float(np.median(utils["m"])) if utils["m"] else None,
+            "gpu_util_real_pct": float(np.median(utils["r"])) if utils["r"] else None}
 
 
 def main() -> int:
@@ -148,7 +175,8 @@ def main() -> int:
     p.add_argument("--trainset", help="a training set HDF5 (default: a synthetic one)")
     p.add_argument("--architectures", nargs="+", default=["baseline3", "resnet18", "deeplens"])
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=30, help="batches per timing")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved timings of each")
     p.add_argument("--data", default="stream", choices=["stream", "ram"])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
@@ -171,17 +199,12 @@ def main() -> int:
             trainset = Path(tmp) / "synthetic.h5"
             synthetic_trainset(trainset, args.n, args.bands, args.size)
         for arch in args.architectures:
-            shape = open_data(trainset).shape
-            mem, mem_util = memory_rate(arch, shape, args.batch, args.steps, device, precision)
-            real, real_util = real_rate(arch, open_data(trainset), config, args.batch,
-                                        args.steps, device, precision)
+            res = compare(arch, trainset, config, args, device, precision)
             print(json.dumps({
                 "architecture": arch, "device": name, "precision": precision,
                 "channels_last": device.type == "cuda", "batch": args.batch,
-                "shape": list(shape), "data": args.data, "workers": args.workers,
-                "memory_images_per_s": round(mem, 1), "real_images_per_s": round(real, 1),
-                "ratio_real_over_memory": round(real / mem, 3),
-                "gpu_util_memory_pct": mem_util, "gpu_util_real_pct": real_util}), flush=True)
+                "shape": list(open_data(trainset).shape), "data": args.data,
+                "workers": args.workers, "repeats": args.repeats, **res}), flush=True)
     return 0
 
 

@@ -63,7 +63,8 @@ def write_inputs(tmp_path, ids, labels_name="truth.fits", extra_label_ids=(),
     labels.write(tmp_path / labels_name)
     cfg = {"seed": SEED, "survey": {"labels": str(tmp_path / labels_name),
                                     "labels_id_column": "objid"},
-           "tasks": tasks, "evaluate": {"n_bootstrap": N_BOOT, "ci": CI}}
+           "tasks": tasks, "evaluate": {"n_bootstrap": N_BOOT, "ci": CI},
+           "models": [{"name": "cnn", "architecture": "baseline3"}]}
     return json.dumps(cfg), tmp_path / "catalog.fits", tmp_path / "split.fits"
 
 

@@ -14,7 +14,8 @@ from skysift.infer import ids_for_fits, write_fits_table
 
 BIG = 2**62 + 1  # far above 2**53: a float would lose its last digits
 CONFIG = {"infer": {"top_k": 3}, "tasks": [{"name": "lens", "label": "is_lens"},
-                                            {"name": "merger", "label": "is_merger"}]}
+                                            {"name": "merger", "label": "is_merger"}],
+          "models": [{"name": "cnn", "architecture": "baseline3"}]}
 
 
 def scores_file(path, index, ids, lens, tile, extra=None):

@@ -73,8 +73,9 @@ def test_zero_einstein_radius_leaves_the_unlensed_source():
 
 def _lens_cfg(**over):
     cfg = skyconfig.load()["training_set"]["lens"]
-    cfg.update(theta_e_arcsec=[1.5, 1.5], source_offset_max=0.2, source_r_e_arcsec=[0.1, 0.1],
-               n_clumps=[2, 2], arc_snr_min=0.0, max_draws=1, **over)
+    cfg.update(dict(theta_e_arcsec=[1.5, 1.5], source_offset_max=0.2,
+                    source_r_e_arcsec=[0.1, 0.1], n_clumps=[2, 2], arc_snr_min=0.0,
+                    max_draws=1), **over)
     return cfg
 
 

@@ -25,6 +25,7 @@ ATTRS = {"bands": ["g", "r", "i"], "stamp_size_pix": SIZE, "pixscale_arcsec": 0.
                            "chunk_objects": 256},
          "task": "lens"}
 CONFIG = {"seed": 7, "augment": {"on_the_fly": True},
+          "models": [{"name": "cnn", "architecture": "baseline3"}],
           "train": {"epochs": 3, "batch_size": 32, "lr": 0.003, "patience": 10}}
 
 

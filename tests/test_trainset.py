@@ -1,4 +1,4 @@
-"""Tests of skysift.trainset: exact id join, split join, streaming output."""
+"""Tests of skysift.trainset: exact id join, split join, streaming output; simulated sets."""
 
 import json
 
@@ -9,8 +9,19 @@ from astropy.table import MaskedColumn, Table
 from skysift import config as skyconfig
 from skysift import io
 from skysift.errors import ConfigError, SurveyError
+from skysift.preprocess import normalise
 from skysift.split import write_split
-from skysift.trainset import build_trainset, clean_labels, join_labels, main
+from skysift.trainset import (
+    HARD,
+    LABELLED,
+    REAL,
+    SIMULATED,
+    build_trainset,
+    clean_labels,
+    join_labels,
+    main,
+)
+from skysift.trainsim import Frames, render_sims, scan
 
 BIG = 2**53  # float64 cannot tell BIG from BIG + 1
 SIZE = 8
@@ -100,7 +111,7 @@ def test_string_ids(tmp_path):
         tmp_path / "truth.csv")
     write_split(tmp_path / "split.fits", np.zeros(6, np.uint8), {})
     cfg = {"survey": {"labels": str(tmp_path / "truth.csv"), "labels_id_column": "name"},
-           "tasks": [{"name": "merger", "label": "merger"}]}
+           "tasks": [{"name": "merger", "label": "merger"}], "training_set": {"use": "labels"}}
     argv = ["--config-json", json.dumps(cfg), "--task", "merger", "--stamps",
             str(tmp_path / "t0.h5"), "--split", str(tmp_path / "split.fits"),
             "--out", str(tmp_path / "merger.h5")]
@@ -133,3 +144,152 @@ def test_train_split_needs_both_classes(survey, tmp_path):
     with pytest.raises(SurveyError, match="0 negatives"):
         build_trainset(survey["paths"], tmp_path / "split.fits", tmp_path / "o.h5", config,
                        "lens")
+
+
+# --- simulated training sets (skysift.trainsim) -------------------------------------------
+
+S = 32
+N_SHARD = 16
+
+
+def _shard(tmp_path, k, ids, index, rng):
+    """Raw cutouts and stamps of one shard: Gaussian galaxies, a star, a flagged object."""
+    n = len(ids)
+    yy, xx = np.mgrid[:S, :S]
+    raw = rng.normal(0, 1.0, (n, 2, S, S))
+    for j in range(n):
+        sig = 0.8 if j == 0 else 2.5  # object 0 is point-like
+        g = np.exp(-0.5 * ((xx - S // 2) ** 2 + (yy - S // 2) ** 2) / sig**2)
+        raw[j] += 2000 * g / g.sum() * np.array([0.5, 1.0])[:, None, None]
+    raw = raw.astype(np.float32)
+    flags = np.zeros(n, np.uint8)
+    flags[1] = 1
+    tile = f"t{k}"
+    info = {tile: {"pixscale_arcsec": 0.263, "psf_fwhm_arcsec": [1.0, 0.9],
+                   "zeropoint": [30.0, 30.0], "paths": [], "shape": [400, 400],
+                   "n_objects": n}}
+    cols = {"flags": flags, "index": np.asarray(index), "id": ids, "ra": np.zeros(n),
+            "dec": np.zeros(n), "pos_xy": np.full((n, 2), 100.3), "tile": np.full(n, tile.encode())}
+    attrs = {"bands": ["g", "r"], "stamp_size_pix": S, "pixscale_arcsec": 0.263,
+             "tile_info": info, "shard": f"s{k}", **io.provenance({"seed": 0}, step="cutouts")}
+    io.write_stamps(tmp_path / f"cut{k}.h5", {"images": raw, **cols}, attrs, chunk_objects=8)
+    norm = skyconfig.load()["preprocess"]
+    images, mask = normalise(raw, norm)
+    io.write_stamps(tmp_path / f"st{k}.h5", {"images": images, "mask": mask, **cols},
+                    dict(attrs, normalisation=norm), chunk_objects=8)
+    return raw, images
+
+
+@pytest.fixture(scope="module")
+def simsurvey(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("simsurvey")
+    rng = np.random.default_rng(0)
+    ids = np.int64(BIG) + np.arange(2 * N_SHARD, dtype=np.int64)
+    shards = [_shard(tmp_path, k, ids[k * N_SHARD:(k + 1) * N_SHARD],
+                     np.arange(k * N_SHARD, (k + 1) * N_SHARD), rng) for k in range(2)]
+    split = (np.arange(2 * N_SHARD) % 4 == 3).astype(np.uint8) * 2  # every 4th object: test
+    split[2::8] = 1
+    write_split(tmp_path / "split.fits", split, {})
+    is_lens, is_merger = np.zeros((2, 2 * N_SHARD), np.int64)
+    is_lens[[4, 20]] = 1  # known lenses: never hosts nor negatives
+    is_merger[[6, 22]] = 1
+    Table({"objid": ids, "is_lens": is_lens, "is_merger": is_merger}).write(
+        tmp_path / "truth.fits")
+    cfg = {"survey": {"labels": str(tmp_path / "truth.fits"), "bands": ["g", "r"]},
+           "preprocess": {"chunk_objects": 8},
+           "training_set": {"max_negatives": 12, "gain": 4.0, "supersample": 2,
+                            "gallery_examples": 2, "hosts": {"mag": [15.0, 25.0]},
+                            "lens": {"max_draws": 1, "arc_snr_min": 0.0}}}
+    return {"dir": tmp_path, "cfg": cfg, "split": split, "ids": ids, "known": [4, 20],
+            "stamps": np.concatenate([s[1] for s in shards]),
+            "raw": np.concatenate([s[0] for s in shards])}
+
+
+def _argv(d, cfg, task="lens", out="lens.h5", cutouts=True, gallery=False):
+    argv = ["--config-json", json.dumps(cfg), "--task", task,
+            "--stamps", str(d / "st0.h5"), str(d / "st1.h5"), "--split", str(d / "split.fits"),
+            "--out", str(d / out)] + (["--gallery", str(d / (out + ".png"))] if gallery else [])
+    return argv + (["--cutouts", str(d / "cut0.h5"), str(d / "cut1.h5")] if cutouts else [])
+
+
+@pytest.fixture(scope="module")
+def lens_set(simsurvey):
+    """The simulated lens training set of the synthetic survey, built once (with its gallery)."""
+    assert main(_argv(simsurvey["dir"], simsurvey["cfg"], gallery=True)) == 0
+    return simsurvey["dir"] / "lens.h5"
+
+
+def _read(path):
+    names = ("images", "mask", "index", "id", "label", "split", "origin", "sim", "seed",
+             "params/theta_e_arcsec", "params/arc_snr", "params/magnification")
+    return io.read_arrays(path, names)
+
+
+def test_simulated_lens_set_rows_splits_and_parameters(simsurvey, lens_set):
+    d = simsurvey["dir"]
+    got, attrs = _read(lens_set)
+    origin, index = got["origin"], got["index"]
+    real, sim, hard = origin == REAL, origin == SIMULATED, origin == HARD
+    assert real.sum() == 12 and hard.sum() == 3 and sim.sum() == 15  # 12/(1-0.2) = 15 negatives
+    assert (got["label"] == sim).all()
+    assert not np.isin(index, simsurvey["known"]).any()  # known lenses: no host, no negative
+    assert not np.isin(index[sim | hard], [0, 1]).any()  # point-like and flagged: no host
+    assert np.array_equal(got["split"], simsurvey["split"][index])  # the host's id hash
+    assert (got["sim"][sim] == b"lens").all() and set(got["sim"][hard]) <= {b"ring", b"spiral",
+                                                                             b"pair"}
+    assert np.isfinite(got["params/theta_e_arcsec"][sim]).all()
+    assert np.isnan(got["params/arc_snr"][real]).all()
+    assert (got["params/magnification"][sim] > 1).all()
+    assert np.array_equal(got["images"][real], simsurvey["stamps"][index[real]])
+    assert not np.isclose(got["images"][sim], simsurvey["stamps"][index[sim]]).all()
+    assert attrs["use"] == "simulated" and attrs["origin_names"][SIMULATED] == "simulated"
+    assert attrs["counts"]["test"]["pos"] == int((sim & (got["split"] == 2)).sum())
+    assert (d / "lens.h5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulated_rows_rebuild_from_their_seed(simsurvey, lens_set):
+    """Stored seed + host = the stored image: parameters are those of what was rendered."""
+    d = simsurvey["dir"]
+    got, attrs = _read(lens_set)
+    config = skyconfig.load(None, json.dumps(simsurvey["cfg"]))
+    survey = scan([str(d / "st0.h5"), str(d / "st1.h5")],
+                  [str(d / "cut0.h5"), str(d / "cut1.h5")], config)
+    rows = np.flatnonzero(got["origin"] >= SIMULATED)[:4]
+    hosts = got["index"][rows]
+    raw, params = render_sims(simsurvey["raw"][hosts], hosts, np.char.decode(got["sim"][rows]),
+                              got["seed"][rows], survey, Frames(config, survey),
+                              config["training_set"], [])
+    images, _ = normalise(raw, attrs["normalisation"])
+    assert np.array_equal(images, got["images"][rows])
+    assert np.array_equal(params["arc_snr"], got["params/arc_snr"][rows], equal_nan=True)
+    assert main(_argv(d, simsurvey["cfg"], out="again.h5")) == 0
+    again, _ = _read(d / "again.h5")
+    for name, values in got.items():
+        assert np.array_equal(again[name], values, equal_nan=values.dtype.kind == "f"), name
+
+
+def test_both_adds_labelled_objects_and_merger_kinds(simsurvey):
+    d = simsurvey["dir"]
+    cfg = dict(simsurvey["cfg"], training_set=dict(simsurvey["cfg"]["training_set"],
+                                                   use="both"))
+    assert main(_argv(d, cfg, task="merger", out="merger.h5")) == 0
+    got, attrs = _read(d / "merger.h5")
+    labelled = got["origin"] == LABELLED
+    assert labelled.sum() == 2 * N_SHARD  # every labelled object, with its label
+    assert np.array_equal(np.sort(got["index"][labelled & (got["label"] == 1)]), [6, 22])
+    sims = got["origin"] >= SIMULATED
+    assert not np.isin(got["index"][sims | (got["origin"] == REAL)], [6, 22]).any()
+    assert set(got["sim"][got["origin"] == SIMULATED]) == {b"merger"}
+    assert set(got["sim"][got["origin"] == HARD]) == {b"projection"}
+    assert attrs["use"] == "both" and attrs["simulator"] == "merger"
+
+
+def test_simulated_set_errors(simsurvey, capsys):
+    d = simsurvey["dir"]
+    assert main(_argv(d, simsurvey["cfg"], cutouts=False, out="bad.h5")) == 2
+    assert "--cutouts" in capsys.readouterr().err
+    cfg = dict(simsurvey["cfg"], training_set=dict(simsurvey["cfg"]["training_set"],
+                                                   hosts={"mag": [10.0, 11.0]}))
+    assert main(_argv(d, cfg, out="bad.h5")) == 2
+    assert "no object may host" in capsys.readouterr().err
+    assert not (d / "bad.h5").exists()

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from skysift.errors import ConfigError
 from skysift.inject import reference_band
@@ -39,7 +40,9 @@ def stamp_photometry(raw: np.ndarray, pixscale_arcsec: float, aperture_arcsec: f
     -------
     dict of ``flux`` (n, band) background-subtracted aperture flux, ``r50_arcsec`` (n,)
     radius holding half the reference-band aperture flux (NaN if that flux is not > 0),
-    ``sky_sigma`` (n, band) robust border noise (1.4826 x MAD) and ``background`` (n, band).
+    ``peak_offset_arcsec`` (n,) distance of the aperture's brightest reference-band pixel
+    (3 x 3 box-smoothed) from pixel s//2, ``sky_sigma`` (n, band) robust border noise
+    (1.4826 x MAD) and ``background`` (n, band).
     """
     raw = np.asarray(raw, dtype=np.float32)
     n, _, s, _ = raw.shape
@@ -55,8 +58,11 @@ def stamp_photometry(raw: np.ndarray, pixscale_arcsec: float, aperture_arcsec: f
     total = flux[:, ref]
     first = np.argmax(cum >= 0.5 * total[:, None], axis=1)
     r50 = np.where(total > 0, radius[inside][first], np.nan)
-    return {"flux": flux, "r50_arcsec": r50, "sky_sigma": stats[..., 1],
-            "background": stats[..., 0]}
+    ref_img = np.nan_to_num(raw[:, ref] - stats[:, ref, 0, None, None].astype(np.float32))
+    smooth = ndimage.uniform_filter(ref_img, size=(1, 3, 3), mode="constant")
+    peak = inside[np.argmax(smooth.reshape(n, s * s)[:, inside], axis=1)]
+    return {"flux": flux, "r50_arcsec": r50, "peak_offset_arcsec": radius[peak],
+            "sky_sigma": stats[..., 1], "background": stats[..., 0]}
 
 
 def magnitudes(flux: np.ndarray, zeropoint: np.ndarray) -> np.ndarray:
@@ -94,8 +100,8 @@ def _range(values: np.ndarray, lo_hi: Sequence | None) -> np.ndarray:
 
 
 def select_hosts(config: Mapping, index: np.ndarray, ids: np.ndarray, flags: np.ndarray,
-                 mag: np.ndarray, r50_arcsec: np.ndarray, psf_fwhm_arcsec: np.ndarray
-                 ) -> tuple[np.ndarray, dict]:
+                 mag: np.ndarray, r50_arcsec: np.ndarray, psf_fwhm_arcsec: np.ndarray,
+                 peak_offset_arcsec: np.ndarray) -> tuple[np.ndarray, dict]:
     """Which objects may host a simulation (``training_set.hosts``).
 
     Parameters
@@ -103,6 +109,7 @@ def select_hosts(config: Mapping, index: np.ndarray, ids: np.ndarray, flags: np.
     index, ids, flags : (n,) catalog rows, verbatim ids and cutout flags of every object.
     mag : (n, band) aperture magnitudes measured on the raw stamps.
     r50_arcsec, psf_fwhm_arcsec : (n,) stamp half-light radius and PSF FWHM (reference band).
+    peak_offset_arcsec : (n,) distance of the stamp's light peak from the object.
 
     Returns
     -------
@@ -113,7 +120,8 @@ def select_hosts(config: Mapping, index: np.ndarray, ids: np.ndarray, flags: np.
     cuts = {"flagged": flags != 0 if hcfg["clean"] else np.zeros(flags.shape, bool),
             "magnitude": ~_range(mag[:, ref], hcfg["mag"]),
             "point-like": np.isfinite(psf_fwhm_arcsec)
-            & ~(r50_arcsec >= hcfg["min_size_psf"] * psf_fwhm_arcsec / 2)}
+            & ~(r50_arcsec >= hcfg["min_size_psf"] * psf_fwhm_arcsec / 2),
+            "off-centre peak": peak_offset_arcsec > hcfg["max_peak_offset_arcsec"]}
     if hcfg["colour"] is not None:
         b1, b2 = hcfg["colour"]["bands"]
         for b in (b1, b2):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from skysift.errors import DataError
 from skysift.loader import RamLoader, StreamLoader, TrainData, epoch_examples
 from skysift.metrics import auroc
-from skysift.models import autocast, to_device
+from skysift.models import autocast, single_thread, to_device
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,8 @@ class Trainer:
         for xb, yb in self.loader.epoch(examples, self.cfg["batch_size"], self.generator):
             xb, yb = to_device(xb, self.device), yb.to(self.device, non_blocking=True)
             if augment is not None:
-                xb = augment(xb, self.aug_generator)
+                with single_thread(self.device):
+                    xb = augment(xb, self.aug_generator)
                 if self.device.type == "cuda":
                     xb = xb.contiguous(memory_format=torch.channels_last)
             self.optimizer.zero_grad(set_to_none=True)

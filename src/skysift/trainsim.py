@@ -127,7 +127,7 @@ def scan(stamp_paths: Sequence[str], cutout_paths: Sequence[str], config: Mappin
             zp = np.array([zp_tile[t] for t in col["tile"]]).reshape(-1, len(bands))
             m = len(col["index"])
             col.update(flux=np.zeros((m, len(bands))), r50_arcsec=np.zeros(m),
-                       sky_sigma=np.ones((m, len(bands))))
+                       peak_offset_arcsec=np.zeros(m), sky_sigma=np.ones((m, len(bands))))
             for start in range(0, m, chunk):
                 tiles = col["tile"][start:start + chunk]
                 raw = fc["images"][start:start + chunk]
@@ -136,7 +136,7 @@ def scan(stamp_paths: Sequence[str], cutout_paths: Sequence[str], config: Mappin
                     rows = np.flatnonzero(scale == pix)
                     phot = stamp_photometry(raw[rows], float(pix),
                                             tcfg["hosts"]["aperture_arcsec"], ref)
-                    for name in ("flux", "r50_arcsec", "sky_sigma"):
+                    for name in ("flux", "r50_arcsec", "sky_sigma", "peak_offset_arcsec"):
                         col[name][start + rows] = phot[name]
             col["zeropoint"] = zp
             fwhm = tcfg["psf"]["fwhm_arcsec"]
@@ -186,9 +186,10 @@ class Frames:
             if isinstance(gain, str):
                 values = [_header_value(p, gain) for p in info["paths"]]
                 if any(v is None or not v > 0 for v in values):
-                    log.warning("tile %s: no positive header key %s in every band: simulated "
-                                "light gets no Poisson noise there (set training_set.gain)",
-                                tile, gain)
+                    (log.debug if self.n_no_gain else log.warning)(
+                        "tile %s: no positive header key %s in every band: simulated light "
+                        "gets no Poisson noise there (set training_set.gain; further tiles "
+                        "are counted in the summary)", tile, gain)
                     self.n_no_gain += 1
                     gain = None
                 else:
@@ -236,7 +237,8 @@ def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: 
     known_pos = found & (label == 1)
     eligible = ~known_pos if tcfg["exclude_labelled_positives"] else np.ones(n, bool)
     hosts, removed = select_hosts(config, c["index"], c["id"], c["flags"], c["mag"],
-                                  c["r50_arcsec"], c["psf_fwhm_arcsec"])
+                                  c["r50_arcsec"], c["psf_fwhm_arcsec"],
+                                  c["peak_offset_arcsec"])
     hosts &= eligible & np.isfinite(c["mag"][:, reference_band(
         config["survey"]["bands"], tcfg["reference_band"])])
     if not hosts.any():
@@ -381,7 +383,8 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
                 raw, p = render_sims(_read_rows(fc["images"], survey.row[hosts]), hosts,
                                      plan.sim_kind[in_shard], plan.sim_seed[in_shard], survey,
                                      frames, tcfg, images)
-                s_img, s_mask = normalise(raw, norm)
+                s_img, s_mask = normalise(raw, norm) if hosts.size else (raw, raw.astype(
+                    np.uint8))
                 sim_seconds += time.perf_counter() - t0
             objs = np.concatenate([real, hosts])
             block = {"flags": survey.cols["flags"][objs], "index": survey.cols["index"][objs],

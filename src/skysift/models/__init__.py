@@ -28,13 +28,14 @@ from skysift.models.runtime import (
     prepare_model,
     resolve_device,
     resolve_precision,
+    single_thread,
     to_device,
     torch_runtime,
 )
 
 __all__ = ["ARCHITECTURES", "MIN_STAMP_SIZE_PIX", "Committee", "autocast", "build_model",
            "count_parameters", "prepare_model", "resolve_device", "resolve_precision",
-           "to_device", "torch_runtime"]
+           "single_thread", "to_device", "torch_runtime"]
 
 log = logging.getLogger(__name__)
 

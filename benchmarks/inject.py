@@ -1,0 +1,73 @@
+"""Benchmark: simulated training examples per second per core (skysift.inject, skysift.simulate).
+
+One thread, the default training_set config, a 48-px 3-band stamp at 0.263"/px with a 0.95"
+Gaussian PSF; each kind is rendered into the same raw stamp with its own seed. The
+baseline, in the same process, is the mock survey's own lens renderer
+(skysift.mock_render.make_lens + render); the ratio says how the injections compare.
+
+    OMP_NUM_THREADS=1 python benchmarks/inject.py [--n 200] [--size 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from skysift import config as skyconfig  # noqa: E402
+from skysift import mock  # noqa: E402
+from skysift.inject import Frame, inject_lens, psf_kernels  # noqa: E402
+from skysift.mock_render import make_lens, render  # noqa: E402
+from skysift.simulate import Host, simulate  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=200, help="examples per kind")
+    p.add_argument("--size", type=int, default=48, help="stamp side, pixels")
+    args = p.parse_args()
+    config = skyconfig.load()
+    tcfg = config["training_set"]
+    bands = config["survey"]["bands"]
+    kernels = psf_kernels([0.95] * len(bands), 0.263, bands, tcfg["psf"])
+    c = args.size // 2
+    frame = Frame(args.size, 0.263, (c + 0.2, c - 0.3), np.full(len(bands), 30.0),
+                  np.array([475.0, 622.0, 763.0]), np.full(len(bands), 20.0),
+                  np.full(len(bands), 4.0), kernels, 1)
+    raw = np.random.default_rng(0).normal(0, 20.0, (len(bands), args.size, args.size))
+    raw = raw.astype(np.float32)
+    host = Host(np.array([1500.0, 3000.0, 4500.0]), 21.3, 2.0, 0.8)
+
+    ctx = mock.model_context(config)
+    t0 = time.perf_counter()
+    for i in range(args.n):
+        obj, _ = make_lens(np.random.default_rng(i), ctx)
+        render(obj, c, c, ctx.cd_arcsec, ctx.fwhm_arcsec)
+    base = args.n / (time.perf_counter() - t0)
+    print(f"baseline mock lens (make_lens + render): {base:7.1f} /s/core")
+
+    inject_lens(raw, frame, tcfg["lens"], tcfg["supersample"], np.random.default_rng(0))  # warm
+    rates = {}
+    t0 = time.perf_counter()
+    snr = []
+    for i in range(args.n):
+        _, params = inject_lens(raw, frame, tcfg["lens"], tcfg["supersample"],
+                                np.random.default_rng(i))
+        snr.append(params["arc_snr"])
+    rates["lens"] = args.n / (time.perf_counter() - t0)
+    for kind in ("merger", "projection", "ring", "spiral", "pair"):
+        t0 = time.perf_counter()
+        for i in range(args.n):
+            simulate(kind, raw, frame, host, tcfg, np.random.default_rng(i))
+        rates[kind] = args.n / (time.perf_counter() - t0)
+    for kind, rate in rates.items():
+        print(f"{kind:>10}: {rate:7.1f} stamps/s/core  ({rate / base:5.2f} x baseline)")
+    print(f"lens arc S/N quantiles 5/50/95%: {np.percentile(snr, [5, 50, 95]).round(1)}")
+
+
+if __name__ == "__main__":
+    main()
