@@ -39,7 +39,9 @@ class D4Invariant(nn.Module):
 
     ``logit(x) = w . mean_g f(g x) + b``. The feature extractor ``f`` folds each 2x2 pixel
     block into channels (space-to-depth: no information lost, a quarter of the positions;
-    ground-based stamps oversample the PSF), then a 3x3 convolution and stages of
+    ground-based stamps oversample the PSF; an odd side is first padded by one zero row and
+    column, which keeps the invariance since f(g x) depends on g x alone), then a 3x3
+    convolution and stages of
     pre-activation bottleneck units with ELU (DeepLens units), global average pooling.
     The eight orbit images share one batch, so the model costs 8x its extractor.
 
