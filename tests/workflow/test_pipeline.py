@@ -46,7 +46,7 @@ def test_catalog_scores_every_assigned_object_with_exact_ids(tiny_run):
     np.testing.assert_array_equal(cat["id"], np.asarray(mock_cat["objid"])[cat["index"]])
     assert (np.asarray(cat["id"]) > 2**53).all()
     for task in ("lens", "merger"):
-        assert np.isfinite(cat[f"score_{task}_d4"]).all()
+        assert np.isfinite(cat[f"score_{task}_baseline3"]).all()
     assert "CONFHASH" in cat.meta or any("config" in k.lower() for k in cat.meta)
 
 
@@ -57,7 +57,7 @@ def test_csv_catalog_and_candidates(tiny_run):
     for task in ("lens", "merger"):
         cand = Table.read(tiny_run / "results" / "candidates" / f"{task}.csv", format="ascii.csv")
         assert len(cand) == min(10, len(cat))
-        assert np.all(np.diff(cand[f"score_{task}_d4"]) <= 0)
+        assert np.all(np.diff(cand[f"score_{task}_baseline3"]) <= 0)
 
 
 def test_metrics_and_plots(tiny_run):
@@ -66,8 +66,8 @@ def test_metrics_and_plots(tiny_run):
         m = metrics["tasks"][task]
         for name in ("auroc", "tpr0", "tpr10"):
             assert name in m
-    pngs = ["results/roc.png", "results/models/lens/d4.curve.png",
-            "results/models/merger/d4.curve.png"]
+    pngs = ["results/roc.png", "results/models/lens/baseline3.curve.png",
+            "results/models/merger/baseline3.curve.png"]
     for png in pngs:
         assert (tiny_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
