@@ -15,7 +15,7 @@ STEPS = {
     "rejects": "merge every rejected catalog object into one table",
     "preprocess": "normalise stamps into chunked HDF5 (dask)",
     "split": "assign train/val/test by a hash of the object id",
-    "trainset": "gather the labelled stamps of one task",
+    "trainset": "build one task's training set (injections, simulations, labels)",
     "augment": "write augmented copies of a training set",
     "train": "train one task's CNN",
     "infer": "score the stamps of one tile",
