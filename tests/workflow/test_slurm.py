@@ -42,7 +42,7 @@ def ci_profile(shipped: dict, partition: str, node_mem_mb: int) -> dict:
     prof["slurm-init-seconds-before-status-checks"] = 2  # MinJobAge 300 >= 3 x 2
     prof["jobs"] = 2
     prof["default-resources"]["slurm_partition"] = partition
-    for rule, res in prof.get("set-resources", {}).items():
+    for res in prof.get("set-resources", {}).values():
         res.pop("gpu", None)  # CPU-only node
         res.pop("slurm_extra", None)
         res.pop("slurm_partition", None)
