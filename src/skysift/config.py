@@ -78,6 +78,11 @@ def validate(config: dict, source: str = "config") -> dict:
     names = [t["name"] for t in config["tasks"]]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: tasks: duplicate task names {names}")
+    missing = [n for n in names if n not in config["evaluate"]["prevalence"]]
+    if missing:
+        raise ConfigError(f"{source}: key 'evaluate.prevalence' has no entry for tasks {missing}; "
+                          "state the expected fraction of positives of every task, e.g. "
+                          f"evaluate: {{prevalence: {{{missing[0]}: 0.001}}}}")
     return config
 
 
