@@ -11,6 +11,7 @@ min_version("8.0")
 
 
 configfile: "config/config.yaml"
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -22,6 +23,8 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/recover.smk"
+include: "workflow/rules/review.smk"
 
 
 rule all:
@@ -32,6 +35,11 @@ rule all:
         "results/catalog.csv",
         "results/metrics.json",
         "results/roc.png",
+        "results/completeness.png",
+        "results/purity.png",
+        "results/reliability.png",
         [f"results/models/{spec.task}/{spec.name}.curve.png" for spec in MODEL_SPECS],
         expand("results/candidates/{task}.csv", task=TASKS),
+        recover_targets(),
+        expand("results/review/{task}{suffix}", task=TASKS, suffix=(".html", "_grades.csv")),
     default_target: True

@@ -33,7 +33,8 @@ def _survey(root):
     return {"survey": {"kind": "files", "tiles": str(root / "tiles" / "{tile}_{band}.fits"),
                        "bands": BANDS, "catalog": str(root / "cat.fits"),
                        "columns": {"id": "OBJID", "ra": "RA", "dec": "DEC"},
-                       "labels": str(root / "labels.fits"), "labels_id_column": "OBJID"},
+                       "labels": str(root / "labels.fits"), "labels_id_column": "OBJID",
+                       "known_lenses": None},
             "index": {"tiles_per_shard": 1}}
 
 
@@ -101,3 +102,44 @@ def test_example_configs_validate(path):
 def test_examples_cover_des_hsc_and_legacy():
     assert {p.stem for p in EXAMPLES} >= {"des", "hsc", "legacy"}
     assert "check" in entry.STEPS
+
+
+def test_check_writes_the_header_summary_the_index_reads(tmp_path, monkeypatch):
+    from skysift import index
+    config = _survey(tmp_path)
+    summary = tmp_path / "tile_headers.json"
+    assert check.main(["--config-json", json.dumps(config), "--report",
+                       str(tmp_path / "check.json"), "--headers", str(summary)]) == 0
+    tiles = json.loads(summary.read_text())["tiles"]
+    assert [t["tile"] for t in tiles] == ["A", "B"] and all(t["wcs"] for t in tiles)
+    assert tiles[1]["psf_fwhm_arcsec"] == [None, None]  # no PSF_FWHM key: NaN, as null
+    assert index.main(["--config-json", json.dumps(config), "--out-dir",
+                       str(tmp_path / "read")]) == 0
+
+    def no_reading(*args):
+        raise AssertionError("the index read a header the check had read")
+    monkeypatch.setattr(index, "read_tile_header", no_reading)
+    assert index.main(["--config-json", json.dumps(config), "--out-dir", str(tmp_path / "sum"),
+                       "--headers", str(summary)]) == 0
+    for name in ("assignment.fits", "rejects.ecsv"):
+        a, b = Table.read(tmp_path / "read" / name), Table.read(tmp_path / "sum" / name)
+        assert all(np.array_equal(a[c], b[c]) for c in a.colnames)
+    a, b = (json.loads((tmp_path / d / "tiles.json").read_text())["tiles"]
+            for d in ("read", "sum"))
+    assert a == b
+
+
+def test_known_lens_table_is_checked(tmp_path, capsys):
+    config = _survey(tmp_path)
+    Table({"RA": ["10:00:00"], "DEC": [1.0], "name": ["x"]}).write(tmp_path / "known.csv")
+    config["survey"].update(known_lenses=str(tmp_path / "known.csv"),
+                            known_lenses_columns={"ra": "RA", "dec": "DEC"})
+    assert check.main(["--config-json", json.dumps(config)]) == 2
+    assert "known.csv: columns RA/DEC (survey.known_lenses_columns.ra/dec) must hold degrees" \
+        in capsys.readouterr().err
+    Table({"RA": [10.0, np.nan], "DEC": [1.0, 0.0], "name": ["x", "y"]}).write(
+        tmp_path / "known.csv", overwrite=True)
+    report, problems = check.run_checks(load(None, json.dumps(config)))
+    assert report["known_lenses"] == {"n_rows": 2, "n_bad_position": 1}
+    assert any("1 known lenses have unusable coordinates" in p["message"]
+               for p in problems.items)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
 from survey_helpers import BANDS, gaussian, make_wcs, write_tile
 
+from skysift import config as skyconfig
 from skysift import cutouts, index
 from skysift.cutouts import CENTRE, EDGE, EMPTY, MASKED, NAN, extract
 from skysift.io import read_arrays
+from skysift.preprocess import normalise, preprocess_file
 from skysift.trainset import join_labels
 
 DATASETS = ("images", "flags", "index", "id", "ra", "dec", "pos_xy", "tile")
@@ -259,3 +262,53 @@ def test_cli_missing_index_is_a_user_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "assignment.fits: assignment not found; run the survey index first" in err
     assert not (tmp_path / "s.h5").exists()
+
+
+# --------------------------------------------------------------------------- blank sky
+
+
+def test_blank_positions_keep_away_from_objects_and_edges():
+    objects = np.random.default_rng(1).uniform(0, 200, (40, 2))
+    pos = cutouts.blank_positions((150, 200), objects, 32, 12.0, 30, np.random.default_rng(5))
+    assert 0 < len(pos) <= 30
+    dist = np.hypot(*(pos[:, None, :] - objects[None, :, :]).transpose(2, 0, 1))
+    assert dist.min() >= 12.0
+    origin = cutouts.stamp_origin(pos, 32)
+    assert (origin >= 0).all() and (origin[:, 0] + 32 <= 200).all()
+    assert (origin[:, 1] + 32 <= 150).all()
+    again = cutouts.blank_positions((150, 200), objects, 32, 12.0, 30, np.random.default_rng(5))
+    np.testing.assert_array_equal(pos, again)
+    assert cutouts.blank_positions((20, 20), objects, 32, 1.0, 5, np.random.default_rng(0)
+                                   ).shape == (0, 2)  # the stamp does not fit
+
+
+def test_blank_sky_group_leaves_the_object_datasets_alone(tmp_path):
+    config = _survey(tmp_path, "plain")
+    config["cutouts"].update(n_blank=6, blank_min_distance_arcsec=3.0)
+    assert _run(tmp_path, config) == 0
+    arrays, attrs = read_arrays(tmp_path / "s0000.h5", DATASETS)
+    assert len(arrays["index"]) == 5  # the objects, as without blank sky
+    with h5py.File(tmp_path / "s0000.h5", "r") as fh:
+        assert set(fh) == set(DATASETS) | {"ra", "dec", "blank"}
+        blank = {k: fh[f"blank/{k}"][()] for k in ("images", "pos_xy", "tile")}
+    assert 0 < len(blank["images"]) <= 6 and attrs["n_blank"] == len(blank["images"])
+    assert np.isfinite(blank["images"]).all() and (blank["tile"] == b"T").all()
+    pix = 0.4  # the tile's pixel scale: every blank centre is >= 3 arcsec from every object
+    xy = np.array([[10.3, 12.7], [36.5, 30.2], [60.8, 51.4], [20.0, 44.49], [50.51, 8.0]])
+    dist = np.hypot(*(blank["pos_xy"][:, None, :] - xy[None]).transpose(2, 0, 1))
+    assert dist.min() >= 3.0 / pix - 1e-6
+    # deterministic from (seed, tile): the same positions again, others with another seed
+    assert _run(tmp_path, config) == 0
+    with h5py.File(tmp_path / "s0000.h5", "r") as fh:
+        np.testing.assert_array_equal(fh["blank/pos_xy"][()], blank["pos_xy"])
+    assert _run(tmp_path, dict(config, seed=99)) == 0
+    with h5py.File(tmp_path / "s0000.h5", "r") as fh:
+        assert not np.array_equal(fh["blank/pos_xy"][()], blank["pos_xy"])
+    # preprocess normalises them like the objects and keeps the object datasets as they were
+    full = skyconfig.load()
+    preprocess_file(tmp_path / "s0000.h5", tmp_path / "st.h5", full["preprocess"], full)
+    with h5py.File(tmp_path / "s0000.h5", "r") as fh:
+        expect, _ = normalise(fh["blank/images"][()], full["preprocess"])
+    with h5py.File(tmp_path / "st.h5", "r") as fh:
+        np.testing.assert_array_equal(fh["blank/images"][()], expect)
+        assert fh["blank/mask"][()].all() and len(fh["images"]) == 5

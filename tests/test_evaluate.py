@@ -32,6 +32,7 @@ HAND = {
                    n_pos=1, n_neg=2, n_unlabelled=2),
 }
 TASKS = [{"name": "lens", "label": "is_lens"}, {"name": "merger", "label": "is_merger"}]
+FIGURES = ("completeness", "purity", "reliability")
 
 
 def write_inputs(tmp_path, ids, labels_name="truth.fits", extra_label_ids=(),
@@ -71,7 +72,9 @@ def write_inputs(tmp_path, ids, labels_name="truth.fits", extra_label_ids=(),
 def run_main(tmp_path, cfg_json, catalog, split):
     return evaluate.main(["--config-json", cfg_json, "--catalog", str(catalog),
                           "--split", str(split), "--out", str(tmp_path / "out" / "metrics.json"),
-                          "--roc", str(tmp_path / "out" / "roc.png")])
+                          "--roc", str(tmp_path / "out" / "roc.png"),
+                          *(a for fig in FIGURES for a in (f"--{fig}",
+                                                           str(tmp_path / "out" / f"{fig}.png")))])
 
 
 def check_hand_metrics(tmp_path, n_labels_unmatched):
@@ -136,7 +139,9 @@ def test_single_class_test_split_gives_null_metrics_and_a_warning(tmp_path, caps
 def test_missing_score_column_exits_2_and_writes_nothing(tmp_path, capsys):
     tasks = TASKS + [{"name": "ring", "label": "is_lens"}]
     cfg, catalog, split = write_inputs(tmp_path, np.arange(7), tasks=tasks)
-    assert run_main(tmp_path, cfg, catalog, split) == 2
+    cfg = json.loads(cfg)
+    cfg["evaluate"]["prevalence"] = {"lens": 1e-3, "merger": 1e-2, "ring": 1e-3}
+    assert run_main(tmp_path, json.dumps(cfg), catalog, split) == 2
     err = capsys.readouterr().err
     assert "score_ring" in err and "ring" in err and "Traceback" not in err
     out_dir = tmp_path / "out"
@@ -222,3 +227,52 @@ def test_tpr_at_fpr_admits_floor_of_fpr_times_negatives():
     assert np.isnan(metrics.tpr_at_fpr(np.ones(2), np.ones(2, int), 1e-3))
     boot = metrics.bootstrap(scores, labels, 5, 0.9, 1, metrics.ALL_METRICS)
     assert set(boot) == {"auroc", "tpr0", "tpr10", "tpr_fpr1e-3"}
+
+
+def test_binned_completeness_purity_and_calibration_by_hand(tmp_path, capsys):
+    cfg, catalog, split = write_inputs(tmp_path, np.arange(7) + 100)
+    labels = Table.read(tmp_path / "truth.fits")
+    # lens positives: row 2 (score 0.35, theta 0.7) and row 3 (score 0.8, theta 1.7)
+    theta = {102: 0.7, 103: 1.7, 105: 2.0}
+    labels["theta_e_arcsec"] = [theta.get(int(i), np.nan) for i in labels["objid"]]
+    labels.write(tmp_path / "truth.fits", overwrite=True)
+    cfg = json.loads(cfg)
+    cfg["evaluate"]["completeness_bins"] = [
+        {"task": "lens", "column": "theta_e_arcsec", "edges": [0.5, 1, 1.5, 2], "name": "theta"},
+        {"task": "merger", "column": "merger_stage", "edges": None, "name": "stage"},
+        {"task": "ring", "column": "nothing", "edges": None, "name": "skipped"}]
+    assert run_main(tmp_path, json.dumps(cfg), catalog, split) == 0
+    assert "completeness by stage unavailable: column 'merger_stage'" in capsys.readouterr().err
+    out = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    lens = out["tasks"]["lens"]
+    # two test negatives and FPR 0.01 admit no false positive: threshold = top negative 0.4
+    comp = lens["completeness"]
+    assert comp["threshold_logit"] == pytest.approx(0.4) and comp["tpr"] == 0.5
+    bins = comp["bins"]["theta"]
+    assert [(b["n_pos"], b["n_detected"]) for b in bins["bins"]] == [(1, 0), (0, 0), (1, 1)]
+    assert bins["bins"][1]["completeness"] is None and bins["n_unbinned"] == 0
+    stage = out["tasks"]["merger"]["completeness"]["bins"]["stage"]
+    assert stage["available"] is False and "merger_stage" in stage["reason"]
+    assert set(comp["bins"]) == {"theta"}
+    pur = lens["purity"]
+    assert pur["prevalence"] == 0.001
+    assert pur["tpr0"]["purity"] == 1.0 and pur["tpr0"]["tpr"] == 0.5
+    # TPR10 admits 9 false positives: everything is selected, so purity is the prevalence
+    assert (pur["tpr10"]["tpr"], pur["tpr10"]["fpr"]) == (1.0, 1.0)
+    assert pur["tpr10"]["purity"] == pytest.approx(0.001)
+    assert pur["tpr10"]["threshold_logit"] is None  # -inf is not JSON
+    cal = lens["calibration"]
+    assert cal["prevalence_test"] == 0.5 and cal["binning"] == "equal_count"
+    assert sum(b["n"] for b in cal["bins"]) == 4 and cal["ece"] > 0
+    for fig in ("roc", *FIGURES):
+        assert (tmp_path / "out" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_bad_completeness_bins_exit_2(tmp_path, capsys):
+    cfg, catalog, split = write_inputs(tmp_path, np.arange(7))
+    cfg = json.loads(cfg)
+    cfg["evaluate"]["completeness_bins"] = [
+        {"task": "lens", "column": "x", "edges": [1, 0.5], "name": "x"}]
+    assert run_main(tmp_path, json.dumps(cfg), catalog, split) == 2
+    assert "evaluate.completeness_bins[0].edges" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "metrics.json").exists()

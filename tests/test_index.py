@@ -9,17 +9,26 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
+from astropy.wcs import WCS
 from survey_helpers import BANDS, make_wcs, write_tile
 
+from skysift import index as index_mod
 from skysift import survey
+from skysift.config import validate
+from skysift.errors import DataError
 from skysift.index import (
     REASON_DEC,
     REASON_NONFINITE,
     REASON_OFF,
     assign_objects,
+    build_index,
+    load_headers,
     main,
     make_shards,
     read_assignment_rows,
+    wcs_from_json,
+    wcs_to_json,
+    write_header_summary,
 )
 
 # --------------------------------------------------------------------------- assignment
@@ -100,7 +109,8 @@ def test_shards_skip_empty_tiles_and_know_their_rows():
     assert [s["rows"] for s in shards] == [[0, 5], [5, 10]]
     assert [s["n_objects"] for s in shards] == [5, 5]
     many = make_shards([f"t{i}" for i in range(20001)], [1] * 20001, 1)
-    assert len(many) == 20001 and many[-1]["shard"] == "s20000" and many[0]["shard"] == "s00000"
+    assert len(many) == 20001 and many[-1]["shard"] == "s20000"
+    assert [many[i]["shard"] for i in (0, 9999, 10000)] == ["s0000", "s9999", "s10000"]
 
 
 # --------------------------------------------------------------------------- CLI
@@ -164,6 +174,8 @@ def test_index_cli_writes_formats(tmp_path, id_kind):
     rows = read_assignment_rows(out, shard="s0001")
     assert rows["index"].tolist() == [0] and rows["tile"].tolist() == ["B"]
     assert read_assignment_rows(out, tile="A")["index"].tolist() == [1, 2]
+    assert main(["--config-json", json.dumps(config), "--out-dir", str(out)]) == 0
+    assert json.loads((out / "shards.json").read_text())["n_kept"] == 2  # ids read back exact
 
 
 def test_duplicate_ids_exit_2_without_output(tmp_path, capsys):
@@ -211,3 +223,172 @@ def test_bad_tile_exit_2_without_output(tmp_path, capsys, problem):
     assert "B_r.fits: " in err
     assert ("celestial WCS" if problem == "no_wcs" else "band 'r' of tile 'B' is missing") in err
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- header summary
+
+
+@pytest.mark.parametrize("kind", ["cd", "pc", "sip", "galactic"])
+def test_wcs_summary_round_trips_bit_for_bit(kind):
+    shape = (300, 250)
+    if kind == "cd":
+        w = make_wcs(35.123456789123456, -5.987654321987654, shape, 0.263, rot_deg=1.2345678)
+    elif kind == "pc":
+        w = make_wcs(359.9999, 12.3, shape, 0.2, rot_deg=-7.7)
+        h = w.to_header()  # PC + CDELT
+        h["PC1_2"] = h["PC1_2"] * (1 + 1e-12)
+        w = WCS(h)
+    elif kind == "sip":
+        w = make_wcs(150.0, 2.0, shape, rot_deg=-12, sip=True)
+    else:
+        w = make_wcs(120.0, -30.0, shape, rot_deg=15, ctype=("GLON-TAN", "GLAT-TAN"))
+    params = json.loads(json.dumps(wcs_to_json(w, shape)))  # through JSON text
+    assert params is not None
+    back = wcs_from_json(params, shape)
+    x, y = np.meshgrid(np.linspace(-0.5, 249.5, 7), np.linspace(-0.5, 299.5, 9))
+    for a, b in zip(w.all_pix2world(x, y, 0), back.all_pix2world(x, y, 0), strict=True):
+        assert np.array_equal(a, b)  # exact, not close
+    assert back.pixel_shape == (250, 300)
+
+
+def _summary_survey(tmp_path):
+    """Overlapping rotated, SIP and plain tiles plus a catalog spread over all of them."""
+    shape = (60, 70)
+    wcss = {"A": make_wcs(20.0, 1.0, shape, rot_deg=20),
+            "B": make_wcs(20.0 + 25 / 3600, 1.0, shape, sip=True, rot_deg=-5),
+            "C": make_wcs(20.0, 1.0 + 25 / 3600, shape)}
+    for name, w in wcss.items():
+        write_tile(tmp_path, name, w, shape)
+    rng = np.random.default_rng(3)
+    ra = 20.0 + rng.uniform(-40, 70, 400) / 3600
+    dec = 1.0 + rng.uniform(-40, 70, 400) / 3600
+    Table({"objid": np.arange(400) * 3 + 2**55, "ra": ra, "dec": dec}).write(tmp_path / "cat.fits")
+    return validate({"survey": {"kind": "files", "bands": BANDS, "labels": None,
+                                "tiles": str(tmp_path / "tiles" / "{tile}_{band}.fits"),
+                                "catalog": str(tmp_path / "cat.fits")},
+                     "index": {"tiles_per_shard": 2}})
+
+
+def test_index_from_the_check_summary_equals_index_from_headers(tmp_path, monkeypatch):
+    config = _summary_survey(tmp_path)
+    from_headers = build_index(config, load_headers(config))
+    summary = tmp_path / "tile_headers.json"
+    assert write_header_summary(summary, from_headers.headers, config) == 3
+
+    def no_reading(*args):
+        raise AssertionError("a header was read although the summary holds it")
+    monkeypatch.setattr(index_mod, "read_tile_header", no_reading)
+    from_summary = build_index(config, load_headers(config, summary))
+    assert 0 < len(from_summary.assignment) < 400 and len(from_summary.rejects) > 0
+    for col in from_headers.assignment.colnames:
+        assert np.array_equal(from_summary.assignment[col], from_headers.assignment[col]), col
+    assert from_summary.shards == from_headers.shards
+    assert np.array_equal(from_summary.rejects["index"], from_headers.rejects["index"])
+    for a, b in zip(from_summary.headers, from_headers.headers, strict=True):
+        assert (a.tile, a.paths, a.shape, a.pixscale_arcsec, a.psf_fwhm_arcsec, a.zeropoint) == \
+            (b.tile, b.paths, b.shape, b.pixscale_arcsec, b.psf_fwhm_arcsec, b.zeropoint)
+
+
+def test_summary_of_other_settings_or_missing_tiles_falls_back_to_headers(tmp_path, caplog):
+    config = _summary_survey(tmp_path)
+    summary = tmp_path / "tile_headers.json"
+    headers = load_headers(config)
+    write_header_summary(summary, headers[:2], config)  # tile C is missing from it
+    got = load_headers(config, summary)
+    assert [h.tile for h in got] == ["A", "B", "C"]
+    other = validate({**config, "survey": {**config["survey"], "psf_fwhm_key": "SEEING"}})
+    assert all(np.isnan(load_headers(other, summary)[0].psf_fwhm_arcsec))
+    assert "written for other survey settings" in caplog.text
+    out = tmp_path / "index"
+    assert main(["--config-json", json.dumps(config), "--out-dir", str(out),
+                 "--headers", str(tmp_path / "nothing.json")]) == 0
+    assert (out / "shards.json").exists()
+
+
+# --------------------------------------------------------------------------- stable shards
+
+
+def _grid_survey(tmp_path, names):
+    """Tiles of 40x40 px (20") at 0.5"/px on an East-West row 15" apart (5" overlap)."""
+    shape = (40, 40)
+    wcss = {}
+    for name in names:
+        k = "ABCDEFGH".index(name)
+        wcss[name] = make_wcs(10.0 + k * 15 / 3600, 0.0, shape)
+        write_tile(tmp_path, name, wcss[name], shape)
+    return wcss
+
+
+def _catalog(tmp_path):
+    """One object at the centre of each of tiles A-F, and one 8" east of E's centre: 2"
+    inside E's east edge, 3" inside F's west edge."""
+    ra = [10.0 + k * 15 / 3600 for k in range(6)] + [10.0 + 4 * 15 / 3600 + 8 / 3600]
+    Table({"objid": np.arange(7) + 2**60, "ra": ra, "dec": np.zeros(7)}).write(
+        tmp_path / "cat.fits", overwrite=True)
+
+
+def _index(tmp_path, keep=True, out="index"):
+    config = {"survey": {"kind": "files", "bands": BANDS, "labels": None,
+                         "tiles": str(tmp_path / "tiles" / "{tile}_{band}.fits"),
+                         "catalog": str(tmp_path / "cat.fits")},
+              "index": {"tiles_per_shard": 2, "keep_shards": keep}}
+    assert main(["--config-json", json.dumps(config), "--out-dir", str(tmp_path / out)]) == 0
+    return json.loads((tmp_path / out / "shards.json").read_text())
+
+
+def test_adding_tiles_keeps_every_existing_shard_and_its_file(tmp_path):
+    _catalog(tmp_path)
+    _grid_survey(tmp_path, "ABCDE")
+    first = _index(tmp_path)
+    assert [(s["shard"], s["tiles"]) for s in first["shards"]] == \
+        [("s0000", ["A", "B"]), ("s0001", ["C", "D"]), ("s0002", ["E"])]
+    files = {s["shard"]: tmp_path / "index" / "shards" / f"{s['shard']}.fits"
+             for s in first["shards"]}
+    before = {k: (p.stat().st_mtime_ns, p.read_bytes()) for k, p in files.items()}
+    rows_before = {k: read_assignment_rows(tmp_path / "index", shard=k) for k in files}
+    # object 6 is in E only, until F comes
+    assert rows_before["s0002"]["index"].tolist() == [4, 6]
+
+    _grid_survey(tmp_path, "FG")  # two new tiles: F overlaps E and is closer to object 6
+    second = _index(tmp_path)
+    assert second["n_kept"] == 3
+    assert [(s["shard"], s["tiles"]) for s in second["shards"]] == \
+        [("s0000", ["A", "B"]), ("s0001", ["C", "D"]), ("s0002", ["E"]), ("s0003", ["F"])]
+    for k, p in files.items():  # untouched: same bytes, same mtime
+        assert (p.stat().st_mtime_ns, p.read_bytes()) == before[k]
+        after = read_assignment_rows(tmp_path / "index", shard=k)
+        assert all(np.array_equal(after[c], rows_before[k][c]) for c in after)
+    assert read_assignment_rows(tmp_path / "index", shard="s0003")["index"].tolist() == [5]
+
+    scratch = _index(tmp_path, keep=False, out="scratch")  # the trade-off, documented
+    assert [(s["shard"], s["tiles"]) for s in scratch["shards"]] == \
+        [("s0000", ["A", "B"]), ("s0001", ["C", "D"]), ("s0002", ["E", "F"])]
+    assert read_assignment_rows(tmp_path / "scratch", tile="F")["index"].tolist() == [5, 6]
+
+
+def test_changed_objects_rebuild_only_their_shard(tmp_path):
+    _catalog(tmp_path)
+    _grid_survey(tmp_path, "ABCD")
+    _index(tmp_path)
+    cat = Table.read(tmp_path / "cat.fits")
+    cat["ra"][2] += 1 / 3600  # object of tile C moves by 1": shard s0001 changes
+    cat.write(tmp_path / "cat.fits", overwrite=True)
+    old = (tmp_path / "index" / "shards" / "s0000.fits").stat().st_mtime_ns
+    shards = _index(tmp_path)
+    assert [(s["shard"], s["tiles"]) for s in shards["shards"]] == \
+        [("s0000", ["A", "B"]), ("s0002", ["C", "D"])]
+    assert (tmp_path / "index" / "shards" / "s0000.fits").stat().st_mtime_ns == old
+    assert not (tmp_path / "index" / "shards" / "s0001.fits").exists()
+    x = read_assignment_rows(tmp_path / "index", shard="s0002")["x_pix"]
+    assert x[0] == pytest.approx(19.5 - 2.0, abs=1e-6)  # 1" east = 2 px to the left
+
+
+def test_shard_file_out_of_step_with_shards_json_is_an_error(tmp_path):
+    _catalog(tmp_path)
+    _grid_survey(tmp_path, "AB")
+    _index(tmp_path)
+    shards = json.loads((tmp_path / "index" / "shards.json").read_text())
+    shards["shards"][0]["digest"] = "0" * 64
+    (tmp_path / "index" / "shards.json").write_text(json.dumps(shards))
+    with pytest.raises(DataError, match="does not match"):
+        read_assignment_rows(tmp_path / "index", shard="s0000")

@@ -12,6 +12,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from skysift import infer
+from skysift.augment import d4_apply
 from skysift.config import load
 from skysift.errors import DataError
 from skysift.io import write_stamps
@@ -67,7 +68,8 @@ def test_scores_table_keeps_ids_and_matches_the_models(tmp_path, models):
     assert run(tmp_path, models) == 0
     table = Table.read(tmp_path / "scores.fits")
     assert table.colnames == ["index", "id", "ra", "dec", "tile", "flags",
-                              "score_lens_cnn", "score_merger_cnn"]
+                              "score_lens_cnn", "score_merger_cnn", "selected"]
+    assert table["selected"].dtype == bool and table["selected"].all()
     assert table["id"].dtype.kind == "i" and table["id"][0] == 2**62 + 1
     assert list(table["id"]) == [2**62 + 1 + i for i in range(20)]
     assert list(table["index"]) == list(np.arange(20) * 3 + 5)
@@ -154,7 +156,7 @@ def test_several_models_of_one_task_fill_their_own_columns(tmp_path):
     models = {"a": (a, tmp_path / "a.pt"), "b": (b, tmp_path / "b.pt")}
     assert run(tmp_path, models) == 0
     table = Table.read(tmp_path / "scores.fits")
-    assert table.colnames[-2:] == ["score_lens_cnn", "score_lens_inv"]
+    assert table.colnames[-3:] == ["score_lens_cnn", "score_lens_inv", "selected"]
     x = torch.from_numpy(write_tile(tmp_path / "t.h5", n=9))
     with torch.no_grad():
         np.testing.assert_allclose(table["score_lens_inv"], b(x).numpy(), rtol=1e-4, atol=1e-5)
@@ -167,3 +169,123 @@ def test_the_same_model_twice_is_refused(tmp_path, capsys):
     models = {"a": (None, tmp_path / "a.pt"), "b": (None, tmp_path / "b.pt")}
     assert run(tmp_path, models) == 2
     assert "score_lens_cnn" in capsys.readouterr().err
+
+
+def test_tta_of_an_invariant_model_has_no_spread(tmp_path):
+    images = write_tile(tmp_path / "t.h5", n=9)
+    model = write_model(tmp_path / "inv.pt", "lens", 0, arch="d4", model="inv")
+    config = {**CONFIG, "infer": {"batch_size": 4, "tta": True}}
+    assert run(tmp_path, {"inv": (model, tmp_path / "inv.pt")}, config=config) == 0
+    table = Table.read(tmp_path / "scores.fits")
+    assert table.colnames[-3:] == ["score_lens_inv", "score_std_lens_inv", "selected"]
+    with torch.no_grad():
+        plain = model(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(table["score_lens_inv"], plain, rtol=1e-4, atol=1e-5)
+    assert np.asarray(table["score_std_lens_inv"]).max() < 1e-4 * np.abs(plain).max() + 1e-5
+    assert fits.getheader(tmp_path / "scores.fits", 1)["TTA"] == 1
+
+
+def test_tta_logit_is_the_mean_of_the_eight_orientations(tmp_path, models):
+    images = torch.from_numpy(write_tile(tmp_path / "t.h5", n=10))
+    config = {**CONFIG, "infer": {"batch_size": 3, "tta": True}}
+    assert run(tmp_path, models, config=config) == 0
+    table = Table.read(tmp_path / "scores.fits")
+    for task, (model, _) in models.items():
+        with torch.no_grad():
+            views = torch.stack([model(d4_apply(images, k)) for k in range(8)]).numpy()
+        assert views.std(axis=0).min() > 1e-4  # baseline3 is not invariant
+        np.testing.assert_allclose(table[f"score_{task}_cnn"], views.mean(axis=0),
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(table[f"score_std_{task}_cnn"], views.std(axis=0),
+                                   rtol=1e-3, atol=1e-5)
+
+
+def write_catalog(path, n_rows=70, ids=None):
+    """A survey catalog whose rows 3 i + 5 hold the stamps of write_tile (ids 2**62 + 1 + i)."""
+    objid = np.arange(n_rows, dtype=np.int64) + 10**12 if ids is None else ids
+    rows = np.arange(20) * 3 + 5
+    objid[rows] = np.arange(20) + 2**62 + 1
+    mag_r = np.linspace(17, 24, n_rows)
+    mag_r[rows[4]] = np.nan
+    Table({"objid": objid, "ra": np.zeros(n_rows), "dec": np.zeros(n_rows),
+           "mag_r": mag_r}).write(path)
+    return mag_r[rows]
+
+
+def select_config(tmp_path, cuts):
+    return {**CONFIG, "infer": {"batch_size": 4, "select": cuts},
+            "survey": {"catalog": str(tmp_path / "cat.fits"),
+                       "columns": {"id": "objid", "ra": "ra", "dec": "dec"}}}
+
+
+def test_select_scores_only_the_cut_and_keeps_the_rest_with_nan(tmp_path, models, caplog):
+    images = torch.from_numpy(write_tile(tmp_path / "t.h5"))
+    mag_r = write_catalog(tmp_path / "cat.fits")
+    config = select_config(tmp_path, [{"column": "mag_r", "range": [None, 20.5]}])
+    assert run(tmp_path, models, config=config) == 0
+    table = fits.getdata(tmp_path / "scores.fits", 1)
+    keep = np.isfinite(mag_r) & (mag_r <= 20.5)
+    assert 3 <= keep.sum() < 19  # a real cut; the NaN magnitude fails it
+    assert len(table) == 20 and list(table["selected"]) == list(keep)
+    assert np.isnan(table["score_lens_cnn"][~keep]).all()
+    with torch.no_grad():
+        expected = models["lens"][0](images[torch.from_numpy(keep)]).numpy()
+    np.testing.assert_allclose(table["score_lens_cnn"][keep], expected, rtol=1e-4, atol=1e-5)
+    assert fits.getheader(tmp_path / "scores.fits", 1)["HIERARCH n_selected"] == keep.sum()
+
+
+def test_select_checks_the_catalog(tmp_path, models, capsys):
+    write_tile(tmp_path / "t.h5")
+    write_catalog(tmp_path / "cat.fits")
+    assert run(tmp_path, models, config=select_config(
+        tmp_path, [{"column": "mag_z", "range": [None, 20]}])) == 2
+    assert "mag_z" in capsys.readouterr().err
+    cat = Table.read(tmp_path / "cat.fits")
+    cat["objid"][5] += 1  # row 5 holds the first stamp's object: the catalog was edited since
+    cat.write(tmp_path / "cat.fits", overwrite=True)
+    assert run(tmp_path, models, config=select_config(
+        tmp_path, [{"column": "mag_r", "range": [None, 20]}])) == 2
+    assert "catalog changed" in capsys.readouterr().err
+    assert not (tmp_path / "scores.fits").exists()
+
+
+class RunsOutOfMemory(torch.nn.Module):
+    """Sums the pixels; raises torch's out-of-memory error above ``limit`` stamps."""
+
+    def __init__(self, limit: int, error=torch.cuda.OutOfMemoryError,
+                 message: str = "CUDA out of memory. Tried to allocate 2.00 GiB"):
+        super().__init__()
+        self.limit, self.error, self.message, self.sizes = limit, error, message, []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        if len(x) > self.limit:
+            raise self.error(self.message)
+        return x.sum(dim=(1, 2, 3))
+
+
+def test_batch_size_halves_on_out_of_memory(caplog):
+    x = np.random.default_rng(0).normal(size=(50, 3, SIZE, SIZE)).astype(np.float32)
+    model = RunsOutOfMemory(limit=10)
+    batch = infer.BatchSize(64)
+    logits = infer.score(model, x, batch, "cpu")
+    np.testing.assert_allclose(logits, x.sum(axis=(1, 2, 3)), rtol=1e-5)
+    assert batch.size == 8 and batch.n_backoffs == 3  # 64 -> 32 -> 16 -> 8
+    assert max(model.sizes[3:]) <= 8  # and stays there
+    assert "halved to 8" in caplog.text
+    cpu = RunsOutOfMemory(limit=5, error=RuntimeError,
+                          message="DefaultCPUAllocator: not enough memory: you tried to "
+                                  "allocate 1 GB. Buy new RAM!: out of memory")
+    np.testing.assert_allclose(infer.score(cpu, x, 16, "cpu"), logits, rtol=1e-6)
+    with pytest.raises(DataError, match="single stamp"):
+        infer.score(RunsOutOfMemory(limit=0), x, 4, "cpu")
+    with pytest.raises(RuntimeError, match="shape"):  # other errors are not out-of-memory
+        infer.score(RunsOutOfMemory(limit=0, error=RuntimeError, message="bad shape"), x, 4,
+                    "cpu")
+
+
+def test_batch_size_auto_is_the_cpu_default(tmp_path, models):
+    write_tile(tmp_path / "t.h5", n=5)
+    assert run(tmp_path, models, config={**CONFIG, "infer": {"batch_size": "auto"}}) == 0
+    header = fits.getheader(tmp_path / "scores.fits", 1)
+    assert header["HIERARCH batch_size"] == infer.AUTO_BATCH["cpu"]

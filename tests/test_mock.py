@@ -180,3 +180,52 @@ def test_missing_band_settings_are_a_config_error(tmp_path):
     config = tiny_config(tmp_path, survey={"bands": ["g", "r", "z"]})
     with pytest.raises(ConfigError, match="psf_fwhm_arcsec.*'z'"):
         mock.make_survey(config)
+
+
+def test_known_lens_table_is_a_bright_arc_sample_plus_off_survey(tmp_path):
+    from astropy.coordinates import SkyCoord
+    known_path = tmp_path / "known.csv"
+    config = tiny_config(tmp_path, survey={"known_lenses": str(known_path),
+                                           "known_lenses_columns": {"name": "NAME"}},
+                         mock={"known_lenses_fraction": 0.5, "known_lenses_off_survey": 2})
+    mock.make_survey(config)
+    known = read_table(known_path)
+    truth, cat = read_table(tmp_path / "truth.fits"), read_table(tmp_path / "catalog.fits")
+    lens = truth["is_lens"] == 1
+    n_lens = int(lens.sum())
+    n_known = int(np.floor(0.5 * n_lens + 0.5))
+    assert len(known) == n_known + 2 and known.colnames[:3] == ["NAME", "ra", "dec"]
+    assert all(n.startswith("SKYSIFT J") for n in known["NAME"])
+    sky = SkyCoord(cat["ra"], cat["dec"], unit="deg")
+    idx, sep, _ = SkyCoord(known["ra"], known["dec"], unit="deg").match_to_catalog_sky(sky)
+    on = sep.arcsec[:n_known]
+    assert on.max() < 1.0 and on.mean() > 0.01  # scattered, well inside a 1" match
+    assert truth["is_lens"][idx[:n_known]].tolist() == [1] * n_known
+    snr = np.sort(np.asarray(truth["arc_snr"][lens]))[::-1]
+    assert np.sort(np.asarray(truth["arc_snr"][idx[:n_known]]))[::-1].tolist() == \
+        snr[:n_known].tolist()  # the brightest arcs
+    assert (sep.arcsec[n_known:] > 60).all()  # off the footprint: nothing near
+    for path in mock.tile_paths(config)[::3]:
+        with fits.open(path) as hdul:
+            x, y = WCS(hdul[0].header).world_to_pixel_values(known["ra"][n_known:],
+                                                             known["dec"][n_known:])
+            assert ((x < -0.5) | (x > SIZE) | (y < -0.5) | (y > SIZE)).all()
+
+
+def test_known_lenses_leave_the_survey_bit_identical(survey, tmp_path):
+    config, _ = survey
+    again = tiny_config(tmp_path, survey={"known_lenses": str(tmp_path / "known.fits")})
+    mock.make_survey(again)
+    for first, second in zip(mock.tile_paths(config), mock.tile_paths(again), strict=True):
+        assert np.array_equal(fits.getdata(first), fits.getdata(second))
+    for key in ("catalog", "labels"):
+        a, b = read_table(config["survey"][key]), read_table(again["survey"][key])
+        assert a.colnames == b.colnames
+        for c in a.colnames:
+            kw = {"equal_nan": True} if a[c].dtype.kind == "f" else {}
+            assert np.array_equal(np.asarray(a[c]), np.asarray(b[c]), **kw), (key, c)
+
+
+def test_iau_names_truncate():
+    assert mock.iau_name("X", 35.0 + 1e-9, -5.0) == "X J022000.00-050000.0"
+    assert mock.iau_name("X", 359.99999999, 0.5) == "X J235959.99+003000.0"

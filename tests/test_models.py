@@ -148,3 +148,11 @@ def test_torch_runtime_restores_global_state():
         assert torch.are_deterministic_algorithms_enabled()
     assert torch.get_num_threads() == threads
     assert torch.are_deterministic_algorithms_enabled() == det
+
+
+def test_classical_is_not_built_but_named_among_the_valid_architectures():
+    from skysift.models import CLASSICAL
+    with pytest.raises(ConfigError, match="fitted by skysift.train"):
+        build_model(CLASSICAL, 3, 48)
+    with pytest.raises(ConfigError, match="classical"):
+        build_model("vgg", 3, 48)

@@ -10,7 +10,8 @@ from skysift import config as skyconfig
 from skysift.errors import ConfigError
 from skysift.hosts import colour_slope, magnitudes, select_hosts, stamp_photometry
 from skysift.inject import Frame, psf_kernels
-from skysift.simulate import Host, Knots, simulate
+from skysift.mock_render import Blobs
+from skysift.simulate import Host, simulate
 
 PIX = 0.263
 SIZE = 48
@@ -38,7 +39,7 @@ def _centroid(image):
 
 
 def test_knots_grid_and_pointwise_agree_and_have_unit_flux():
-    knots = Knots(np.array([0.0, 1.0]), np.array([0.5, -1.0]), np.array([0.2, 0.3]),
+    knots = Blobs(np.array([0.0, 1.0]), np.array([0.5, -1.0]), np.array([0.2, 0.3]),
                   np.array([0.25, 0.75]))
     xa = np.linspace(-3, 3, 121)
     grid = knots.evaluate_grid(xa, xa)
@@ -148,3 +149,18 @@ def test_select_hosts_applies_every_cut(tmp_path):
         config["training_set"]["hosts"], colour={"bands": ["g", "z"], "range": [0, 1]})))
     with pytest.raises(ConfigError, match="colour.bands"):
         select_hosts(bad, np.arange(n), ids, flags, mag, r50, fwhm, peak)
+
+
+def test_blank_sky_draws_a_simulated_primary_with_the_hosts_photometry(tcfg):
+    from skysift.inject import sed_flux
+    frame, zero = _frame(), np.zeros((2, SIZE, SIZE), np.float32)
+    ref_flux = sed_flux(HOST.mag, HOST.slope, frame.lam_nm, frame.ref, frame.zeropoint)
+    iso, params = simulate("isolated", zero, frame, HOST, tcfg, np.random.default_rng(1))
+    assert iso.sum(axis=(1, 2)) == pytest.approx(ref_flux, rel=0.02)  # the host's magnitude
+    cx, cy = _centroid(iso)
+    assert abs(cx - 24) < 0.1 and abs(cy - 24) < 0.1 and params["sim_snr"] > 0
+    merger, p = simulate("merger", zero, frame, HOST, tcfg, np.random.default_rng(1), True)
+    alone, _ = simulate("merger", zero, frame, HOST, tcfg, np.random.default_rng(1))
+    assert p["merger_stage"] in ("pair", "interacting", "coalescing", "post")
+    # on blank sky the primary is simulated too: more light than the secondary and tides
+    assert merger[frame.ref].sum() > alone[frame.ref].sum() + 0.9 * ref_flux[frame.ref]

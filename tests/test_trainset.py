@@ -293,3 +293,65 @@ def test_simulated_set_errors(simsurvey, capsys):
     assert main(_argv(d, cfg, out="bad.h5")) == 2
     assert "no object may host" in capsys.readouterr().err
     assert not (d / "bad.h5").exists()
+
+
+def _with_blank_sky(d, n_blank=10):
+    """Copies cutb{k}.h5 of the raw cutouts with a blank/ group of pure-noise stamps."""
+    import shutil
+
+    import h5py
+    rng = np.random.default_rng(9)
+    for k in range(2):
+        shutil.copy(d / f"cut{k}.h5", d / f"cutb{k}.h5")
+        with h5py.File(d / f"cutb{k}.h5", "a") as fh:
+            grp = fh.create_group("blank")
+            grp["images"] = rng.normal(0, 1.0, (n_blank, 2, S, S)).astype(np.float32)
+            grp["pos_xy"] = np.column_stack([np.arange(n_blank) * 20.0 + 40, np.full(n_blank,
+                                                                                  60.0)])
+            grp["tile"] = np.full(n_blank, f"t{k}".encode())
+
+
+def test_mergers_on_blank_sky_in_the_same_fraction_as_isolated_negatives(simsurvey):
+    d = simsurvey["dir"]
+    _with_blank_sky(d)
+    cfg = dict(simsurvey["cfg"], training_set=dict(simsurvey["cfg"]["training_set"],
+                                                   merger={"blank_fraction": 0.5}))
+    argv = _argv(d, cfg, task="merger", out="blank.h5", cutouts=False)
+    assert main(argv + ["--cutouts", str(d / "cutb0.h5"), str(d / "cutb1.h5")]) == 0
+    got, attrs = io.read_arrays(d / "blank.h5", ("images", "index", "id", "label", "split",
+                                                 "origin", "sim", "background", "seed"))
+    blank = got["background"] == b"blank"
+    assert set(got["background"]) == {b"blank", b"galaxy"}
+    pos, neg = got["label"] == 1, got["label"] == 0
+    # half the mergers, and half the negatives (isolated galaxies + projections), on blank sky
+    assert blank[pos].sum() == round(0.5 * pos.sum())
+    assert abs(blank[neg].mean() - 0.5) < 0.1
+    iso = got["sim"] == b"isolated"
+    assert iso.sum() == attrs["n_isolated"] > 0 and blank[iso].all() and neg[iso].all()
+    assert (got["origin"][blank] >= SIMULATED).all()  # only simulations go on blank sky
+    assert (got["index"][blank] == -1).all() and (got["id"][blank] == -1).all()
+    assert (got["index"][~blank] >= 0).all() and np.isin(got["split"][blank], [0, 1, 2]).all()
+    assert np.isfinite(got["images"]).all()
+    # a merger on blank sky holds a simulated primary at the centre, far above the noise
+    # (arcsinh(x / 3) of noise-normalised pixels: pure noise stays below ~1.5)
+    rows = np.flatnonzero(blank & pos)
+    assert (got["images"][rows][:, :, S // 2 - 1:S // 2 + 2, S // 2 - 1:S // 2 + 2].max(
+        axis=(1, 2, 3)) > 2.0).all()
+    # rebuilding from (host, kind, seed, blank stamp) renders the same pixels
+    config = skyconfig.load(None, json.dumps(cfg))
+    survey = scan([str(d / "st0.h5"), str(d / "st1.h5")],
+                  [str(d / "cutb0.h5"), str(d / "cutb1.h5")], config)
+    assert len(survey.blank["tile"]) == 20
+    again = main(argv + ["--cutouts", str(d / "cutb0.h5"), str(d / "cutb1.h5")])
+    assert again == 0
+    got2, _ = io.read_arrays(d / "blank.h5", ("images", "background"))
+    assert np.array_equal(got2["images"], got["images"])
+
+
+def test_labels_only_sets_record_a_galaxy_background(simsurvey):
+    d = simsurvey["dir"]
+    cfg = dict(simsurvey["cfg"], training_set=dict(simsurvey["cfg"]["training_set"],
+                                                   use="labels"))
+    assert main(_argv(d, cfg, task="merger", out="lab.h5", cutouts=False)) == 0
+    got, _ = io.read_arrays(d / "lab.h5", ("label", "background"))
+    assert (got["background"] == b"galaxy").all() and len(got["label"]) == 2 * N_SHARD

@@ -17,10 +17,13 @@ STEPS = {
     "split": "assign train/val/test by a hash of the object id",
     "trainset": "build one task's training set (injections, simulations, labels)",
     "augment": "write augmented copies of a training set",
-    "train": "train one task's CNN",
-    "infer": "score the stamps of one tile",
+    "train": "train one model of one task (a CNN or the classical baseline)",
+    "infer": "score the stamps of one shard with every model",
     "gather": "gather per-tile scores into the catalog and candidate lists",
-    "evaluate": "metrics with bootstrap intervals and ROC curves",
+    "evaluate": "metrics with intervals, binned completeness, purity, calibration, figures",
+    "recover": "report how many known lenses (survey.known_lenses) the run recovers",
+    "review": "HTML gallery and grading sheet of one task's ranked candidates",
+    "grades": "purity by grade of a filled candidate grading sheet",
 }
 
 

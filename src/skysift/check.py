@@ -8,7 +8,11 @@ column, duplicate or float ids, no object on any tile) exit with status 2 and wr
 report; warnings (missing PSF/zero-point keys, objects off every tile, tiles without
 objects) are listed in the report.
 
-    python -m skysift.check --config-json J --report results/check.json [--strict]
+It also writes what it read from the headers to a summary (``--headers``) from which the
+survey index rebuilds every tile exactly, so a run reads each header once.
+
+    python -m skysift.check --config-json J --report results/check.json \
+        [--headers results/tile_headers.json] [--strict]
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ import numpy as np
 from skysift import cli
 from skysift.catalog import read_catalog
 from skysift.errors import SkysiftError, SurveyError
-from skysift.index import REASON_OFF, assign_objects, footprint_radec, make_shards
+from skysift.index import (
+    REASON_OFF,
+    assign_objects,
+    footprint_radec,
+    make_shards,
+    write_header_summary,
+)
 from skysift.io import provenance, read_table, require_columns, write_json
 from skysift.survey import find_tiles, read_tile_header, tile_path
 
@@ -106,13 +116,44 @@ def _check_labels(config: dict, ids: np.ndarray | None, problems: Problems) -> d
         n_found = int(np.isin(keys(label_ids), keys(ids)).sum())
         out["n_in_catalog"] = n_found
         if n_found < len(table):
-            problems.add("warning", f"{path}: {len(table) - n_found} of {len(table)} label ids "
+            level = "error" if config["strict"] else "warning"
+            problems.add(level, f"{path}: {len(table) - n_found} of {len(table)} label ids "
                          "are not in the catalog (survey.labels_id_column vs survey.columns.id)")
     return out
 
 
+def _check_known_lenses(config: dict, problems: Problems) -> dict:
+    survey = config["survey"]
+    path = survey["known_lenses"]
+    if not path:
+        return {}
+    columns = {k: v for k, v in survey["known_lenses_columns"].items() if v}
+    try:
+        table = read_table(path, "known-lens table")
+        require_columns(table, columns, path, "survey.known_lenses_columns")
+    except SurveyError as exc:
+        problems.add("error", str(exc))
+        return {}
+    coords = [np.asarray(table[columns[k]]) for k in ("ra", "dec")]
+    if any(c.dtype.kind not in "iuf" for c in coords):
+        problems.add("error", f"{path}: columns {columns['ra']}/{columns['dec']} "
+                     "(survey.known_lenses_columns.ra/dec) must hold degrees as numbers; "
+                     "convert sexagesimal positions to degrees")
+        return {}
+    with np.errstate(invalid="ignore"):
+        bad = int((~(np.isfinite(coords[0]) & np.isfinite(coords[1])
+                     & (np.abs(coords[1]) <= 90))).sum())
+    if bad:
+        problems.add("warning", f"{path}: {bad} known lenses have unusable coordinates; they "
+                     "are reported as bad-position")
+    return {"n_rows": len(table), "n_bad_position": bad}
+
+
 def run_checks(config: dict) -> tuple[dict, Problems]:
-    """Check the survey of ``config``: (report dict, problems). Reads headers, not pixels."""
+    """Check the survey of ``config``: (report dict, problems). Reads headers, not pixels.
+
+    The tile headers read are ``report["_headers"]`` (not written to the report).
+    """
     problems = Problems()
     headers = _check_tiles(config, problems)
     try:
@@ -141,6 +182,7 @@ def run_checks(config: dict) -> tuple[dict, Problems]:
                 problems.add("warning", f"{len(empty)} tiles hold no catalog object (e.g. "
                              f"{empty[:5]}); they are skipped")
     report["labels"] = _check_labels(config, catalog.ids if catalog else None, problems)
+    report["known_lenses"] = _check_known_lenses(config, problems)
     report["tiles"] = [{"tile": h.tile, "shape": list(h.shape),
                         "pixscale_arcsec": h.pixscale_arcsec,
                         "psf_fwhm_arcsec": h.psf_fwhm_arcsec, "zeropoint": h.zeropoint,
@@ -149,6 +191,7 @@ def run_checks(config: dict) -> tuple[dict, Problems]:
     report["n_shards"] = len(make_shards([h.tile for h in headers], counts.tolist(),
                                          config["index"]["tiles_per_shard"]))
     report["problems"] = problems.items
+    report["_headers"] = headers
     return report, problems
 
 
@@ -163,7 +206,13 @@ def _body(args) -> int:
     if problems.errors:
         raise SkysiftError(f"check found {len(problems.errors)} errors (listed above); fix "
                            "them before running the pipeline")
+    headers = report.pop("_headers")
     report["provenance"] = provenance(config, step="check")
+    if args.headers:
+        n_exact = write_header_summary(args.headers, headers, config)
+        if n_exact < len(headers):
+            log.info("%d of %d tiles have a WCS the header summary cannot hold exactly; the "
+                     "index reads their headers again", len(headers) - n_exact, len(headers))
     if args.report:
         write_json(args.report, report)
     log.info("check: %d tiles x %d bands, %d catalog objects, %d on tiles, %d off, %d shards, "
@@ -180,6 +229,8 @@ def parser():
                    "problems.")
     p.add_argument("--report", help="JSON report to write when there is no error, e.g. "
                    "results/check.json")
+    p.add_argument("--headers", help="header summary to write for the survey index, e.g. "
+                   "results/tile_headers.json (docs/formats.md)")
     p.add_argument("--strict", action="store_true",
                    help="catalog rows with unusable coordinates are errors (config strict)")
     return p

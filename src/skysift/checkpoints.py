@@ -5,6 +5,8 @@ A checkpoint is a dict (docs/models.md): ``model_state``, ``optimizer_state``,
 {architecture, task, model, members, bands, pixscale_arcsec, stamp_size_pix, normalisation,
 in_channels, provenance}. A committee's ``model_state`` holds every member
 (``members.{i}.*``); the optimiser, scheduler, scaler and RNG states are the last member's.
+A ``classical`` checkpoint has the same keys: ``model_state = {booster: uint8 tensor}`` (the
+pickled trees), empty optimiser/scheduler/scaler/RNG states and ``meta.classical``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from skysift.errors import ConfigError, DataError
 from skysift.io import atomic_output
-from skysift.models import build_model, prepare_model
+from skysift.models import CLASSICAL, build_model, prepare_model
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,15 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def model_from_checkpoint(ckpt: dict, path: str | Path) -> torch.nn.Module:
-    """The (CPU, train-mode) module of a loaded checkpoint, its weights in place."""
+    """The (CPU, train-mode) module of a loaded checkpoint, its weights in place.
+
+    A ``classical`` checkpoint gives a :class:`skysift.classical.ClassicalModel`: stamps in,
+    logits out, like every CNN.
+    """
     meta = ckpt["meta"]
+    if meta["architecture"] == CLASSICAL:
+        from skysift.classical import module_from_checkpoint
+        return module_from_checkpoint(ckpt, path)
     try:
         model = build_model(meta["architecture"], meta["in_channels"], meta["stamp_size_pix"],
                             int(meta.get("members", 1)))

@@ -15,20 +15,31 @@ log = logging.getLogger("skysift")
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    """An ArgumentParser with the options every skysift CLI takes."""
-    p = argparse.ArgumentParser(description=description)
+    """An ArgumentParser with the options every skysift CLI takes.
+
+    ``--strict`` is shared by every step: it sets the config key ``strict`` (data problems
+    that are otherwise counted and rejected become errors). A step may still declare its
+    own ``--strict`` (for its help text): the parser resolves the duplicate to that one.
+    """
+    p = argparse.ArgumentParser(description=description, conflict_handler="resolve")
     p.add_argument("--config", help="YAML config file (defaults from config/schema.yaml)")
     p.add_argument("--config-json", help="JSON config merged over --config (what rules pass)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key, e.g. --set train.epochs=3")
+    p.add_argument("--strict", action="store_true",
+                   help="data problems (bad coordinates, all-NaN tiles, label ids not in "
+                        "the catalog) are errors (config strict)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
     return p
 
 
 def load_config(args: argparse.Namespace) -> dict:
-    """The validated config named by the common arguments."""
-    return cfg.load(args.config, args.config_json, args.set)
+    """The validated config named by the common arguments; ``--strict`` sets ``strict``."""
+    config = cfg.load(args.config, args.config_json, args.set)
+    if getattr(args, "strict", False):
+        config["strict"] = True
+    return config
 
 
 def setup_logging(quiet: bool = False) -> None:

@@ -17,6 +17,7 @@ tile) plus one batch of stamps; the shard's stamps stream to disk.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from astropy.table import Table
+from scipy.spatial import cKDTree
 
 from skysift import cli
 from skysift.errors import SurveyError
@@ -185,7 +187,9 @@ def cut_objects(config: dict, rows: dict[str, np.ndarray], out: str | Path,
     """Cut the stamps of ``rows`` (assignment columns, sorted by tile) into ``out``.
 
     Tiles are read one at a time; a tile band without any valid pixel rejects the tile's
-    objects into ``rejects_out`` (an error when ``config["strict"]``). Returns counts.
+    objects into ``rejects_out`` (an error when ``config["strict"]``). Each kept tile also
+    gives ``cutouts.n_blank`` blank-sky stamps (:func:`blank_positions`), written to the
+    group ``blank/``. Returns counts.
     """
     size = config["cutouts"]["stamp_size_pix"]
     bands = list(config["survey"]["bands"])
@@ -195,6 +199,7 @@ def cut_objects(config: dict, rows: dict[str, np.ndarray], out: str | Path,
     order = np.argsort(starts)
     tiles, starts = tiles[order].tolist(), np.append(starts[order], len(rows["tile"]))
     kept, rejected, info, counts, pool = [], [], {}, dict.fromkeys(FLAG_BITS, 0), {}
+    blanks: list[tuple[str, np.ndarray, np.ndarray]] = []
     buf = np.empty((min(batch, len(rows["tile"])), len(bands), size, size), np.float32)
     rdcc = 4 * chunk * len(bands) * size * size * 4 + 2**20
     with atomic_output(out) as tmp, h5py.File(tmp, "w", rdcc_nbytes=rdcc) as fh:
@@ -227,9 +232,11 @@ def cut_objects(config: dict, rows: dict[str, np.ndarray], out: str | Path,
                                         out=buf[:len(part)])
                 writer.append(stamps)
                 kept.append((sel[lo:lo + batch], flags))
+            blanks.append((tile, *blank_stamps(config, tile, stack, rows)))
         keep = np.concatenate([k for k, _ in kept]) if kept else np.zeros(0, np.int64)
         flags = np.concatenate([f for _, f in kept]) if kept else np.zeros(0, np.uint8)
         _write_columns(fh, rows, keep, flags, tiles)
+        n_blank = _write_blank(fh, blanks, size, len(bands), tiles)
         per_tile = list(info.values())
         write_attrs(fh, {
             "bands": bands, "tiles": tiles, "shard": label, "stamp_size_pix": size,
@@ -237,13 +244,94 @@ def cut_objects(config: dict, rows: dict[str, np.ndarray], out: str | Path,
             "psf_fwhm_arcsec": _median([i["psf_fwhm_arcsec"] for i in per_tile]),
             "zeropoint": _median([i["zeropoint"] for i in per_tile]),
             "tile_info": info, "flag_bits": FLAG_BITS, "layout_version": LAYOUT_VERSION,
+            "n_blank": n_blank,
+            "blank_min_distance_arcsec": config["cutouts"]["blank_min_distance_arcsec"],
             **provenance(config, step="cutouts", shard=label,
                          inputs=[p for i in per_tile for p in i["paths"]])})
     for name, bit in FLAG_BITS.items():
         counts[name] = int(np.count_nonzero(flags & bit))
     _write_rejects(rejects_out, rows, rejected, config)
     return {"n_objects": len(keep), "n_rejected": sum(len(s) for s, _ in rejected),
-            "n_tiles": len(tiles), "flags": counts}
+            "n_tiles": len(tiles), "flags": counts, "n_blank": n_blank}
+
+
+def blank_seed(seed: int, tile: str) -> int:
+    """63-bit seed of a tile's blank-sky positions, from the master seed and the tile name."""
+    digest = hashlib.blake2b(f"{seed}/cutouts/blank/{tile}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def blank_positions(shape: tuple[int, int], objects_xy: np.ndarray, size_pix: int,
+                    min_distance_pix: float, n: int, rng: np.random.Generator
+                    ) -> np.ndarray:
+    """Up to ``n`` random stamp centres on blank sky: whole stamps inside, far from objects.
+
+    Parameters
+    ----------
+    shape : (ny, nx) of the tile.
+    objects_xy : (m, 2) 0-based pixel positions (x, y) of every catalogued object near
+        the tile (NaN rows are ignored).
+    size_pix : stamp side; a centre's stamp (:func:`stamp_origin`) must lie inside the tile.
+    min_distance_pix : smallest distance from a centre to any object, pixels.
+    n : wanted positions; ``rng`` draws candidates uniformly, ``50 n`` at most.
+
+    Returns
+    -------
+    (k, 2) float64 integer-valued pixel centres (x, y), k <= n (fewer on a crowded tile).
+    """
+    ny, nx = shape
+    half = size_pix // 2
+    lo, hi_x, hi_y = half, nx - size_pix + half, ny - size_pix + half
+    if n <= 0 or hi_x < lo or hi_y < lo:
+        return np.zeros((0, 2))
+    cand = np.column_stack([rng.integers(lo, hi_x + 1, 50 * n),
+                            rng.integers(lo, hi_y + 1, 50 * n)]).astype(np.float64)
+    obj = np.asarray(objects_xy, dtype=np.float64).reshape(-1, 2)
+    obj = obj[np.isfinite(obj).all(axis=1)]
+    if len(obj):
+        tree = cKDTree(obj)
+        dist, _ = tree.query(cand, k=1)
+        cand = cand[dist >= min_distance_pix]
+    return cand[:n]
+
+
+def blank_stamps(config: dict, tile: str, stack, rows: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Blank-sky stamps of one tile (``cutouts.n_blank``, ``blank_min_distance_arcsec``).
+
+    Centres are drawn from a generator seeded by (config seed, tile name), at least the
+    minimum distance from every object of the shard (all of its tiles' objects, projected
+    through this tile's WCS), stamps wholly inside the tile; stamps holding NaN or masked
+    pixels are dropped. Returns stamps (k, band, s, s) float32 and pos_xy (k, 2) float64.
+    """
+    ccfg = config["cutouts"]
+    size, n = ccfg["stamp_size_pix"], int(ccfg["n_blank"])
+    if n <= 0:
+        return np.zeros((0, len(stack.images), size, size), np.float32), np.zeros((0, 2))
+    x, y = stack.wcs.all_world2pix(np.asarray(rows["ra"], float), np.asarray(rows["dec"],
+                                                                            float), 0)
+    rng = np.random.default_rng(blank_seed(config["seed"], tile))
+    min_pix = ccfg["blank_min_distance_arcsec"] / stack.pixscale_arcsec
+    pos = blank_positions(stack.shape, np.column_stack([x, y]), size, min_pix, 4 * n, rng)
+    stamps, flags = extract(stack.images, pos, size, stack.masked)
+    good = np.flatnonzero(flags == 0)[:n]
+    if good.size < n:
+        log.info("tile %s: %d of %d blank-sky stamps (crowded or masked tile)", tile,
+                 good.size, n)
+    return stamps[good], pos[good]
+
+
+def _write_blank(fh: h5py.File, blanks: list, size: int, n_band: int, tiles: list[str]) -> int:
+    """Group ``blank/``: ``images``, ``pos_xy`` and ``tile`` of the blank-sky stamps."""
+    images = [b[1] for b in blanks]
+    grp = fh.create_group("blank")
+    grp.create_dataset("images", data=np.concatenate(images) if images else
+                       np.zeros((0, n_band, size, size), np.float32))
+    grp.create_dataset("pos_xy", data=np.concatenate([b[2] for b in blanks]).reshape(-1, 2)
+                       if blanks else np.zeros((0, 2)))
+    width = max([1] + [len(t.encode()) for t in tiles])
+    names = [t for t, img, _ in blanks for _ in range(len(img))]
+    grp.create_dataset("tile", data=np.array([t.encode() for t in names], dtype=f"S{width}"))
+    return len(names)
 
 
 def _write_columns(fh: h5py.File, rows: dict, keep: np.ndarray, flags: np.ndarray,
@@ -295,10 +383,12 @@ def _body(args) -> int:
     size, n_band = config["cutouts"]["stamp_size_pix"], len(config["survey"]["bands"])
     mb = res["n_objects"] * n_band * size * size * 4 / 2**20
     log.info("cutouts %s: %d tiles, %d objects (%d rejected), %d bands, %d px stamps, flags %s "
-             "in %.2f s (%.0f objects/s, %.0f MB/s incl. reading tiles) -> %s",
+             "in %.2f s (%.0f objects/s, %.0f MB/s incl. reading tiles), %d blank-sky stamps "
+             "-> %s",
              args.shard or args.tile, res["n_tiles"], res["n_objects"], res["n_rejected"],
              n_band, size, json.dumps(res["flags"]), seconds,
-             res["n_objects"] / max(seconds, 1e-9), mb / max(seconds, 1e-9), args.out)
+             res["n_objects"] / max(seconds, 1e-9), mb / max(seconds, 1e-9), res["n_blank"],
+             args.out)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Evaluate every model on the test split: AUROC, TPR0, TPR10, TPR at FPR 1e-3, intervals.
+"""Evaluate every model on the test split: AUROC, TPR0, TPR10, TPR at FPR 1e-3, intervals,
+completeness binned by a labels-table column, purity at the stated prevalence, calibration.
 
 Reads ``results/catalog.fits`` (``index``, ``id``, ``score_{task}_{model}`` logits),
 ``results/split.fits`` (``index``, ``split``) and the labels table (``survey.labels``), joins
@@ -12,12 +13,40 @@ test split only::
         "auroc", "auroc_ci": [lo, hi], "tpr0", "tpr0_ci", "tpr10", "tpr10_ci",
         "tpr_fpr1e-3", "tpr_fpr1e-3_ci",
         "n_catalog", "n_test", "n_pos", "n_neg", "n_unlabelled", "n_labels_unmatched",
-        "n_bootstrap", "ci", "bootstrap_seed"}}}}
+        "n_bootstrap", "ci", "bootstrap_seed",
+        "completeness": {"fpr_target", "threshold_logit", "n_fp_allowed", "n_fp", "fpr", "tpr",
+          "bins": {name: {"column", "available": true, "kind": "numeric"|"categorical",
+                          "n_pos", "n_detected", "n_unbinned", "bins": [{"name", "lo", "hi",
+                          "n_pos", "n_detected", "completeness", "completeness_ci"}]}
+                   | {"column", "available": false, "reason"}}},
+        "purity": {"prevalence", "tpr0" | "tpr10" | "completeness_fpr": {"threshold_logit",
+          "n_fp_allowed", "n_tp", "n_fp", "tpr", "fpr", "prevalence", "purity", "purity_ci"}},
+        "calibration": {"prevalence_test", "binning", "n_bins", "ece", "ece_ci", "ece_null",
+          "ece_null_ci", "bins": [{"n", "p_mean", "frac_pos", "frac_pos_ci"}]}}}}}
 
 ``n_test = n_pos + n_neg + n_unlabelled`` (test objects of the catalog); ``n_labels_unmatched``
 counts labelled rows of the task whose id is not in the catalog (e.g. rejected off every tile).
-Undefined values (a test split without both classes) are written as null. Beside it, a PNG of
-the ROC curves of every model: the full curve and the low-FPR end on a log axis.
+Undefined values (a test split without both classes, a threshold of -inf) are written as null.
+
+Completeness (:mod:`skysift.completeness`): the threshold of each model is the loosest logit
+threshold with at most ``floor(evaluate.completeness_fpr * n_neg)`` false positives on the
+test negatives (the TPR0 threshold when there are fewer than ``1 / completeness_fpr``), and
+the positives above it are counted in the bins of ``evaluate.completeness_bins`` (Wilson
+intervals at ``evaluate.ci``; ``n_unbinned`` positives have no value or one outside the
+edges, so the bins' ``n_pos`` plus ``n_unbinned`` is ``n_pos``). A bin column missing from
+the labels table is ``available: false`` with the reason, logged, not an error.
+
+Purity at ``evaluate.prevalence[task]`` (pi): ``t pi / (t pi + f (1 - pi))`` at the TPR0, TPR10
+and completeness_fpr thresholds; ``purity_ci`` combines the Wilson intervals of t and f.
+
+Calibration (:mod:`skysift.calibration`): the probability the catalog would give at the test
+split's own positive fraction, ``prior.probability(logit, n_pos / (n_pos + n_neg))``, against
+the labels in ``evaluate.calibration_bins`` bins (``evaluate.calibration_binning``); ``ece_ci``
+is a stratified bootstrap, ``ece_null`` the ECE a perfectly calibrated model would show.
+
+Figures beside it: ROC curves (full, and the low-FPR end on a log axis), binned completeness
+(one panel per binning, models side by side), purity against completeness at the stated
+prevalence (one panel per task), and the reliability diagram (one panel per task).
 """
 
 from __future__ import annotations
@@ -32,7 +61,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from skysift import cli, metrics
+from skysift import calibration, cli, completeness, metrics, prior
 from skysift.errors import DataError, SurveyError
 from skysift.io import atomic_output, provenance, read_table, require_columns, write_json
 from skysift.modelspec import model_specs, primary_specs
@@ -245,8 +274,10 @@ def label_values(column, path: str | Path, key: str) -> np.ndarray:
     return values
 
 
-def read_labels(config: Mapping) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Label keys (m,) and {task: (m,) float 0/1/NaN} from the ``survey.labels`` table."""
+def read_labels(config: Mapping, specs: Sequence[Mapping] = ()
+                ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray | str]]:
+    """Label keys (m,), {task: (m,) float 0/1/NaN} and {(task, binning name):
+    :func:`skysift.completeness.label_column`} from the ``survey.labels`` table."""
     survey = config["survey"]
     if not survey.get("labels"):
         raise SurveyError("evaluation needs labels but survey.labels is null; set survey.labels "
@@ -267,20 +298,28 @@ def read_labels(config: Mapping) -> tuple[np.ndarray, dict[str, np.ndarray]]:
                           f"(e.g. {dups[:5].tolist()}); keep one row per object")
     values = {t["name"]: label_values(table[t["label"]], path, f"tasks[{i}].label")
               for i, t in enumerate(config["tasks"])}
-    return keys, values
+    columns = {(spec["task"], spec["name"]): completeness.label_column(table, spec, path)
+               for spec in specs}
+    for (task, name), col in columns.items():
+        if isinstance(col, str):
+            log.warning("task %s: completeness by %s unavailable: %s", task, name, col)
+    return keys, values, columns
 
 
 def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
              ) -> tuple[dict, dict]:
     """Metrics of every model on the test split.
 
-    Returns ({task: {model: metrics}}, {"task/model": ROC curve (fpr, tpr, auroc)}). Every
-    model of a task is bootstrapped with the same resamples (seed of the task), so their
-    intervals compare like with like.
+    Returns ({task: {model: metrics}}, figures), figures = {"roc": {"task/model": (fpr, tpr,
+    auroc)}, "purity": {task: {model: (completeness, purity, marked points)}},
+    "reliability": {task: {model: calibration}}, "completeness": {panel title: {model:
+    binning}}}. Every model of a task is bootstrapped with the same resamples (seed of the
+    task), so their intervals compare like with like.
     """
     specs = model_specs(config)
     primary = {task: spec.name for task, spec in primary_specs(config).items()}
-    label_keys, label_values_by_task = read_labels(config)
+    binnings = completeness.bin_specs(config)
+    label_keys, label_values_by_task, bin_columns = read_labels(config, binnings)
     catalog = read_catalog(catalog_path, {f"{s.task}/{s.name}": s.column for s in specs})
     index = np.asarray(catalog["index"], dtype=np.int64)
     split = split_of(index, split_path)
@@ -297,7 +336,7 @@ def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
     pos = pos_all[test]
     ecfg = config["evaluate"]
     results: dict[str, dict] = {t["name"]: {} for t in config["tasks"]}
-    curves = {}
+    figures: dict[str, dict] = {"roc": {}, "purity": {}, "reliability": {}, "completeness": {}}
     for spec in specs:
         task, column = spec.task, spec.column
         values = label_values_by_task[task]
@@ -308,28 +347,65 @@ def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
             raise DataError(f"{catalog_path}: {int(bad.sum())} labelled test objects have "
                             f"non-finite '{column}' (e.g. index {index[test][bad][:5].tolist()}); "
                             "re-run infer for their tiles")
-        res = evaluate_task(scores, labels, ecfg["n_bootstrap"], ecfg["ci"],
-                            task_seed(config["seed"], task))
+        seed = task_seed(config["seed"], task)
+        res = evaluate_task(scores, labels, ecfg["n_bootstrap"], ecfg["ci"], seed)
         label_col = next(t["label"] for t in config["tasks"] if t["name"] == task)
         res.update(model=spec.name, primary=spec.name == primary[task], score_column=column,
                    label_column=label_col, n_catalog=int(index.size),
                    n_labels_unmatched=int((np.isfinite(values) & ~in_catalog).sum()))
         first = not results[task]
-        if not (res["n_pos"] and res["n_neg"]):
-            if first:
-                log.warning("task %s: the test split has %d positives and %d negatives; "
-                            "metrics need both classes and are written as null", task,
-                            res["n_pos"], res["n_neg"])
-            curves[f"{task}/{spec.name}"] = (np.zeros(1), np.zeros(1), float("nan"))
-        else:
-            labelled = np.isfinite(labels)
-            fpr, tpr, _ = metrics.roc_curve(scores[labelled], labels[labelled].astype(np.int8))
-            curves[f"{task}/{spec.name}"] = (fpr, tpr, res["auroc"])
+        if not (res["n_pos"] and res["n_neg"]) and first:
+            log.warning("task %s: the test split has %d positives and %d negatives; "
+                        "metrics need both classes and are written as null", task,
+                        res["n_pos"], res["n_neg"])
         if res["n_labels_unmatched"] and first:
             log.info("task %s: %d labelled objects are not in the catalog (rejected or off "
                      "the survey)", task, res["n_labels_unmatched"])
+        labelled = np.isfinite(labels)
+        task_bins = [b for b in binnings if b["task"] == task]
+        rows = pos[labelled]  # labels-table row of each labelled test object
+        cols = {}
+        for b in task_bins:
+            col = bin_columns[(task, b["name"])]
+            cols[b["name"]] = col if isinstance(col, str) else col[rows]
+        res.update(model_extras(scores[labelled], labels[labelled].astype(np.int8), task_bins,
+                                cols, ecfg, prior.prevalence_of(config, task), seed))
         results[task][spec.name] = res
-    return results, curves
+        _add_figures(figures, task, spec.name, res, scores[labelled], labels[labelled],
+                     task_bins)
+    return results, figures
+
+
+def model_extras(scores: np.ndarray, labels: np.ndarray, bins: Sequence[Mapping],
+                 columns: Mapping, ecfg: Mapping, prevalence: float, seed: int) -> dict:
+    """Completeness, purity and calibration blocks of one model (labelled test objects (n,))."""
+    out = completeness.summarize(scores, labels, bins, columns, ecfg["completeness_fpr"],
+                                 prevalence, ecfg["ci"])
+    out["calibration"] = calibration.calibrate(
+        scores, labels, ecfg["calibration_bins"], ecfg["calibration_binning"],
+        ecfg["n_bootstrap"], ecfg["ci"], seed)
+    return out
+
+
+def _add_figures(figures: dict, task: str, model: str, res: Mapping, scores: np.ndarray,
+                 labels: np.ndarray, bins: Sequence[Mapping]) -> None:
+    """Add one model's ROC, purity curve, reliability and binned completeness to ``figures``."""
+    pur = res["purity"]
+    if res["n_pos"] and res["n_neg"]:
+        fpr, tpr, _ = metrics.roc_curve(scores, labels.astype(np.int8))
+        figures["roc"][f"{task}/{model}"] = (fpr, tpr, res["auroc"])
+        comp, purity = completeness.purity_curve(fpr, tpr, pur["prevalence"])
+        names = {"tpr0": "TPR0", "tpr10": "TPR10", "completeness_fpr": "FPR target"}
+        points = {label: (pur[key]["tpr"], pur[key]["purity"]) for key, label in names.items()}
+    else:
+        figures["roc"][f"{task}/{model}"] = (np.zeros(1), np.zeros(1), float("nan"))
+        comp, purity, points = np.zeros(0), np.zeros(0), {}
+    figures["purity"].setdefault(task, {})[model] = (comp, purity, points)
+    figures["reliability"].setdefault(task, {})[model] = res["calibration"]
+    for b in bins:
+        title = f"{task}: {b['name']} ({b['column']})"
+        figures["completeness"].setdefault(title, {})[model] = \
+            res["completeness"]["bins"][b["name"]]
 
 
 # --- command line ----------------------------------------------------------------------
@@ -342,6 +418,12 @@ def parser():
     p.add_argument("--split", required=True, help="split table (results/split.fits)")
     p.add_argument("--out", required=True, help="metrics JSON to write (results/metrics.json)")
     p.add_argument("--roc", required=True, help="ROC figure to write (results/roc.png)")
+    p.add_argument("--completeness", required=True,
+                   help="binned-completeness figure to write (results/completeness.png)")
+    p.add_argument("--purity", required=True,
+                   help="purity-completeness figure to write (results/purity.png)")
+    p.add_argument("--reliability", required=True,
+                   help="reliability diagram to write (results/reliability.png)")
     return p
 
 
@@ -349,14 +431,25 @@ def _fmt(res: Mapping) -> str:
     def one(name: str) -> str:
         lo, hi = res[f"{name}_ci"]
         return f"{name} {res[name]:.3f} [{lo:.3f}, {hi:.3f}]"
-    return ", ".join(one(name) for name in metrics.ALL_METRICS)
+    text = ", ".join(one(name) for name in metrics.ALL_METRICS)
+    op = res["purity"]["completeness_fpr"]
+    if op is not None:
+        text += (f", at FPR {op['fpr']:.3g}: completeness {op['tpr']:.3f}, purity "
+                 f"{op['purity']:.3g} at prevalence {op['prevalence']:g}")
+    return text + f", ECE {res['calibration']['ece']:.3f}"
 
 
 def _body(args) -> int:
     start = time.perf_counter()
     config = cli.load_config(args)
-    results, curves = evaluate(config, args.catalog, args.split)
+    results, figures = evaluate(config, args.catalog, args.split)
+    curves = figures["roc"]
     plot_roc(curves, args.roc)
+    completeness.plot_completeness(figures["completeness"], args.completeness,
+                                   config["evaluate"]["completeness_fpr"])
+    completeness.plot_purity(figures["purity"], {task: prior.prevalence_of(config, task)
+                                                 for task in figures["purity"]}, args.purity)
+    calibration.plot_reliability(figures["reliability"], args.reliability)
     primary = {task: spec.name for task, spec in primary_specs(config).items()}
     headline = {task: results[task][model] for task, model in primary.items()}
     prov = provenance(config, catalog=str(args.catalog), split=str(args.split),
@@ -368,8 +461,8 @@ def _body(args) -> int:
     summary = "; ".join(f"{task}/{model}: {_fmt(res)} ({res['n_pos']}+/{res['n_neg']}-)"
                         for task, by_model in results.items()
                         for model, res in by_model.items())
-    log.info("evaluate: %d models of %d tasks on %d test objects -> %s, %s in %.1f s; %s",
-             len(curves), len(results), n_test, args.out, args.roc, seconds, summary)
+    log.info("evaluate: %d models of %d tasks on %d test objects -> %s and 4 figures in "
+             "%.1f s; %s", len(curves), len(results), n_test, args.out, seconds, summary)
     return 0
 
 

@@ -4,22 +4,34 @@ It decides, once for the whole survey, which tile cuts which catalog object: an 
 inside several (overlapping) tiles goes to the tile where it lies farthest from an edge;
 objects on no tile go to a rejects table with the reason. Tiles with objects are grouped
 into shards of ``index.tiles_per_shard`` tiles, the unit of work of every per-object step.
-Layouts of ``tiles.json``, ``assignment.fits``, ``rejects.ecsv`` and ``shards.json`` are in
-docs/formats.md.
+Layouts of ``tiles.json``, ``assignment.fits``, ``rejects.ecsv``, ``shards.json`` and
+``shards/{shard}.fits`` are in docs/formats.md.
 
-    python -m skysift.index --config-json J --out-dir results/index [--strict]
+Headers are read once per run: ``skysift check`` writes what it read to a header summary
+(:mod:`skysift.tileheaders`) and the index rebuilds the tiles' WCS from it, bit for bit
+(tiles whose WCS the summary cannot hold exactly, and every tile when run without a
+summary, are read again).
+
+Shards are stable (``index.keep_shards``, :mod:`skysift.shards`): each shard's rows also go to
+``shards/{shard}.fits``, which survives the next index run; a shard whose tiles all still
+exist keeps its name and its objects (an object a new overlapping tile would take stays with
+its old tile, which also contains it), and its file is not rewritten, so adding tiles makes
+new shards and re-runs only them. The price: after tiles are added, the shards (and which
+tile cuts an object in an overlap) can differ from those of an index built from scratch
+with all the tiles; both cut every object once. ``keep_shards: false`` rebuilds from scratch.
+
+    python -m skysift.index --config-json J --out-dir results/index [--headers H] [--strict]
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +46,27 @@ from scipy.spatial import cKDTree
 
 from skysift import cli
 from skysift.catalog import read_catalog
-from skysift.errors import DataError, SurveyError
+from skysift.errors import SurveyError
 from skysift.io import atomic_output, id_array, provenance, write_json
+from skysift.shards import (  # noqa: F401  (read_assignment_rows, load_shards: re-exported)
+    ASSIGNMENT_COLUMNS,
+    concat,
+    load_shards,
+    make_shards,
+    plan_shards,
+    previous_shards,
+    read_assignment_rows,
+    rows_digest,
+    shard_file,
+    shard_name,
+)
 from skysift.survey import TileHeader, discover_tiles, read_tile_header
+from skysift.tileheaders import (  # noqa: F401  (re-exported for check and tests)
+    read_header_summary,
+    wcs_from_json,
+    wcs_to_json,
+    write_header_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +74,6 @@ log = logging.getLogger(__name__)
 REASON_NONFINITE = "non-finite coordinates"
 REASON_DEC = "dec outside [-90, 90]"
 REASON_OFF = "off every tile"
-ASSIGNMENT_COLUMNS = ("index", "id", "ra", "dec", "tile", "x_pix", "y_pix")
 
 
 # --------------------------------------------------------------------------- assignment
@@ -169,90 +198,65 @@ def footprint_radec(wcs: WCS, shape: tuple[int, int]) -> list[list[float]]:
     return [[float(r), float(d)] for r, d in zip(sky.ra.deg, sky.dec.deg, strict=True)]
 
 
-# --------------------------------------------------------------------------- shards
+# --------------------------------------------------------------------------- headers
 
-def shard_name(i: int, n_shards: int) -> str:
-    """Name of shard ``i`` of ``n_shards``: ``s0000``, ``s0001``, ... (zero-padded)."""
-    return f"s{i:0{max(4, len(str(n_shards - 1)))}d}"
+def load_headers(config: dict, summary: str | Path | None = None) -> list[TileHeader]:
+    """Headers of every tile matching ``survey.tiles``, from ``summary`` where it has them.
 
-
-def make_shards(tiles: Sequence[str], n_objects: Sequence[int], tiles_per_shard: int
-                ) -> list[dict]:
-    """Group the tiles that hold objects into shards of ``tiles_per_shard`` consecutive tiles.
-
-    Parameters
-    ----------
-    tiles : tile names in assignment order (sorted).
-    n_objects : objects assigned to each tile; tiles with none join no shard.
-    tiles_per_shard : at most this many tiles per shard.
-
-    Returns
-    -------
-    One dict per shard: ``shard`` (name), ``tiles`` (list), ``n_objects`` and ``rows``
-    ``[start, stop)`` of its objects in the assignment table (sorted by tile, index).
+    Raises SurveyError when no tile matches, a band is missing or a header is bad.
     """
-    if tiles_per_shard < 1:
-        raise ValueError(f"tiles_per_shard must be positive, got {tiles_per_shard}")
-    starts = np.concatenate([[0], np.cumsum(n_objects)]).astype(np.int64)
-    used = [i for i, n in enumerate(n_objects) if n > 0]
-    groups = [used[k:k + tiles_per_shard] for k in range(0, len(used), tiles_per_shard)]
-    return [{"shard": shard_name(i, len(groups)), "tiles": [tiles[t] for t in group],
-             "n_objects": int(sum(n_objects[t] for t in group)),
-             "rows": [int(starts[group[0]]), int(starts[group[-1] + 1])]}
-            for i, group in enumerate(groups)]
+    survey = config["survey"]
+    tiles = discover_tiles(survey["tiles"], survey["bands"])
+    if not tiles:
+        raise SurveyError(f"no tile files match survey.tiles '{survey['tiles']}' (bands "
+                          f"{survey['bands']}); fix the pattern, or run the mock step first "
+                          "when survey.kind is mock")
+    known = read_header_summary(summary, config) if summary else {}
+    todo = [t for t in tiles if t not in known]
+    if summary:
+        log.info("headers of %d of %d tiles from %s; reading %d", len(tiles) - len(todo),
+                 len(tiles), summary, len(todo))
+    read = {t: read_tile_header(config, t) for t in cli.progress(todo, desc="headers")}
+    return [known[t] if t in known else read[t] for t in tiles]
 
 
-def load_shards(index_dir: str | Path) -> dict:
-    """``shards.json`` of an index directory, as a dict."""
-    path = Path(index_dir) / "shards.json"
-    if not path.exists():
-        raise DataError(f"{path}: not found; run the survey index first (snakemake {path})")
-    with open(path) as fh:
-        return json.load(fh)
+def _id_keys(ids: np.ndarray) -> np.ndarray:
+    """Ids comparable across a catalog (int or str) and a FITS table (int64 or UTF-8 bytes)."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind == "S":
+        return np.char.decode(ids, "utf-8")
+    return ids.astype(np.int64) if ids.dtype.kind in "iu" else ids.astype(str)
 
 
-def read_assignment_rows(index_dir: str | Path, shard: str | None = None,
-                         tile: str | None = None) -> dict[str, np.ndarray]:
-    """Assignment columns of one shard (its row range) or one tile (a scan).
+def pin_to_previous(previous: Mapping[str, dict], names: Sequence[str], ids: np.ndarray,
+                    ra_deg: np.ndarray, dec_deg: np.ndarray, footprints: Sequence,
+                    tile_idx: np.ndarray, x_pix: np.ndarray, y_pix: np.ndarray) -> int:
+    """Keep each object a previous shard cut with the tile that cut it; return how many moved.
 
-    The table is memory-mapped and only the selected rows are copied, so every job can
-    read a survey-sized assignment.
+    An object assigned now to another tile (a new tile overlapping the old one, farther from
+    its edges) goes back to its previous tile when that tile still exists, still contains
+    it and the catalog row still has the same id; ``tile_idx``, ``x_pix``, ``y_pix`` (n,) are
+    updated in place. Both tiles contain the object: it is still cut once, and the old
+    shard keeps its objects, so it is not cut again.
     """
-    path = Path(index_dir) / "assignment.fits"
-    if not path.exists():
-        raise DataError(f"{path}: assignment not found; run the survey index first "
-                        f"(snakemake {path})")
-    lo, hi, tiles = None, None, None
-    if shard is not None:
-        entry = {s["shard"]: s for s in load_shards(index_dir)["shards"]}.get(shard)
-        if entry is None:
-            raise DataError(f"{Path(index_dir) / 'shards.json'}: no shard '{shard}'; the index "
-                            "changed since the job was planned: re-run snakemake")
-        (lo, hi), tiles = entry["rows"], entry["tiles"]
-    try:
-        with fits.open(path, memmap=True) as hdul:
-            data = hdul[1].data
-            names = data.columns.names if data is not None else []
-            missing = [c for c in ASSIGNMENT_COLUMNS if c not in names]
-            if missing:
-                raise DataError(f"{path}: missing columns {missing}; delete it and re-run "
-                                "the survey index")
-            if shard is None:
-                names_all = np.char.strip(np.char.decode(np.asarray(data["tile"], "S"), "utf-8"))
-                rows = np.flatnonzero(names_all == tile)
-                out = {c: np.array(data[c][rows]) for c in ASSIGNMENT_COLUMNS}
-            else:  # a shard's rows are one slice: only those pages are read
-                out = {c: np.array(data[c][lo:hi]) for c in ASSIGNMENT_COLUMNS}
-    except DataError:
-        raise
-    except Exception as exc:  # astropy raises many types for unreadable tables
-        raise DataError(f"{path}: cannot read the assignment ({exc}); delete it and re-run "
-                        "the survey index") from None
-    out["tile"] = np.char.strip(np.char.decode(np.asarray(out["tile"], "S"), "utf-8"))
-    if tiles is not None and not set(out["tile"].tolist()) <= set(tiles):
-        raise DataError(f"{path}: rows {lo}:{hi} do not belong to shard '{shard}'; delete "
-                        f"{index_dir} and re-run the survey index")
-    return out
+    pos = {name: i for i, name in enumerate(names)}
+    keys = _id_keys(ids)
+    n_moved = 0
+    for entry in previous.values():
+        rows = entry["rows"]
+        index = np.asarray(rows["index"], np.int64)
+        prev = np.array([pos.get(t, -1) for t in rows["tile"].tolist()], np.int64)
+        ok = (prev >= 0) & (index < len(keys))
+        ok[ok] = (keys[index[ok]] == _id_keys(rows["id"])[ok]) & (tile_idx[index[ok]] >= 0)
+        ok[ok] = tile_idx[index[ok]] != prev[ok]
+        for t in np.unique(prev[ok]):
+            sel = index[ok & (prev == t)]
+            got, x, y, _ = assign_objects(ra_deg[sel], dec_deg[sel], [footprints[t]])
+            inside = got == 0
+            sel = sel[inside]
+            tile_idx[sel], x_pix[sel], y_pix[sel] = t, x[inside], y[inside]
+            n_moved += int(inside.sum())
+    return n_moved
 
 
 # --------------------------------------------------------------------------- the index
@@ -262,15 +266,20 @@ class SurveyIndex:
     """Everything the index decides; :func:`write_index` writes it."""
 
     headers: list[TileHeader]
-    assignment: Table
+    assignment: Table  # sorted by shard, then the shard's tiles, then index
     rejects: Table
     counts: np.ndarray  # objects per tile
     shards: list[dict]
     n_catalog: int
+    n_kept: int = 0    # shards kept from the previous run
+    n_pinned: int = 0  # objects kept with their previous tile
 
 
-def build_index(config: dict, headers: Sequence[TileHeader] | None = None) -> SurveyIndex:
-    """Read every tile header and the catalog; assign, reject and shard.
+def build_index(config: dict, headers: Sequence[TileHeader] | None = None,
+                previous: Mapping[str, dict] | None = None) -> SurveyIndex:
+    """Assign, reject and shard the catalog over the tiles of ``headers`` (read when None).
+
+    ``previous`` (:func:`previous_shards`) makes the shards stable: see the module doc.
 
     Raises
     ------
@@ -278,17 +287,12 @@ def build_index(config: dict, headers: Sequence[TileHeader] | None = None) -> Su
         Bad tiles or catalog (see :mod:`skysift.survey`), no tile matching the pattern, no
         object on any tile, or (``strict``) catalog rows with unusable coordinates.
     """
-    survey = config["survey"]
     if headers is None:
-        tiles = discover_tiles(survey["tiles"], survey["bands"])
-        if not tiles:
-            raise SurveyError(f"no tile files match survey.tiles '{survey['tiles']}' (bands "
-                              f"{survey['bands']}); fix the pattern, or run the mock step first "
-                              "when survey.kind is mock")
-        headers = [read_tile_header(config, t) for t in cli.progress(tiles, desc="headers")]
+        headers = load_headers(config)
     catalog = read_catalog(config)
-    tile_idx, x_pix, y_pix, reason = assign_objects(
-        catalog.ra_deg, catalog.dec_deg, [(h.wcs, h.shape) for h in headers])
+    footprints = [(h.wcs, h.shape) for h in headers]
+    ra = normalise_ra(catalog.ra_deg)
+    tile_idx, x_pix, y_pix, reason = assign_objects(ra, catalog.dec_deg, footprints)
     bad_coords = (reason != "") & (reason != REASON_OFF)
     if config.get("strict") and bad_coords.any():
         rows = np.flatnonzero(bad_coords)
@@ -296,44 +300,92 @@ def build_index(config: dict, headers: Sequence[TileHeader] | None = None) -> Su
                           f"({reason[rows[0]]} in row {rows[0]}); fix them, or set strict: "
                           "false to list them in the rejects")
     index = np.arange(len(catalog.ids), dtype=np.int64)
-    ok = np.flatnonzero(tile_idx >= 0)
-    if not ok.size:
+    if not (tile_idx >= 0).any():
         raise SurveyError(f"{catalog.path}: none of its {index.size} objects lies on any of the "
                           f"{len(headers)} tiles (e.g. tile {headers[0].tile} covers "
                           f"{footprint_radec(headers[0].wcs, headers[0].shape)}); check "
                           "survey.columns.ra/dec (degrees) and survey.tiles")
-    ok = ok[np.lexsort((index[ok], tile_idx[ok]))]
     names = np.array([h.tile for h in headers], dtype=str)
+    n_pinned = pin_to_previous(previous, names.tolist(), catalog.ids, ra, catalog.dec_deg,
+                               footprints, tile_idx, x_pix, y_pix) if previous else 0
+    ok = np.flatnonzero(tile_idx >= 0)
+    ok = ok[np.lexsort((index[ok], tile_idx[ok]))]
+    counts = np.bincount(tile_idx[ok], minlength=len(headers))
     # FITS strings are bytes: string ids go in as their UTF-8 encoding, verbatim
-    assignment = Table({"index": index[ok], "id": id_array(catalog.ids[ok]),
-                        "ra": normalise_ra(catalog.ra_deg)[ok], "dec": catalog.dec_deg[ok],
-                        "tile": names[tile_idx[ok]], "x_pix": x_pix[ok], "y_pix": y_pix[ok]})
+    columns = {"index": index[ok], "id": id_array(catalog.ids[ok]), "ra": ra[ok],
+               "dec": catalog.dec_deg[ok], "tile": names[tile_idx[ok]], "x_pix": x_pix[ok],
+               "y_pix": y_pix[ok]}
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    tile_rows = {str(names[t]): {c: v[bounds[t]:bounds[t + 1]] for c, v in columns.items()}
+                 for t in np.flatnonzero(counts)}
+    plan = plan_shards(names.tolist(), tile_rows, config["index"]["tiles_per_shard"], previous)
+    parts, shards, start = [], [], 0
+    for name, group in plan:
+        rows = concat([tile_rows[t] for t in group])
+        n = len(rows["index"])
+        shards.append({"shard": name, "tiles": group, "n_objects": n, "rows": [start, start + n],
+                       "digest": rows_digest(rows)})
+        parts.append(rows)
+        start += n
     bad = np.flatnonzero(tile_idx < 0)
     rejects = Table({"index": index[bad], "id": catalog.ids[bad],
                      "reason": reason[bad].astype(str)})
-    counts = np.bincount(tile_idx[ok], minlength=len(headers))
-    shards = make_shards(names.tolist(), counts.tolist(), config["index"]["tiles_per_shard"])
-    return SurveyIndex(list(headers), assignment, rejects, counts, shards, index.size)
+    n_kept = sum(1 for name, _ in plan if name in (previous or {}))
+    return SurveyIndex(list(headers), Table(concat(parts)), rejects, counts, shards,
+                       index.size, n_kept, n_pinned)
 
 
-def _write_table(path: Path, table: Table, prov: dict, fmt: str) -> None:
+def _write_table(path: Path, table: Table, prov: dict, fmt: str, cards: dict | None = None
+                 ) -> None:
     with atomic_output(path) as tmp:
         if fmt == "fits":
             hdu = fits.BinTableHDU(table)
-            for key, value in prov.items():
-                hdu.header[f"HIERARCH {key}"] = value
+            for key, value in {**prov, **(cards or {})}.items():
+                hdu.header[f"HIERARCH {key}" if len(key) > 8 else key] = value
             fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
         else:
             table.meta.update(prov)
             table.write(tmp, format=fmt)
 
 
+def write_shard_files(out_dir: str | Path, idx: SurveyIndex, prov: dict,
+                      tiles_per_shard: int) -> int:
+    """Write ``shards/{shard}.fits`` whose rows changed, delete those of gone shards; return
+    how many were written. An unchanged shard's file keeps its bytes and its mtime, so
+    Snakemake does not re-run the jobs that read it."""
+    folder = Path(out_dir) / "shards"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {s["shard"] for s in idx.shards}
+    for stale in folder.glob("s*.fits"):
+        if stale.stem not in names:
+            stale.unlink()
+    n_written = 0
+    for s in idx.shards:
+        path = shard_file(out_dir, s["shard"])
+        if path.exists():
+            try:
+                if fits.getval(path, "DIGEST", ext=1) == s["digest"]:
+                    continue
+            except (OSError, KeyError, IndexError):
+                pass  # unreadable: rewritten
+        lo, hi = s["rows"]
+        _write_table(path, idx.assignment[lo:hi], prov, "fits",
+                     {"SHARD": s["shard"], "DIGEST": s["digest"], "TPS": tiles_per_shard})
+        n_written += 1
+    return n_written
+
+
 def write_index(out_dir: str | Path, idx: SurveyIndex, config: dict) -> None:
-    """Write tiles.json, assignment.fits, rejects.ecsv and shards.json (docs/formats.md)."""
+    """Write tiles.json, assignment.fits, rejects.ecsv, shards.json and the changed
+    shards/{shard}.fits (docs/formats.md)."""
     out = Path(out_dir)
     survey = config["survey"]
     prov = provenance(config, inputs=[survey["tiles"], survey["catalog"]])
     shard_of = {t: s["shard"] for s in idx.shards for t in s["tiles"]}
+    tps = config["index"]["tiles_per_shard"]
+    n_written = write_shard_files(out, idx, prov, tps)
+    log.info("shards: %d kept from the previous index (%d objects kept with their tile), %d "
+             "files written", idx.n_kept, idx.n_pinned, n_written)
     _write_table(out / "assignment.fits", idx.assignment, prov, "fits")
     _write_table(out / "rejects.ecsv", idx.rejects, prov, "ascii.ecsv")
     write_json(out / "tiles.json", {
@@ -344,8 +396,8 @@ def write_index(out_dir: str | Path, idx: SurveyIndex, config: dict) -> None:
         "bands": list(survey["bands"]), "n_catalog": idx.n_catalog,
         "n_assigned": len(idx.assignment), "n_rejected": len(idx.rejects), "provenance": prov})
     write_json(out / "shards.json", {
-        "tiles_per_shard": config["index"]["tiles_per_shard"], "n_shards": len(idx.shards),
-        "shards": idx.shards, "provenance": prov})
+        "tiles_per_shard": tps, "n_shards": len(idx.shards), "n_kept": idx.n_kept,
+        "n_pinned": idx.n_pinned, "shards": idx.shards, "provenance": prov})
 
 
 def _body(args) -> int:
@@ -353,7 +405,10 @@ def _body(args) -> int:
     config = cli.load_config(args)
     if args.strict:
         config["strict"] = True
-    idx = build_index(config)
+    headers = load_headers(config, args.headers)
+    previous = (previous_shards(args.out_dir, config["index"]["tiles_per_shard"])
+                if config["index"]["keep_shards"] else None)
+    idx = build_index(config, headers, previous)
     write_index(args.out_dir, idx, config)
     for h, c in zip(idx.headers, idx.counts, strict=True):
         log.info("tile %s: %d objects", h.tile, c)
@@ -364,9 +419,10 @@ def _body(args) -> int:
         log.warning("rejected %d objects: %s (listed in %s)", c, why,
                     os.path.join(args.out_dir, "rejects.ecsv"))
     seconds = time.perf_counter() - start
-    log.info("survey index: %d tiles, %d shards, %d catalog objects, %d assigned, %d rejected "
-             "in %.1f s (%.0f objects/s)", len(idx.headers), len(idx.shards), idx.n_catalog,
-             len(idx.assignment), len(idx.rejects), seconds, idx.n_catalog / max(seconds, 1e-9))
+    log.info("survey index: %d tiles, %d shards (%d kept), %d catalog objects, %d assigned, %d "
+             "rejected in %.1f s (%.0f objects/s)", len(idx.headers), len(idx.shards),
+             idx.n_kept, idx.n_catalog, len(idx.assignment), len(idx.rejects), seconds,
+             idx.n_catalog / max(seconds, 1e-9))
     return 0
 
 
@@ -374,7 +430,10 @@ def parser():
     """Command-line parser of ``python -m skysift.index`` (also ``python -m skysift.survey``)."""
     p = cli.parser("Index the survey: footprints, object -> tile assignment, rejects, shards.")
     p.add_argument("--out-dir", default="results/index",
-                   help="directory of tiles.json, assignment.fits, rejects.ecsv, shards.json")
+                   help="directory of tiles.json, assignment.fits, rejects.ecsv, shards.json, "
+                   "shards/")
+    p.add_argument("--headers", help="header summary written by skysift check (e.g. "
+                   "results/tile_headers.json); without it every header is read")
     p.add_argument("--strict", action="store_true",
                    help="catalog rows with unusable coordinates are an error (config strict)")
     return p

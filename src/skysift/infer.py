@@ -1,10 +1,13 @@
 """Score every object of a stamps file with every named model (rule ``infer``).
 
-Streams a stamps file (``results/stamps/*.h5``) in batches of ``infer.batch_size`` (the
-images are never all in memory; the next batch is read while the models score this one)
-and writes a scores table: ``index``, ``id`` (verbatim), ``ra``, ``dec``, ``tile``,
-``flags`` and one float32 logit column ``score_{task}_{model}`` per model. A model whose
-bands, pixel scale, stamp size or normalisation differ from the stamps is refused.
+Streams a stamps file (``results/stamps/*.h5``) in batches (``infer.batch_size``; ``auto``
+halves the forward batch on out-of-memory errors) while a reader thread reads the next batch,
+so memory does not grow with the number of objects, and writes a scores table: ``index``,
+``id`` (verbatim), ``ra``, ``dec``, ``tile``, ``flags``, one float32 logit column
+``score_{task}_{model}`` per model, with ``infer.tta`` a ``score_std_{task}_{model}`` column
+(the spread of the logit over the 8 D4 orientations; the logit is then their mean), and
+``selected`` (False: left out by ``infer.select``, scores NaN). A model whose bands, pixel
+scale, stamp size or normalisation differ from the stamps is refused.
 """
 
 from __future__ import annotations
@@ -22,25 +25,74 @@ from astropy.io import fits
 from astropy.table import Table
 
 from skysift import cli
+from skysift.augment import D4_ELEMENTS, d4_apply
+from skysift.catalog import read_catalog
 from skysift.checkpoints import load_checkpoint, load_model, sha256_file
-from skysift.errors import DataError
-from skysift.io import atomic_output, open_h5, provenance, read_attr_json
+from skysift.errors import ConfigError, DataError, SurveyError
+from skysift.io import atomic_output, open_h5, provenance, read_attr_json, read_table
 from skysift.models import autocast, resolve_device, resolve_precision, to_device, torch_runtime
 from skysift.modelspec import score_column
 
-__all__ = ["check_compatible", "ids_for_fits", "infer_tile", "load_checkpoint", "load_model",
-           "load_models", "main", "score", "sha256_file", "write_fits_table"]
+__all__ = ["BatchSize", "check_compatible", "ids_for_fits", "infer_tile", "load_checkpoint",
+           "load_model", "load_models", "main", "score", "score_views", "select_mask",
+           "sha256_file", "std_column", "write_fits_table"]
 
 log = logging.getLogger(__name__)
 
 #: keys of the ``preprocess`` block that do not change the pixels (HDF5 chunking only).
 NORMALISATION_IGNORED = ("chunk_objects",)
 STAMP_DATASETS = ("images", "flags", "index", "id", "ra", "dec")
+#: What ``infer.batch_size: auto`` starts from, per device type (CUDA halves on OOM).
+AUTO_BATCH = {"cpu": 256, "cuda": 4096}
 
 
-def score(model: torch.nn.Module, images, batch_size: int, device: str | torch.device,
-          precision: str = "fp32") -> np.ndarray:
-    """Logits of ``model`` for every stamp, in batches.
+def std_column(column: str) -> str:
+    """``score_std_{task}_{model}``, the spread over the 8 D4 orientations of the logits in
+    ``column`` (``score_{task}_{model}``)."""
+    return column.replace("score_", "score_std_", 1)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch running out of (device or host) memory."""
+    return (isinstance(exc, torch.cuda.OutOfMemoryError)
+            or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()))
+
+
+class BatchSize:
+    """The forward batch size, halved (and logged) each time a forward pass runs out of memory."""
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+        self.n_backoffs = 0
+
+    def halve(self, exc: BaseException) -> None:
+        """Halve the size after ``exc``; DataError when a batch of one does not fit."""
+        if self.size <= 1:
+            raise DataError(f"out of memory scoring a single stamp ({exc}); use a smaller "
+                            "model, precision bf16, or train.device cpu") from None
+        self.size //= 2
+        self.n_backoffs += 1
+        log.warning("out of memory: forward batch size halved to %d", self.size)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _views(model, xb, views: Sequence[int], device: torch.device, precision: str) -> np.ndarray:
+    """(len(views), b) float32 logits of ``model`` for the D4 orientations ``views`` of xb."""
+    xb = (xb.float() if isinstance(xb, torch.Tensor)
+          else torch.as_tensor(np.asarray(xb), dtype=torch.float32))
+    xd = to_device(xb, device)
+    out = []
+    with autocast(device, precision):
+        for k in views:
+            out.append(model(xd if k == 0 else d4_apply(xd, k)).float())
+    return torch.stack(out).cpu().numpy()
+
+
+def score_views(model: torch.nn.Module, images, batch: int | BatchSize,
+                device: str | torch.device, precision: str = "fp32",
+                views: Sequence[int] = (0,)) -> np.ndarray:
+    """Logits of ``model`` for every stamp in each D4 orientation of ``views``, in batches.
 
     Parameters
     ----------
@@ -48,31 +100,47 @@ def score(model: torch.nn.Module, images, batch_size: int, device: str | torch.d
         On ``device``; maps ``(b, band, s, s)`` to ``(b,)`` logits. Put in eval mode.
     images : array-like (n, band, s, s) float32
         numpy array, torch tensor or anything sliceable along the first axis (h5py dataset).
-    batch_size : int
-        Stamps per forward pass.
+    batch : int or BatchSize
+        Stamps per forward pass; a :class:`BatchSize` is halved on out-of-memory errors (and
+        stays halved for the next call).
     device : str or torch.device
     precision : {'fp32', 'bf16', 'fp16', 'auto'}
         Autocast precision (see :func:`skysift.models.resolve_precision`).
+    views : sequence of int
+        D4 elements (:func:`skysift.augment.d4_apply`); ``(0,)`` is the stamp as it is.
 
     Returns
     -------
-    np.ndarray (n,) float32
+    np.ndarray (len(views), n) float32
         Logits (higher = more likely positive).
     """
     device = torch.device(device)
     precision = resolve_precision(precision, device)
+    state = batch if isinstance(batch, BatchSize) else BatchSize(batch)
     n = len(images)
-    logits = np.empty(n, dtype=np.float32)
+    logits = np.empty((len(views), n), dtype=np.float32)
     model.eval()
+    start = 0
     with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            xb = images[start:start + batch_size]
-            xb = (xb.float() if isinstance(xb, torch.Tensor)
-                  else torch.as_tensor(np.asarray(xb), dtype=torch.float32))
-            with autocast(device, precision):
-                out = model(to_device(xb, device))
-            logits[start:start + len(xb)] = out.float().cpu().numpy()
+        while start < n:
+            xb = images[start:start + state.size]
+            try:
+                logits[:, start:start + len(xb)] = _views(model, xb, views, device, precision)
+            except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+                if not is_oom(exc):
+                    raise
+                state.halve(exc)
+                continue
+            start += len(xb)
     return logits
+
+
+def score(model: torch.nn.Module, images, batch_size: int | BatchSize,
+          device: str | torch.device, precision: str = "fp32", tta: bool = False) -> np.ndarray:
+    """Logits (n,) float32 of ``model`` for every stamp (the mean over the 8 D4 orientations
+    when ``tta``); see :func:`score_views` for the parameters."""
+    views = tuple(D4_ELEMENTS) if tta else (0,)
+    return score_views(model, images, batch_size, device, precision, views).mean(axis=0)
 
 
 def _normalisation(value) -> dict | None:
@@ -164,8 +232,122 @@ def write_fits_table(path: str | Path, table: Table, cards: Sequence[tuple[str, 
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, output_verify="exception")
 
 
-def _read(images, start: int, batch: int) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images[start:start + batch], dtype=np.float32))
+def _id_text(ids: np.ndarray) -> np.ndarray:
+    if ids.dtype.kind == "S":
+        return np.char.decode(ids, "utf-8")
+    return np.asarray(ids).astype(str)
+
+
+def _catalog_table(config: Mapping, index: np.ndarray, ids: np.ndarray,
+                   columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Catalog ``columns`` at rows ``index`` (n,), checked against the stamps' ids.
+
+    A FITS catalog is memory-mapped (only the shard's rows are read); CSV and ECSV are read
+    whole.
+    """
+    survey = config["survey"]
+    path, id_col = survey["catalog"], survey["columns"]["id"]
+    fitsfile = str(path).lower().endswith((".fits", ".fit", ".fits.gz"))
+    try:
+        table = Table.read(path, memmap=True) if fitsfile else read_table(path, "catalog")
+    except (OSError, ValueError) as exc:
+        raise SurveyError(f"{path}: cannot read the catalog for infer.select ({exc})") from None
+    missing = [c for c in columns if c not in table.colnames]
+    if missing:
+        raise ConfigError(f"infer.select names columns {missing} that {path} lacks; columns "
+                          f"are {', '.join(table.colnames)}")
+    if len(index) and int(index.max()) >= len(table):
+        raise DataError(f"{path}: has {len(table)} rows but the stamps hold index "
+                        f"{int(index.max())}; the catalog changed: re-run the survey steps")
+    cat_ids = (table[id_col][index] if fitsfile
+               else read_catalog(dict(config)).ids[index])
+    if not np.array_equal(_id_text(np.ma.getdata(np.asarray(cat_ids))), _id_text(ids)):
+        raise DataError(f"{path}: ids at the stamps' catalog rows differ from the stamps' ids; "
+                        "the catalog changed since the cutouts: re-run the survey steps")
+    return {c: np.ma.filled(np.ma.asarray(table[c][index], dtype=np.float64), np.nan)
+            for c in columns}
+
+
+def select_mask(cuts: Sequence[Mapping], values: Mapping[str, np.ndarray], n: int
+                ) -> tuple[np.ndarray, dict[str, int]]:
+    """Objects that pass every cut of ``infer.select``, and how many each cut removed.
+
+    Parameters
+    ----------
+    cuts : list of {column, range: [lo, hi]}
+        Inclusive bounds; ``null`` leaves a side open. NaN or masked values fail.
+    values : {column: (n,) float64}
+    n : int
+
+    Returns
+    -------
+    (n,) bool, {"column [lo, hi]": number of objects that cut removed on its own}.
+    """
+    keep = np.ones(n, dtype=bool)
+    removed = {}
+    for cut in cuts:
+        lo, hi = cut["range"]
+        v = values[cut["column"]]
+        ok = np.isfinite(v)
+        if lo is not None:
+            ok &= v >= lo
+        if hi is not None:
+            ok &= v <= hi
+        removed[f"{cut['column']} [{lo}, {hi}]"] = int((~ok).sum())
+        keep &= ok
+    return keep, removed
+
+
+def _read(images, start: int, stop: int, rows: np.ndarray) -> torch.Tensor:
+    """The selected ``rows`` (relative to ``start``) of ``images[start:stop]``."""
+    if not rows.size:
+        return torch.zeros((0,) + images.shape[1:])
+    block = np.ascontiguousarray(images[start:stop], dtype=np.float32)
+    return torch.from_numpy(block if rows.size == stop - start else block[rows])
+
+
+def _selection(config: Mapping, fh, n: int) -> np.ndarray:
+    cuts = config["infer"]["select"]
+    if not cuts:
+        return np.ones(n, dtype=bool)
+    values = _catalog_table(config, fh["index"][()], fh["id"][()],
+                            list(dict.fromkeys(c["column"] for c in cuts)))
+    selected, removed = select_mask(cuts, values, n)
+    log.info("infer.select keeps %d of %d objects (removed per cut: %s); the others stay in "
+             "the table with NaN scores and selected = False", selected.sum(), n, removed)
+    return selected
+
+
+def _score_file(fh, models: Mapping, selected: np.ndarray, read: int, batch: BatchSize,
+                device: torch.device, precision: str, tta: bool, desc: str
+                ) -> dict[str, np.ndarray]:
+    """Logit (and spread) columns of every model; NaN for unselected objects."""
+    images = fh["images"]
+    n = images.shape[0]
+    views = tuple(D4_ELEMENTS) if tta else (0,)
+    out = {c: np.full(n, np.nan, dtype=np.float32) for c in models}
+    if tta:
+        out.update({std_column(c): np.full(n, np.nan, np.float32) for c in models})
+    starts = range(0, n, read)
+
+    def rows(start):
+        return np.flatnonzero(selected[start:start + read])
+
+    with ThreadPoolExecutor(max_workers=1) as pool:  # reads batch i+1 while scoring i
+        ahead = pool.submit(_read, images, 0, min(read, n), rows(0)) if n else None
+        for start in cli.progress(starts, desc=desc):
+            x, mine = ahead.result(), start + rows(start)
+            if start + read < n:
+                nxt = start + read
+                ahead = pool.submit(_read, images, nxt, min(nxt + read, n), rows(nxt))
+            if not len(x):
+                continue
+            for column, model in models.items():
+                logits = score_views(model, x, batch, device, precision, views)
+                out[column][mine] = logits.mean(axis=0)
+                if tta:
+                    out[std_column(column)][mine] = logits.std(axis=0)
+    return out
 
 
 def infer_tile(config: dict, stamps: str | Path, model_paths: Sequence[str | Path],
@@ -174,7 +356,10 @@ def infer_tile(config: dict, stamps: str | Path, model_paths: Sequence[str | Pat
     device = resolve_device(config["train"]["device"])
     precision = resolve_precision(config["train"]["precision"], device)
     models, metas, cards = load_models(model_paths, device)
-    batch = config["infer"]["batch_size"]
+    size = config["infer"]["batch_size"]
+    batch = BatchSize(AUTO_BATCH.get(device.type, AUTO_BATCH["cpu"]) if size == "auto"
+                      else size)
+    read, tta = batch.size, bool(config["infer"]["tta"])
     t0 = time.perf_counter()
     with (torch_runtime(config["train"]["threads"], deterministic=False),
           open_h5(stamps, required=STAMP_DATASETS) as fh):
@@ -188,17 +373,9 @@ def infer_tile(config: dict, stamps: str | Path, model_paths: Sequence[str | Pat
             raise DataError(f"{stamps}: images have shape {images.shape}, the models expect "
                             f"(n, {meta0['in_channels']}, {meta0['stamp_size_pix']}, "
                             f"{meta0['stamp_size_pix']}); re-run its rule")
-        scores = {column: np.empty(n, dtype=np.float32) for column in models}
-        starts = range(0, n, batch)
-        with ThreadPoolExecutor(max_workers=1) as pool:  # reads batch i+1 while scoring i
-            ahead = pool.submit(_read, images, 0, batch) if n else None
-            for start in cli.progress(starts, desc=f"infer {Path(stamps).stem}"):
-                x = ahead.result()
-                if start + batch < n:
-                    ahead = pool.submit(_read, images, start + batch, batch)
-                for column, model in models.items():
-                    scores[column][start:start + len(x)] = score(model, x, batch, device,
-                                                                 precision)
+        selected = _selection(config, fh, n)
+        scores = _score_file(fh, models, selected, read, batch, device, precision, tta,
+                             f"infer {Path(stamps).stem}")
         columns = {name: fh[name][()] for name in ("index", "id", "ra", "dec", "flags")}
         # a shard holds several tiles: the per-object dataset names each object's tile
         tiles = fh["tile"][()].astype("S") if "tile" in fh else None
@@ -213,13 +390,17 @@ def infer_tile(config: dict, stamps: str | Path, model_paths: Sequence[str | Pat
     table["flags"] = columns["flags"].astype(np.uint8)
     for column, values in scores.items():
         table[column] = values
+    table["selected"] = selected
     prov = provenance(config, stamps=str(stamps), tile=tile, device=str(device),
-                      precision=precision)
+                      precision=precision, tta=int(tta), n_selected=int(selected.sum()),
+                      select=config["infer"]["select"], batch_size=batch.size)
     write_fits_table(out, table, header_cards(prov) + cards)
     seconds = time.perf_counter() - t0
-    log.info("scored %d objects of tile %s with %d models (%s) in %.1f s, %.0f objects/s on "
-             "%s %s -> %s", n, tile, len(models), ", ".join(models), seconds,
-             n / max(seconds, 1e-9), device, precision, out)
+    log.info("scored %d of %d objects of %s with %d models (%s)%s in %.1f s, %.0f objects/s "
+             "on %s %s, forward batch %d (%d out-of-memory halvings) -> %s",
+             selected.sum(), n, tile, len(models), ", ".join(models),
+             " x 8 D4 orientations" if tta else "", seconds, n / max(seconds, 1e-9), device,
+             precision, batch.size, batch.n_backoffs, out)
     return n
 
 

@@ -11,7 +11,9 @@ The source model differs on purpose from the mock survey's lenses
 so that a good score on the mock is not an echo of the simulator: here an elliptical Sérsic
 with n over a wide range plus 0-6 compact exponential (Sérsic n=1) star-forming knots, with
 its own priors (``training_set.lens``), or a user's linear-flux FITS image of a real galaxy
-lensed through an interpolated profile (lenstronomy ``INTERPOL``).
+lensed through an interpolated profile (lenstronomy ``INTERPOL``): a 2-D image with the
+colours of an SED slope, or a (band, y, x) cube lensed band by band
+(:class:`BandLensedSource`), which keeps the galaxy's own colour gradients.
 
 Geometry: offsets (``xi``, ``eta``) in arcsec along the stamp's +x and +y pixel axes from the
 host's true position; orientations are drawn isotropically, so the sky's orientation does
@@ -35,8 +37,10 @@ from scipy.signal import fftconvolve
 from skysift.errors import ConfigError, SurveyError
 from skysift.mock_render import (
     BAND_WAVELENGTH_NM,
+    CUSP_HALF_PIX,
     FWHM_TO_SIGMA,
     LensedSource,
+    Sersic,
     _light_model,
     psf_kernel,
     snr,
@@ -194,6 +198,26 @@ def _refine(shape, units: np.ndarray, frame: Frame, lo_xy: tuple[int, int],
         units[:, iy[part], ix[part]] = dens.mean(axis=-1) * frame.pixscale_arcsec**2
 
 
+def _refine_cusp(shape: Sersic, units: np.ndarray, frame: Frame, lo_xy: tuple[int, int]
+                 ) -> None:
+    """Re-integrate, in place, the 5 x 5 pixels about a Sérsic centre with
+    :data:`MAX_SUPERSAMPLE` (even) subpixels per side: a steep (n ~ 4) cusp sampled by an
+    odd grid, one subpixel on the centre, would be counted many times over."""
+    pix = frame.pixscale_arcsec
+    px = int(np.floor(frame.centre_xy[0] + shape.xi0 / pix + 0.5)) - lo_xy[0]
+    py = int(np.floor(frame.centre_xy[1] + shape.eta0 / pix + 0.5)) - lo_xy[1]
+    r, fine = CUSP_HALF_PIX, MAX_SUPERSAMPLE + MAX_SUPERSAMPLE % 2
+    ny, nx = units.shape[1:]
+    if not (r <= px < nx - r and r <= py < ny - r):
+        return
+    sub = (np.arange(fine) + 0.5) / fine - 0.5
+    ix = ((lo_xy[0] + px + np.arange(-r, r + 1))[:, None] + sub[None, :]).ravel()
+    iy = ((lo_xy[1] + py + np.arange(-r, r + 1))[:, None] + sub[None, :]).ravel()
+    xi, eta = np.meshgrid((ix - frame.centre_xy[0]) * pix, (iy - frame.centre_xy[1]) * pix)
+    block = shape.evaluate(xi, eta).reshape(1, 2 * r + 1, fine, 2 * r + 1, fine)
+    units[:, py - r:py + r + 1, px - r:px + r + 1] = block.mean(axis=(2, 4)) * pix**2
+
+
 def render(shape, flux: np.ndarray, frame: Frame, supersample: int
            ) -> tuple[np.ndarray, np.ndarray]:
     """Render a light model into the frame's stamp, PSF-convolved, without noise.
@@ -229,6 +253,8 @@ def render(shape, flux: np.ndarray, frame: Frame, supersample: int
         dens = _evaluate(shape, xa, ya).reshape(flux.shape[0], ny, supersample, nx, supersample)
         units = dens.mean(axis=(2, 4)) * frame.pixscale_arcsec**2
         _refine(shape, units, frame, (x_lo, y_lo), supersample)
+        if isinstance(shape, Sersic):
+            _refine_cusp(shape, units, frame, (x_lo, y_lo))
         totals = units.sum(axis=(1, 2))
         canvas[:, y_lo + pad:y_lo + pad + ny, x_lo + pad:x_lo + pad + nx] = np.einsum(
             "pb,pyx->byx", flux, units)
@@ -316,6 +342,47 @@ def image_source(kwargs_lens: list, image: np.ndarray, pixscale_arcsec: float, a
                         diffuse_profile="INTERPOL")
 
 
+@dataclass(frozen=True)
+class BandLensedSource:
+    """A real galaxy's (band, y, x) image lensed band by band (lenstronomy ``INTERPOL``).
+
+    One part per band, each normalised to unit unlensed flux, all sharing one ray shooting:
+    with a diagonal flux matrix (:func:`source_fluxes`) every band of the stamp is lensed
+    from its own band of the source, so the galaxy keeps its colour gradients.
+    """
+
+    kwargs_lens: list
+    kwargs_bands: list  # one INTERPOL kwargs dict per band
+    extent_arcsec: float
+    scale_arcsec: float
+
+    @property
+    def n_parts(self) -> int:
+        return len(self.kwargs_bands)
+
+    def evaluate(self, xi: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        """Surface density (band, *xi.shape) per arcsec**2 of each band's unit-flux light."""
+        from skysift.mock_render import _lens_model
+        bx, by = _lens_model().ray_shooting(xi.ravel(), eta.ravel(), self.kwargs_lens)
+        model = _light_model("INTERPOL")
+        out = []
+        for kw in self.kwargs_bands:
+            model.delete_interpol_caches()  # the cached interpolator is the previous band's
+            out.append(model.surface_brightness(bx, by, [kw]) / model.total_flux([kw])[0])
+        return np.stack(out).reshape((len(out),) + np.shape(xi))
+
+
+def band_image_source(kwargs_lens: list, cube: np.ndarray, pixscale_arcsec: float,
+                      angle_rad: float, centre: tuple[float, float]) -> BandLensedSource:
+    """A lensed real galaxy from a (band, y, x) linear-flux cube, band by band."""
+    half = 0.5 * max(cube.shape[1:]) * pixscale_arcsec * np.sqrt(2)
+    kwargs = [dict(image=np.asarray(band, float), amp=1.0, center_x=centre[0],
+                   center_y=centre[1], phi_G=float(angle_rad), scale=float(pixscale_arcsec))
+              for band in cube]
+    return BandLensedSource(kwargs_lens, kwargs, 1.5 * kwargs_lens[0]["theta_E"]
+                            + np.hypot(*centre) + half + 0.3, pixscale_arcsec)
+
+
 def draw_source(rng: np.random.Generator, lcfg: Mapping, kwargs_lens: list,
                 images: Sequence[np.ndarray] = ()) -> tuple[LensedSource, dict]:
     """A source behind the lens from the ``training_set.lens`` priors: (shape, parameters).
@@ -331,10 +398,16 @@ def draw_source(rng: np.random.Generator, lcfg: Mapping, kwargs_lens: list,
                   source_x_arcsec=centre[0], source_y_arcsec=centre[1])
     if images:
         k = int(rng.integers(len(images)))
-        shape = image_source(kwargs_lens, images[k], lcfg["source_image_pixscale_arcsec"],
-                             rng.uniform(0, 2 * np.pi), centre)
+        angle, pix = rng.uniform(0, 2 * np.pi), lcfg["source_image_pixscale_arcsec"]
+        extra = {}
+        if images[k].ndim == 3:  # per band: the galaxy's own colours, not the slope's
+            shape = band_image_source(kwargs_lens, images[k], pix, angle, centre)
+            extra = dict(band_ratio=images[k].sum(axis=(1, 2)))
+        else:
+            shape = image_source(kwargs_lens, images[k], pix, angle, centre)
         return shape, dict(params, source_image=k, clump_fraction=0.0, n_clumps=0,
-                           source_r_e_arcsec=float("nan"), clump_slope=params["source_slope"])
+                           source_r_e_arcsec=float("nan"), clump_slope=params["source_slope"],
+                           **extra)
     r_e = _loguniform(rng, lcfg["source_r_e_arcsec"])
     q = float(rng.uniform(*lcfg["source_axis_ratio"]))
     angle = rng.uniform(0, np.pi)
@@ -352,7 +425,18 @@ def draw_source(rng: np.random.Generator, lcfg: Mapping, kwargs_lens: list,
 
 
 def source_fluxes(params: Mapping, frame: Frame) -> np.ndarray:
-    """(2, band) fluxes of the diffuse and clump parts: total AB ``source_mag`` in ref band."""
+    """(2, band) fluxes of the diffuse and clump parts: total AB ``source_mag`` in ref band.
+
+    A per-band source (``params["band_ratio"]``, the cube's flux per band, linear in f_nu)
+    gets a diagonal (band, band) matrix instead: band b has AB magnitude
+    ``source_mag - 2.5 log10(ratio[b] / ratio[ref])`` through its own zero point.
+    """
+    if "band_ratio" in params:
+        ratio = np.asarray(params["band_ratio"], dtype=float)
+        with np.errstate(divide="ignore"):
+            mags = params["source_mag"] - 2.5 * np.log10(ratio / ratio[frame.ref])
+        flux = 10.0 ** (-0.4 * (mags - np.asarray(frame.zeropoint, dtype=float)))
+        return np.diag(np.where(ratio > 0, flux, 0.0))
     f_c = params["clump_fraction"]
     diffuse = sed_flux(params["source_mag"], params["source_slope"], frame.lam_nm, frame.ref,
                        frame.zeropoint)
@@ -404,20 +488,54 @@ def inject_lens(raw: np.ndarray, frame: Frame, lcfg: Mapping, supersample: int,
     return (raw + noisy).astype(np.float32), params
 
 
-def load_source_images(pattern: str | None) -> list[np.ndarray]:
-    """Linear-flux source images (2-D; 3-D are summed over the first axis) matching a glob."""
+def _read_source(path: str) -> np.ndarray:
+    data = np.asarray(fits.getdata(path), dtype=float)
+    if data.ndim not in (2, 3) or not np.isfinite(data).all() or data.sum() <= 0:
+        raise SurveyError(f"{path}: a source image must be a finite 2-D (or band, y, x) "
+                          "linear-flux array with a positive sum")
+    return data
+
+
+def load_source_images(pattern: str | None, bands: Sequence[str] | None = None
+                       ) -> list[np.ndarray]:
+    """Linear-flux source images (``training_set.lens.source_images``) matching a glob.
+
+    2-D images are returned as they are (one template; colours from the SED slope). With
+    ``bands`` (survey.bands), a (band, y, x) cube with one plane per band, or a pattern with
+    ``{band}`` whose per-band files (sorted, one per galaxy and band) are stacked, gives a
+    (band, y, x) cube lensed band by band; without ``bands`` cubes are summed over bands.
+    """
     if not pattern:
         return []
+    key = "training_set.lens.source_images"
+    if "{band}" in pattern:
+        if not bands:
+            raise ConfigError(f"{key} '{pattern}' has {{band}} but no bands were given")
+        per_band = [sorted(glob.glob(pattern.format(band=b))) for b in bands]
+        counts = {b: len(p) for b, p in zip(bands, per_band, strict=True)}
+        if len(set(counts.values())) != 1 or not per_band[0]:
+            raise ConfigError(f"{key} '{pattern}': every band needs the same number (> 0) of "
+                              f"files, found {counts}")
+        images = []
+        for paths in zip(*per_band, strict=True):
+            planes = [_read_source(p) for p in paths]
+            if any(p.ndim != 2 or p.shape != planes[0].shape for p in planes):
+                raise SurveyError(f"{paths[0]}: the per-band source files {list(paths)} must "
+                                  "be 2-D images of one shape")
+            images.append(np.stack(planes))
+        return images
     paths = sorted(glob.glob(pattern))
     if not paths:
-        raise ConfigError(f"training_set.lens.source_images '{pattern}' matches no file")
+        raise ConfigError(f"{key} '{pattern}' matches no file")
     images = []
     for path in paths:
-        data = np.asarray(fits.getdata(path), dtype=float)
-        data = data.sum(axis=0) if data.ndim == 3 else data
-        if data.ndim != 2 or not np.isfinite(data).all() or data.sum() <= 0:
-            raise SurveyError(f"{path}: a source image must be a finite 2-D (or band, y, x) "
-                              "linear-flux array with a positive sum")
+        data = _read_source(path)
+        if data.ndim == 3 and bands is None:
+            data = data.sum(axis=0)
+        elif data.ndim == 3 and data.shape[0] != len(bands):
+            raise SurveyError(f"{path}: a (band, y, x) source cube needs one plane per band "
+                              f"of survey.bands {list(bands)}, got {data.shape[0]}; give 2-D "
+                              "images or cubes in survey.bands order")
         images.append(data)
     return images
 

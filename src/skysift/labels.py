@@ -122,8 +122,44 @@ def clean_labels(column, where: str) -> tuple[np.ndarray, np.ndarray]:
     return present, np.where(present, values, 0).astype(np.uint8)
 
 
-def load_labels(config: Mapping, task_pos: int, task: Mapping) -> LabelIndex:
-    """Read ``survey.labels`` and return the task's labels indexed by id."""
+def unmatched_label_ids(label_ids: np.ndarray, catalog_ids: np.ndarray) -> np.ndarray:
+    """Label-table ids (verbatim, in table order) that are not catalog ids; exact join."""
+    label_ids, catalog_ids = np.asarray(label_ids), np.asarray(catalog_ids)
+    found, _ = LabelIndex(catalog_ids, np.zeros(catalog_ids.shape, np.uint8)).lookup(label_ids)
+    return label_ids[~found]
+
+
+def report_unmatched(config: Mapping, label_ids: np.ndarray, catalog_ids: np.ndarray,
+                     path: str | Path) -> int:
+    """Count the label ids of ``path`` that are not in the catalog; log them (a warning with
+    examples), or raise when ``config["strict"]``. Returns the count.
+
+    Raises
+    ------
+    SurveyError
+        With ``strict``, when any label id is not a catalog id.
+    """
+    missing = unmatched_label_ids(label_ids, catalog_ids)
+    if not missing.size:
+        return 0
+    shown = [v.decode("utf-8") if isinstance(v, bytes) else v for v in missing[:5].tolist()]
+    what = (f"{path}: {missing.size} of {np.asarray(label_ids).size} label ids are not in the "
+            f"catalog {config['survey']['catalog']} (e.g. {shown})")
+    if config["strict"]:
+        raise SurveyError(f"{what}; fix survey.labels_id_column / survey.columns.id or drop "
+                          "those rows, or set strict: false to leave them out")
+    log.warning("%s; they are left out (strict: true makes this an error)", what)
+    return int(missing.size)
+
+
+def load_labels(config: Mapping, task_pos: int, task: Mapping,
+                catalog_ids: np.ndarray | None = None) -> LabelIndex:
+    """Read ``survey.labels`` and return the task's labels indexed by id.
+
+    With ``catalog_ids`` (the catalog's ids, :func:`skysift.catalog.read_catalog`), label
+    ids not in the catalog are counted and logged, or are an error with ``strict``
+    (:func:`report_unmatched`).
+    """
     survey = config["survey"]
     path = survey["labels"]
     if not path:
@@ -139,6 +175,8 @@ def load_labels(config: Mapping, task_pos: int, task: Mapping) -> LabelIndex:
     if np.ma.getmaskarray(ids).any() or np.asarray(ids).dtype.kind == "f":
         raise SurveyError(f"{path}: id column '{id_column}' (survey.labels_id_column) must "
                           "hold an integer or string id in every row (no blanks, no floats)")
+    if catalog_ids is not None:
+        report_unmatched(config, np.asarray(ids), catalog_ids, path)
     present, labels = clean_labels(
         table[task["label"]], f"{path}: column '{task['label']}' (tasks[{task_pos}].label)")
     if (~present).any():

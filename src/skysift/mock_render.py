@@ -84,7 +84,13 @@ class Sersic:
 
 @dataclass(frozen=True)
 class Blobs:
-    """Circular Gaussian blobs (xi, eta, sigma in arcsec; weights summing to 1)."""
+    """Circular Gaussian blobs (xi, eta, sigma in arcsec; weights summing to 1).
+
+    One class for every chain of knots: the mock's tidal features and stars (zero-width
+    blobs; :func:`render` integrates blob (x) PSF analytically) and the training
+    simulators' tails, rings and arms (:mod:`skysift.simulate`, rendered by
+    :func:`skysift.inject.render` through :meth:`evaluate_grid`, so sigma must be > 0 there).
+    """
 
     xi: np.ndarray
     eta: np.ndarray
@@ -96,6 +102,26 @@ class Blobs:
     @property
     def extent_arcsec(self) -> float:
         return float(np.max(np.hypot(self.xi, self.eta) + PSF_TRUNC_SIGMA * self.sigma))
+
+    @property
+    def scale_arcsec(self) -> float:
+        """The narrowest blob's sigma, arcsec (its smallest structure)."""
+        return float(np.min(self.sigma))
+
+    def evaluate(self, xi: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        """Surface density (1, *xi.shape) per arcsec**2 at offsets ``xi, eta`` (arcsec)."""
+        out = np.zeros(np.shape(xi))
+        for x, y, s, w in zip(self.xi, self.eta, self.sigma, self.weight, strict=True):
+            out += w / (2 * np.pi * s * s) * np.exp(-0.5 * ((xi - x) ** 2 + (eta - y) ** 2) / s**2)
+        return out[None]
+
+    def evaluate_grid(self, xa: np.ndarray, ya: np.ndarray) -> np.ndarray:
+        """Surface density (1, ny, nx) on the grid xa x ya (separable: one matrix product)."""
+        s = self.sigma[:, None]
+        gx = np.exp(-0.5 * ((xa[None, :] - self.xi[:, None]) / s) ** 2)
+        gy = np.exp(-0.5 * ((ya[None, :] - self.eta[:, None]) / s) ** 2)
+        gy *= (self.weight / (2 * np.pi * self.sigma**2))[:, None]
+        return (gy.T @ gx)[None]
 
 
 @functools.cache
@@ -137,6 +163,9 @@ class LensedSource:
         """Surface density (2, *xi.shape) per arcsec**2 of unit-flux diffuse and clump light."""
         bx, by = _lens_model().ray_shooting(xi.ravel(), eta.ravel(), self.kwargs_lens)
         diffuse = _light_model(self.diffuse_profile)
+        # INTERPOL caches the interpolator of the first image it saw: drop it, as the model
+        # is shared by every source (a few ms per call; INTERPOL sources are user images)
+        diffuse.delete_interpol_caches()
         norm = diffuse.total_flux(self.kwargs_diffuse)[0]
         d = diffuse.surface_brightness(bx, by, self.kwargs_diffuse) / norm
         clumps = _light_model(*[self.clump_profile] * len(self.kwargs_clumps))

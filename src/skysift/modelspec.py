@@ -54,6 +54,11 @@ class ModelSpec:
         """The checkpoint the train rule writes, ``results/models/{task}/{name}.pt``."""
         return f"{MODELS_DIR}/{self.task}/{self.name}.pt"
 
+    @property
+    def classical(self) -> dict:
+        """The entry's ``classical`` block (features, tuning grid and budget); CNNs ignore it."""
+        return self.raw["classical"]
+
     def entry(self) -> dict:
         """The models[] entry restricted to this task (what the train rule passes on)."""
         return {**self.raw, "tasks": [self.task]}

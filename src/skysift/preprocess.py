@@ -212,6 +212,17 @@ def _normalise_chunks(in_path: str, n: int, out: h5py.Dataset, mask: h5py.Datase
     return counts
 
 
+def _normalise_blank(src: h5py.Group, dst: h5py.Group, cfg: Mapping) -> None:
+    """Group ``blank/`` of a stamps file: the blank-sky stamps normalised like the objects'
+    (a few per tile: in this process), with their ``mask``; other datasets copied."""
+    for name in src:
+        if name != "images":
+            src.copy(src[name], dst, name=name)
+    images, mask = normalise(src["images"][()], cfg)
+    dst.create_dataset("images", data=images)
+    dst.create_dataset("mask", data=mask, **(compression_kw("lzf") if len(mask) else {}))
+
+
 def preprocess_file(in_path: str | Path, out_path: str | Path, cfg: Mapping, config: Mapping,
                     threads: int = 1) -> dict:
     """Normalise a cutouts file into a stamps file (docs/formats.md), atomically.
@@ -220,7 +231,7 @@ def preprocess_file(in_path: str | Path, out_path: str | Path, cfg: Mapping, con
     ----------
     in_path : ``results/cutouts/{tile}.h5``.
     out_path : ``results/stamps/{tile}.h5``; every dataset of the input is copied, ``images``
-        replaced by the normalised stamps and ``mask`` added.
+        replaced by the normalised stamps and ``mask`` added; likewise in group ``blank/``.
     cfg : the ``preprocess`` config block.
     config : the whole validated config (for provenance).
     threads : dask workers (threads, processes or local distributed workers).
@@ -241,8 +252,10 @@ def preprocess_file(in_path: str | Path, out_path: str | Path, cfg: Mapping, con
         n = src.shape[0]
         with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as fout:
             for name in fin:
-                if name not in ("images", "mask"):
+                if name not in ("images", "mask", "blank"):
                     fin.copy(fin[name], fout, name=name)
+            if "blank" in fin:
+                _normalise_blank(fin["blank"], fout.create_group("blank"), cfg)
             chunks = (min(cfg["chunk_objects"], n),) + src.shape[1:] if n > 0 else None
             out = fout.create_dataset("images", shape=src.shape, dtype=np.float32, chunks=chunks,
                                       **(compression_kw(cfg["compression"]) if n else {}))

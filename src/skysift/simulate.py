@@ -16,8 +16,9 @@ Lens task, hard negatives: ``ring`` (a star-forming ring of knots around the hos
 and centred, unlike an arc), ``spiral`` (blue logarithmic spiral arms), ``pair`` (one or two
 compact blue companions at 0.8-3.5 arcsec, which mimic counter-images).
 
-Tidal features, rings and arms are chains of circular Gaussian knots; galaxies are Sérsic
-profiles (:class:`skysift.mock_render.Sersic`). Priors differ from the mock survey's mergers
+Tidal features, rings and arms are chains of circular Gaussian knots
+(:class:`skysift.mock_render.Blobs`, the class the mock's tidal features use); galaxies are
+Sérsic profiles (:class:`skysift.mock_render.Sersic`). Priors differ from the mock survey's mergers
 (:func:`skysift.mock_render.make_merger`).
 """
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from skysift.inject import Frame, add_poisson, render, sed_flux
-from skysift.mock_render import Sersic, snr
+from skysift.mock_render import Blobs, Sersic, snr
 
 
 @dataclass(frozen=True)
@@ -47,44 +48,9 @@ class Host:
     r50_arcsec: float
 
 
-@dataclass(frozen=True)
-class Knots:
-    """Circular Gaussian knots at (xi, eta) arcsec with widths sigma (arcsec), weights sum 1."""
-
-    xi: np.ndarray
-    eta: np.ndarray
-    sigma: np.ndarray
-    weight: np.ndarray
-
-    n_parts = 1
-
-    @property
-    def extent_arcsec(self) -> float:
-        return float(np.max(np.hypot(self.xi, self.eta) + 4.0 * self.sigma))
-
-    @property
-    def scale_arcsec(self) -> float:
-        return float(np.min(self.sigma))
-
-    def evaluate(self, xi: np.ndarray, eta: np.ndarray) -> np.ndarray:
-        """Surface density (1, *xi.shape) per arcsec**2."""
-        out = np.zeros(xi.shape)
-        for x, y, s, w in zip(self.xi, self.eta, self.sigma, self.weight, strict=True):
-            out += w / (2 * np.pi * s * s) * np.exp(-0.5 * ((xi - x) ** 2 + (eta - y) ** 2) / s**2)
-        return out[None]
-
-    def evaluate_grid(self, xa: np.ndarray, ya: np.ndarray) -> np.ndarray:
-        """Surface density (1, ny, nx) on the grid xa x ya (separable: one matrix product)."""
-        s = self.sigma[:, None]
-        gx = np.exp(-0.5 * ((xa[None, :] - self.xi[:, None]) / s) ** 2)
-        gy = np.exp(-0.5 * ((ya[None, :] - self.eta[:, None]) / s) ** 2)
-        gy *= (self.weight / (2 * np.pi * self.sigma**2))[:, None]
-        return (gy.T @ gx)[None]
-
-
-def _knots(x, y, sigma, weight) -> Knots:
+def _knots(x, y, sigma, weight) -> Blobs:
     w = np.asarray(weight, dtype=float)
-    return Knots(np.asarray(x, float), np.asarray(y, float), np.asarray(sigma, float), w / w.sum())
+    return Blobs(np.asarray(x, float), np.asarray(y, float), np.asarray(sigma, float), w / w.sum())
 
 
 def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -221,27 +187,43 @@ def projection(rng: np.random.Generator, host: Host, mcfg: Mapping) -> tuple[lis
         separation_arcsec=float(sep))
 
 
+def primary(rng: np.random.Generator, host: Host) -> tuple[list, dict]:
+    """A simulated galaxy standing in for the host on blank sky: its magnitude and colour,
+    a Sérsic of radius 0.6-1 x its measured (PSF-broadened) half-light radius."""
+    r_e = max(host.r50_arcsec, 0.2) * rng.uniform(0.6, 1.0)
+    return [(_galaxy(rng, 0.0, 0.0, r_e), host.mag, host.slope)], dict(primary_r_e_arcsec=r_e)
+
+
 def simulate(kind: str, raw: np.ndarray, frame: Frame, host: Host, tcfg: Mapping,
-             rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+             rng: np.random.Generator, blank: bool = False) -> tuple[np.ndarray, dict]:
     """Add one simulated feature of ``kind`` (merger, projection, ring, spiral, pair) to a cutout.
 
     Parameters
     ----------
-    raw : (band, s, s) float32 host cutout in image units.
+    raw : (band, s, s) float32 host cutout in image units, or a blank-sky cutout when
+        ``blank``: then a simulated primary (:func:`primary`, with ``host``'s photometry)
+        is drawn at the centre first, so a merger or projection is two simulated galaxies;
+        kind ``isolated`` is that primary alone.
     tcfg : the ``training_set`` config block (``merger`` priors, ``supersample``).
 
     Returns
     -------
     image : (band, s, s) float32, raw + the added light + its Poisson noise.
     params : the drawn parameters and ``sim_snr``, the S/N of the added light alone
-        (:func:`skysift.mock_render.snr` against ``frame.sky_sigma``).
+        (:func:`skysift.mock_render.snr` against ``frame.sky_sigma``; on blank sky the
+        primary's light included).
     """
-    if kind in ("merger", "projection"):
+    base: list = []
+    if blank or kind == "isolated":
+        base, _ = primary(rng, host)
+    if kind == "isolated":
+        comps, params = [], {}
+    elif kind in ("merger", "projection"):
         comps, params = (merger if kind == "merger" else projection)(rng, host, tcfg["merger"])
     else:
         comps, params = {"ring": ring, "spiral": spiral, "pair": pair}[kind](rng, host)
     added = np.zeros(raw.shape)
-    for shape, mag, slope in comps:
+    for shape, mag, slope in base + comps:
         flux = sed_flux(mag, slope, frame.lam_nm, frame.ref, frame.zeropoint)[None]
         added += render(shape, flux, frame, tcfg["supersample"])[0]
     params["sim_snr"] = snr(added, frame.sky_sigma)

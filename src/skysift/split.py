@@ -24,8 +24,9 @@ from astropy.io import fits
 from astropy.table import Table
 
 from skysift import cli
+from skysift.catalog import read_catalog
 from skysift.errors import ConfigError, SurveyError
-from skysift.io import atomic_output, id_array, provenance, read_table, require_columns
+from skysift.io import atomic_output, id_array, provenance
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +176,9 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     config = cli.load_config(args)
     path = config["survey"]["catalog"]
-    column = config["survey"]["columns"]["id"]
-    table = read_table(path, "catalog")
-    require_columns(table, {"id": column}, path, "survey.columns")
-    ids = catalog_ids(table, column, path)
+    # the catalog reader the index uses: the same ids (CSV ids with leading zeros stay
+    # strings) and the same refusals (no rows, missing column, blank or duplicate ids)
+    ids = read_catalog(config).ids
     fractions, salt = config["split"]["fractions"], config["split"]["salt"]
     split = assign_split(ids, fractions, salt)
     header = provenance(config, step="split", inputs=str(path))

@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from skysift import cli
+from skysift.catalog import read_catalog
 from skysift.errors import DataError, SurveyError
 from skysift.io import atomic_output, open_h5, provenance, read_attr_json, write_attrs
 from skysift.labels import (  # noqa: F401  (re-exported: the label helpers lived here)
@@ -165,7 +166,7 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
     ``n_labels_without_stamp`` and ``counts`` ({split: {neg, pos}}).
     """
     task_pos, task = find_task(config, task_name)
-    labels = load_labels(config, task_pos, task)
+    labels = load_labels(config, task_pos, task, catalog_ids=read_catalog(config).ids)
     split_index, split_codes = load_split(split_path)
     paths = [str(p) for p in stamp_paths]
     selected, attrs, shape = _scan(paths, labels)
@@ -213,6 +214,7 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
             fout.create_dataset(name, data=cols[name])
         fout.create_dataset("origin", data=np.full(n_labelled, LABELLED, np.uint8))
         fout.create_dataset("sim", data=np.zeros(n_labelled, "S16"))
+        fout.create_dataset("background", data=np.full(n_labelled, b"galaxy", "S8"))
         write_attrs(fout, header)
     return {"n_labelled": n_labelled, "n_unlabelled": n_total - n_labelled, "counts": counts,
             "n_labels_without_stamp": int((~labels.matched).sum())
@@ -325,14 +327,16 @@ def _run(args: argparse.Namespace) -> int:
         from skysift.trainsim import build_simulated  # trainsim builds on this module
         summary = build_simulated(args.stamps, args.cutouts, args.split, args.out, config,
                                   args.task, kind)
-        n_sim = summary["n_simulated"] + summary["n_hard_negatives"]
+        n_sim = summary["n_simulated"] + summary["n_hard_negatives"] + summary["n_isolated"]
         log.info("training_set %s: %d hosts of %d objects (%d known positives kept out); "
                  "%d real negatives (%d hosts), %d labelled, %d simulated %s, %d hard "
-                 "negatives %s in %.1f s (%.1f simulations/s)", args.task, summary["n_hosts"],
-                 summary["n_objects"], summary["n_known_positives"],
+                 "negatives, %d isolated galaxies; %d simulations on blank sky (of %d "
+                 "blank-sky stamps); kinds %s in %.1f s (%.1f simulations/s)", args.task,
+                 summary["n_hosts"], summary["n_objects"], summary["n_known_positives"],
                  summary["n_real_negatives"], summary["n_real_from_hosts"],
                  summary["n_labelled"], summary["n_simulated"], kind,
-                 summary["n_hard_negatives"], summary["kind_counts"], summary["sim_seconds"],
+                 summary["n_hard_negatives"], summary["n_isolated"], summary["n_on_blank"],
+                 summary["n_blank_pool"], summary["kind_counts"], summary["sim_seconds"],
                  n_sim / max(summary["sim_seconds"], 1e-9))
         if "visible_fraction" in summary:
             log.info("arc S/N quantiles %s; %.0f%% of injected lenses have arc S/N >= %g and "

@@ -9,6 +9,11 @@ For a task named ``training_set.lens_task`` (``merger_task``) and ``training_set
   host's *raw* cutout (:func:`skysift.inject.inject_lens`, :func:`skysift.simulate.simulate`),
   which is then normalised exactly like the real stamps (:func:`skysift.preprocess.normalise`
   with the stamps' recorded ``normalisation``);
+- merger task: ``merger.blank_fraction`` of the mergers and chance projections are drawn
+  as two simulated galaxies (the primary with a random host's photometry) on a real
+  blank-sky cutout (group ``blank/`` of the cutouts), and the same fraction of the real
+  negatives is replaced by isolated simulated galaxies on blank sky; dataset
+  ``background`` (galaxy, blank) says which, so the background is no label shortcut;
 - real negatives: up to ``max_negatives`` objects, ``host_negative_fraction`` of them hosts
   without simulation, the rest any eligible object; hard negatives: a
   ``hard_negative_fraction`` of the negative class, simulated (rings, arms, pairs; chance
@@ -34,6 +39,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from skysift.catalog import read_catalog
 from skysift.errors import DataError, SurveyError
 from skysift.hosts import colour_slope, magnitudes, make_host, select_hosts, stamp_photometry
 from skysift.inject import (
@@ -48,6 +54,7 @@ from skysift.io import atomic_output, open_h5, provenance, read_attr_json, write
 from skysift.labels import LabelIndex, find_task, load_labels, load_split, lookup_split
 from skysift.preprocess import normalise
 from skysift.simulate import simulate
+from skysift.split import assign_split
 from skysift.survey import fits_file
 from skysift.trainset import (
     HARD,
@@ -69,6 +76,8 @@ PARAMS = ("theta_e_arcsec", "source_mag", "arc_snr", "magnification", "arc_flux"
           "clump_fraction", "n_draws", "sim_snr", "mass_ratio", "separation_arcsec", "major",
           "flux_fraction", "size_arcsec")
 CUTOUT_DATASETS = ("images", "flags", "index", "id", "pos_xy", "tile")
+#: Dataset ``background`` of every row: drawn on a real object's cutout, or on blank sky.
+GALAXY, BLANK = b"galaxy", b"blank"
 
 
 def derive_seed(seed: int, *parts: str) -> int:
@@ -88,6 +97,7 @@ class Survey:
     shard: np.ndarray
     row: np.ndarray
     cols: dict = field(default_factory=dict)  # index, id, flags, tile, pos_xy, flux, mag, ...
+    blank: dict = field(default_factory=dict)  # shard, row, tile, pos_xy, zeropoint, sky_sigma
 
 
 def _zeropoints(info: Mapping, bands: Sequence[str], fallback: float | None, path: str) -> list:
@@ -110,7 +120,7 @@ def scan(stamp_paths: Sequence[str], cutout_paths: Sequence[str], config: Mappin
     tcfg, bands = config["training_set"], list(config["survey"]["bands"])
     ref, lam = reference_band(bands, tcfg["reference_band"]), band_wavelengths(bands)
     chunk = int(config["preprocess"]["chunk_objects"])
-    parts, attrs = [], []
+    parts, attrs, blanks = [], [], []
     for spath, cpath in zip(stamp_paths, cutout_paths, strict=True):
         with open_h5(cpath, required=CUTOUT_DATASETS) as fc, \
                 open_h5(spath, required=STAMP_DATASETS) as fs:
@@ -146,11 +156,33 @@ def scan(stamp_paths: Sequence[str], cutout_paths: Sequence[str], config: Mappin
             col["mag"] = magnitudes(col["flux"], zp)
             col["slope"] = colour_slope(col["mag"], lam, ref)
             parts.append(col)
+            blanks.append(_scan_blank(fc, a, bands, tcfg, ref, cpath))
     n = [len(c["index"]) for c in parts]
     cols = {name: np.concatenate([c[name] for c in parts]) for name in parts[0]}
+    nb = [len(b["tile"]) for b in blanks]
+    blank = {name: np.concatenate([b[name] for b in blanks]) for name in blanks[0]}
+    blank.update(shard=np.repeat(np.arange(len(nb)), nb),
+                 row=np.concatenate([np.arange(m) for m in nb]))
     return Survey([str(p) for p in stamp_paths], [str(p) for p in cutout_paths], attrs,
                   np.repeat(np.arange(len(n)), n), np.concatenate([np.arange(m) for m in n]),
-                  cols)
+                  cols, blank)
+
+
+def _scan_blank(fc: h5py.File, attrs: Mapping, bands: Sequence[str], tcfg: Mapping, ref: int,
+                path: str) -> dict:
+    """Tile, position, zero points and border noise of a cutouts file's blank-sky stamps."""
+    n_band = len(bands)
+    if "blank/images" not in fc or not len(fc["blank/images"]):
+        return {"tile": np.zeros(0, "U1"), "pos_xy": np.zeros((0, 2)),
+                "zeropoint": np.zeros((0, n_band)), "sky_sigma": np.ones((0, n_band))}
+    tiles = np.char.decode(np.asarray(fc["blank/tile"][()], dtype=bytes), "utf-8")
+    images = fc["blank/images"][()]
+    info = attrs["tile_info"]
+    sky = stamp_photometry(images, float(info[str(tiles[0])]["pixscale_arcsec"]),
+                           tcfg["hosts"]["aperture_arcsec"], ref)["sky_sigma"]
+    zp = np.array([_zeropoints(info[t], bands, tcfg["zeropoint"], path) for t in tiles])
+    return {"tile": tiles, "pos_xy": fc["blank/pos_xy"][()], "zeropoint": zp.reshape(-1, n_band),
+            "sky_sigma": sky}
 
 
 def _header_value(path: str, key: str) -> float | None:
@@ -202,10 +234,12 @@ class Frames:
             self._cache[key] = (pix, kernels, gain, fwhm)
         return self._cache[key]
 
-    def frame(self, obj: int) -> tuple[Frame, float]:
-        """Frame of object ``obj`` (a position in the survey columns) and its PSF FWHM (ref)."""
-        c = self.survey.cols
-        pix, kernels, gain, fwhm = self._tile(int(self.survey.shard[obj]), str(c["tile"][obj]))
+    def frame(self, obj: int, blank: bool = False) -> tuple[Frame, float]:
+        """Frame of object ``obj`` (a position in the survey columns; in ``survey.blank``
+        when ``blank``) and its PSF FWHM (reference band)."""
+        c = self.survey.blank if blank else self.survey.cols
+        shard = c["shard"][obj] if blank else self.survey.shard[obj]
+        pix, kernels, gain, fwhm = self._tile(int(shard), str(c["tile"][obj]))
         pos = c["pos_xy"][obj]
         centre = tuple(float(self.size // 2 + p - np.floor(p + 0.5)) for p in pos)
         return Frame(self.size, pix, centre, c["zeropoint"][obj], self.lam,
@@ -225,6 +259,7 @@ class Plan:
     sim_label: np.ndarray
     sim_seed: np.ndarray
     info: dict
+    sim_blank: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str,
@@ -264,17 +299,36 @@ def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: 
     sim_host = host_rows[rng.integers(0, host_rows.size, n_pos + n_hard)]
     sim_kind = np.array([kind] * n_pos + [kinds[i] for i in rng.integers(0, max(len(kinds), 1),
                                                                           n_hard)], dtype="U16")
+    n_blank_pool = len(survey.blank.get("tile", ()))
+    f_blank = tcfg["merger"]["blank_fraction"] if kind == "merger" and n_blank_pool else 0.0
+    # isolated simulated galaxies on blank sky replace that fraction of the real negatives
+    n_iso = min(int(round(f_blank * (real.size + int((label[labelled] == 0).sum())))),
+                real.size)
+    real = real[:real.size - n_iso]
+    sim_blank = np.full(n_pos + n_hard, -1, np.int64)
+    if f_blank > 0:  # no extra draws otherwise: lens sets stay as they were
+        on_blank = np.zeros(n_pos + n_hard, bool)
+        for lo, m in ((0, n_pos), (n_pos, n_hard)):
+            on_blank[lo + rng.permutation(m)[:int(round(f_blank * m))]] = True
+        sim_host = np.r_[sim_host, host_rows[rng.integers(0, host_rows.size, n_iso)]]
+        sim_kind = np.r_[sim_kind, np.full(n_iso, "isolated", dtype="U16")]
+        on_blank = np.r_[on_blank, np.ones(n_iso, bool)]
+        sim_blank = np.where(on_blank, rng.integers(0, n_blank_pool, on_blank.size), -1)
+    n_sim = n_pos + n_hard + n_iso
     info = dict(n_objects=n, n_hosts=int(hosts.sum()), host_cuts=removed,
                 n_known_positives=int(known_pos.sum()), n_eligible=int(eligible.sum()),
-                n_real_negatives=int(real.size), n_real_from_hosts=int(from_hosts.size),
-                n_labelled=int(labelled.size), n_simulated=n_pos, n_hard_negatives=n_hard)
+                n_real_negatives=int(real.size), n_real_from_hosts=int(min(from_hosts.size,
+                                                                            real.size)),
+                n_labelled=int(labelled.size), n_simulated=n_pos, n_hard_negatives=n_hard,
+                n_isolated=n_iso, n_blank_pool=n_blank_pool, n_on_blank=int((sim_blank >= 0).sum()))
     return Plan(np.concatenate([labelled, real]),
                 np.concatenate([label[labelled], np.zeros(real.size, np.uint8)]),
                 np.concatenate([np.full(labelled.size, LABELLED, np.uint8),
                                 np.full(real.size, REAL, np.uint8)]),
-                sim_host, sim_kind, np.r_[np.ones(n_pos, np.uint8), np.zeros(n_hard, np.uint8)],
-                rng.integers(0, 2**63 - 1, n_pos + n_hard, dtype=np.int64).astype(np.uint64),
-                info)
+                sim_host, sim_kind, np.r_[np.ones(n_pos, np.uint8), np.zeros(n_hard + n_iso,
+                                                                              np.uint8)],
+                rng.integers(0, 2**63 - 1, n_sim, dtype=np.int64).astype(np.uint64),
+                info, sim_blank.astype(np.int64))
 
 
 def _read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
@@ -285,15 +339,23 @@ def _read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
 
 def render_sims(raw: np.ndarray, hosts: np.ndarray, kinds: np.ndarray, seeds: np.ndarray,
                 survey: Survey, frames: Frames, tcfg: Mapping,
-                source_images: Sequence[np.ndarray]) -> tuple[np.ndarray, dict]:
-    """Simulate into raw cutouts (m, band, s, s): the images and the (m,) parameter columns."""
+                source_images: Sequence[np.ndarray], blank: np.ndarray | None = None
+                ) -> tuple[np.ndarray, dict]:
+    """Simulate into raw cutouts (m, band, s, s): the images and the (m,) parameter columns.
+
+    ``blank`` (m,): position in ``survey.blank`` of the blank-sky cutout a row is drawn on
+    (its ``raw``), -1 where ``raw`` is the host's own cutout; None: all are hosts'.
+    """
     c, out = survey.cols, np.empty_like(raw)
     params = {name: np.full(len(kinds), np.nan, np.float32) for name in PARAMS}
     stages = np.zeros(len(kinds), dtype="S16")
+    blank = np.full(len(kinds), -1) if blank is None else np.asarray(blank)
     ref = frames.ref
     for j, (obj, kind, seed) in enumerate(zip(hosts, kinds, seeds, strict=True)):
         rng = np.random.default_rng(int(seed))
-        frame, fwhm = frames.frame(int(obj))
+        on_blank = bool(blank[j] >= 0)
+        frame, fwhm = (frames.frame(int(blank[j]), blank=True) if on_blank
+                       else frames.frame(int(obj)))
         if kind == "lens":
             out[j], p = inject_lens(raw[j], frame, tcfg["lens"], tcfg["supersample"], rng,
                                     source_images)
@@ -301,13 +363,14 @@ def render_sims(raw: np.ndarray, hosts: np.ndarray, kinds: np.ndarray, seeds: np
         else:
             host = make_host(c["flux"][obj], c["mag"][obj], c["slope"][obj],
                              c["r50_arcsec"][obj], ref)
-            out[j], p = simulate(str(kind), raw[j], frame, host, tcfg, rng)
+            out[j], p = simulate(str(kind), raw[j], frame, host, tcfg, rng, on_blank)
         p["psf_fwhm_arcsec"] = fwhm
         stages[j] = str(p.get("merger_stage", "")).encode()
         for name in PARAMS:
             if name in p:
                 params[name][j] = p[name]
     params["merger_stage"] = stages
+    params["background"] = np.where(blank >= 0, BLANK, GALAXY).astype("S8")
     return out, params
 
 
@@ -327,6 +390,34 @@ def _summary(label: np.ndarray, split: np.ndarray, origin: np.ndarray, sim: np.n
     return s
 
 
+def _read_raw(fc: h5py.File, survey: Survey, hosts: np.ndarray, on_blank: np.ndarray
+              ) -> np.ndarray:
+    """Raw cutouts of simulations: the host's, or the blank-sky stamp where on_blank >= 0."""
+    shape = fc["images"].shape[1:]
+    raw = np.empty((len(hosts),) + shape, np.float32)
+    gal = on_blank < 0
+    raw[gal] = _read_rows(fc["images"], survey.row[hosts[gal]])
+    if (~gal).any():
+        raw[~gal] = _read_rows(fc["blank/images"], survey.blank["row"][on_blank[~gal]])
+    return raw
+
+
+def _blank_ids(ids: np.ndarray, blank: np.ndarray) -> np.ndarray:
+    """Ids with blank-sky rows set to -1 (integer ids) or b"" (string ids)."""
+    return np.where(blank, -1 if ids.dtype.kind in "iu" else b"", ids).astype(ids.dtype)
+
+
+def blank_splits(survey: Survey, config: Mapping) -> np.ndarray:
+    """Split (train 0, val 1, test 2) of each blank-sky stamp: ``split`` hash of its name
+    ``blank/{tile}/{x}/{y}``, so one stamp of sky never serves two splits."""
+    b = survey.blank
+    if not len(b.get("tile", ())):
+        return np.zeros(0, np.uint8)
+    names = [f"blank/{t}/{x:.0f}/{y:.0f}" for t, (x, y) in zip(b["tile"], b["pos_xy"],
+                                                                strict=True)]
+    return assign_split(names, config["split"]["fractions"], config["split"]["salt"])
+
+
 def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[str | Path],
                     split_path: str | Path, out_path: str | Path, config: Mapping,
                     task_name: str, kind: str) -> dict:
@@ -342,7 +433,7 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
     tcfg = config["training_set"]
     labels = None
     if config["survey"]["labels"]:
-        labels = load_labels(config, task_pos, task)
+        labels = load_labels(config, task_pos, task, catalog_ids=read_catalog(config).ids)
     elif tcfg["use"] == "both":
         raise SurveyError("training_set.use is both but survey.labels is null; set "
                           "survey.labels or use: simulated")
@@ -352,7 +443,8 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
     split_index, split_codes = load_split(split_path)
     split_of = lookup_split(survey.cols["index"], split_index, split_codes, split_path)
     frames = Frames(config, survey)
-    images = load_source_images(tcfg["lens"]["source_images"]) if kind == "lens" else []
+    images = (load_source_images(tcfg["lens"]["source_images"], config["survey"]["bands"])
+              if kind == "lens" else [])
     n_rows = plan.real.size + plan.sim_host.size
     shape = tuple(survey.attrs[0]["stamp_size_pix"] for _ in range(2))
     shape = (len(config["survey"]["bands"]),) + shape
@@ -361,7 +453,10 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
     header.pop("tile_info", None)
     norm = header["normalisation"]
     cols: dict[str, list] = {k: [] for k in ("flags", "index", "id", "label", "split",
-                                             "origin", "sim", "seed")}
+                                             "origin", "sim", "seed", "background")}
+    sim_shard = np.where(plan.sim_blank >= 0, survey.blank["shard"][np.maximum(plan.sim_blank, 0)]
+                         if len(survey.blank["shard"]) else -1, survey.shard[plan.sim_host])
+    blank_split = blank_splits(survey, config)
     pcols: dict[str, list] = {k: [] for k in PARAMS + ("merger_stage",)}
     sim_seconds = 0.0
     kw = dict(chunks=(max(min(chunk, n_rows), 1),) + shape, compression="gzip",
@@ -372,23 +467,30 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
              "mask": fout.create_dataset("mask", (n_rows,) + shape, np.uint8, **kw)}, chunk)
         for k in range(len(survey.stamps)):
             real = plan.real[survey.shard[plan.real] == k]
-            in_shard = survey.shard[plan.sim_host] == k
-            hosts = plan.sim_host[in_shard]
+            in_shard = sim_shard == k
+            hosts, on_blank = plan.sim_host[in_shard], plan.sim_blank[in_shard]
             if real.size + hosts.size == 0:
                 continue
             with open_h5(survey.stamps[k]) as fs, open_h5(survey.cutouts[k]) as fc:
                 r_img = _read_rows(fs["images"], survey.row[real])
                 r_mask = _read_rows(fs["mask"], survey.row[real])
                 t0 = time.perf_counter()
-                raw, p = render_sims(_read_rows(fc["images"], survey.row[hosts]), hosts,
+                raw, p = render_sims(_read_raw(fc, survey, hosts, on_blank), hosts,
                                      plan.sim_kind[in_shard], plan.sim_seed[in_shard], survey,
-                                     frames, tcfg, images)
+                                     frames, tcfg, images, on_blank)
                 s_img, s_mask = normalise(raw, norm) if hosts.size else (raw, raw.astype(
                     np.uint8))
                 sim_seconds += time.perf_counter() - t0
             objs = np.concatenate([real, hosts])
-            block = {"flags": survey.cols["flags"][objs], "index": survey.cols["index"][objs],
-                     "id": survey.cols["id"][objs], "split": split_of[objs],
+            bl = np.r_[np.full(real.size, -1), on_blank]
+            block = {"flags": np.where(bl >= 0, 0, survey.cols["flags"][objs]).astype(np.uint8),
+                     "index": np.where(bl >= 0, -1, survey.cols["index"][objs]),
+                     "id": _blank_ids(survey.cols["id"][objs], bl >= 0),
+                     "split": np.where(bl >= 0, blank_split[np.maximum(bl, 0)]
+                                       if blank_split.size else 0, split_of[objs]
+                                       ).astype(np.uint8),
+                     "background": np.r_[np.full(real.size, GALAXY, "S8"),
+                                         p.pop("background")],
                      "label": np.r_[plan.real_label[survey.shard[plan.real] == k],
                                     plan.sim_label[in_shard]].astype(np.uint8),
                      "origin": np.r_[plan.real_origin[survey.shard[plan.real] == k],

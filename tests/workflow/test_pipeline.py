@@ -11,7 +11,7 @@ from astropy.table import Table
 from conftest import REPO, TINY, run_env, snakemake_cmd
 
 RULES = {"mock", "check", "survey_index", "rejects", "split", "cutouts", "preprocess",
-         "training_set", "augment", "train", "infer", "gather", "evaluate"}
+         "training_set", "augment", "train", "infer", "gather", "evaluate", "review"}
 
 
 def test_dry_run_plans_every_rule(tmp_path):

@@ -1,11 +1,17 @@
 # Multi-band stamps at catalog positions, one HDF5 per shard of tiles; all rejects merged.
 
 
+def shard_index_file(wildcards):
+    """The shard's own rows (results/index/shards/{shard}.fits): rewritten by the index only
+    when they change, so adding tiles re-runs only the new shards."""
+    shards()  # after the survey_index checkpoint
+    return f"results/index/shards/{wildcards.shard}.fits"
+
+
 rule cutouts:
     input:
         tiles=shard_files,
-        assignment="results/index/assignment.fits",
-        shards="results/index/shards.json",
+        shard_index=shard_index_file,
     output:
         stamps="results/cutouts/{shard}.h5",
         rejects="results/cutouts/{shard}.rejects.ecsv",

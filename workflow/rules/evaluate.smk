@@ -1,4 +1,5 @@
-# Metrics on the test split with bootstrap intervals, and ROC curves.
+# Metrics on the test split with bootstrap intervals; ROC, binned completeness, purity at the
+# stated prevalence and reliability figures, registered for `snakemake --report`.
 
 
 rule evaluate:
@@ -8,7 +9,20 @@ rule evaluate:
         labels=labels_file(),
     output:
         metrics="results/metrics.json",
-        roc="results/roc.png",
+        roc=report("results/roc.png", caption="../report/evaluate_roc.rst", category="Evaluation"),
+        completeness=report(
+            "results/completeness.png",
+            caption="../report/evaluate_completeness.rst",
+            category="Evaluation",
+        ),
+        purity=report(
+            "results/purity.png", caption="../report/evaluate_purity.rst", category="Evaluation"
+        ),
+        reliability=report(
+            "results/reliability.png",
+            caption="../report/evaluate_reliability.rst",
+            category="Evaluation",
+        ),
     params:
         cfg=cfg("survey", "tasks", "models", "evaluate"),
     conda:
@@ -23,4 +37,6 @@ rule evaluate:
         runtime=30,
     shell:
         "{PY}.evaluate --config-json {params.cfg:q} --catalog {input.catalog:q} "
-        "--split {input.split:q} --out {output.metrics:q} --roc {output.roc:q} 2> {log:q}"
+        "--split {input.split:q} --out {output.metrics:q} --roc {output.roc:q} "
+        "--completeness {output.completeness:q} --purity {output.purity:q} "
+        "--reliability {output.reliability:q} 2> {log:q}"

@@ -1,14 +1,18 @@
 # Score every object of every shard with every named model; gather into one catalog.
 
+# infer.select cuts on survey.catalog columns: the catalog is then an input of every shard.
+SELECT_INPUTS = [config["survey"]["catalog"]] if config["infer"]["select"] else []
+
 
 rule infer:
     input:
         stamps="results/stamps/{shard}.h5",
         models=MODEL_FILES,
+        catalog=SELECT_INPUTS,
     output:
         "results/scores/{shard}.fits",
     params:
-        cfg=cfg("infer", "train"),
+        cfg=cfg("infer", "train", "survey"),
     conda:
         ENV
     log:
@@ -32,7 +36,7 @@ rule gather:
         csv="results/catalog.csv",
         candidates=expand("results/candidates/{task}.csv", task=TASKS),
     params:
-        cfg=cfg("tasks", "infer", "models"),
+        cfg=cfg("tasks", "infer", "models", "evaluate"),
     conda:
         ENV
     log:

@@ -1,4 +1,11 @@
-# The built-in mock survey: writes tiles, catalog and truth where survey: says.
+# The built-in mock survey: writes tiles, catalog, truth and known lenses where survey: says.
+
+
+def known_lenses_file():
+    """[survey.known_lenses] when set (the mock writes it), else []; check and recover read it."""
+    return [config["survey"]["known_lenses"]] if config["survey"]["known_lenses"] else []
+
+
 if config["survey"]["kind"] == "mock":
 
     rule mock:
@@ -6,6 +13,7 @@ if config["survey"]["kind"] == "mock":
             tiles=_mock.tile_paths(config),
             catalog=config["survey"]["catalog"],
             labels=labels_file(),
+            known_lenses=known_lenses_file(),
         params:
             cfg=cfg("survey", "mock"),
         conda:

@@ -1,11 +1,14 @@
 # Dask-parallel normalisation into chunked HDF5, one file per shard.
 
+# infer.keep_stamps: false deletes each shard's stamps once infer and the training sets read them.
+STAMPS = "results/stamps/{shard}.h5"
+
 
 rule preprocess:
     input:
         "results/cutouts/{shard}.h5",
     output:
-        "results/stamps/{shard}.h5",
+        STAMPS if config["infer"]["keep_stamps"] else temp(STAMPS),
     params:
         cfg=cfg("preprocess"),
     conda:

@@ -1,4 +1,7 @@
 # Check, then the survey index checkpoint (footprints, object -> tile, rejects, shards); split.
+# check writes the header summary the index reads instead of every header again; the index
+# also keeps results/index/shards/{shard}.fits (not declared: Snakemake would delete them
+# before the index runs) so that shards whose tiles and objects are unchanged stay as they are.
 
 
 rule check:
@@ -6,8 +9,10 @@ rule check:
         tiles=SURVEY_FILES,
         catalog=config["survey"]["catalog"],
         labels=labels_file(),
+        known_lenses=known_lenses_file(),
     output:
-        "results/check.json",
+        report="results/check.json",
+        headers="results/tile_headers.json",
     params:
         cfg=cfg("survey", "tasks", "index", "strict"),
     conda:
@@ -21,12 +26,14 @@ rule check:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{PY}.check --config-json {params.cfg:q} --report {output:q} 2> {log:q}"
+        "{PY}.check --config-json {params.cfg:q} --report {output.report:q} "
+        "--headers {output.headers:q} 2> {log:q}"
 
 
 checkpoint survey_index:
     input:
         check="results/check.json",
+        headers="results/tile_headers.json",
         catalog=config["survey"]["catalog"],
     output:
         tiles="results/index/tiles.json",
@@ -46,7 +53,8 @@ checkpoint survey_index:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{PY}.index --config-json {params.cfg:q} --out-dir results/index 2> {log:q}"
+        "{PY}.index --config-json {params.cfg:q} --out-dir results/index "
+        "--headers {input.headers:q} 2> {log:q}"
 
 
 rule split:

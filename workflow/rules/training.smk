@@ -4,7 +4,9 @@
 def training_set_files(wildcards):
     """Files a training set reads besides stamps, cutouts, split and labels (training_set)."""
     t = config["training_set"]
-    files = [config["survey"]["catalog"]] if t["hosts"]["catalog_cuts"] else []
+    # the catalog: host cuts on its columns, and label ids checked against it
+    needs_catalog = t["hosts"]["catalog_cuts"] or config["survey"]["labels"]
+    files = [config["survey"]["catalog"]] if needs_catalog else []
     files += [t["hosts"]["ids"]] if t["hosts"]["ids"] else []
     if t["psf"]["model"] == "image" and t["psf"]["image"]:
         files += [t["psf"]["image"].format(band=b) for b in BANDS]
@@ -20,9 +22,15 @@ rule training_set:
         extra=training_set_files,
     output:
         trainset="results/train/{task}.h5",
-        gallery="results/train/{task}.gallery.png",
+        gallery=report(
+            "results/train/{task}.gallery.png",
+            caption="../report/training_gallery.rst",
+            category="Training",
+            subcategory="{task}",
+            labels={"figure": "training set examples"},
+        ),
     params:
-        cfg=cfg("survey", "tasks", "preprocess", "training_set"),
+        cfg=cfg("survey", "tasks", "preprocess", "training_set", "split", "strict"),
     conda:
         ENV
     log:
@@ -66,7 +74,13 @@ rule train:
     output:
         model="results/models/{task}/{model}.pt",
         metrics="results/models/{task}/{model}.metrics.json",
-        curve="results/models/{task}/{model}.curve.png",
+        curve=report(
+            "results/models/{task}/{model}.curve.png",
+            caption="../report/training_curve.rst",
+            category="Training",
+            subcategory="{task}",
+            labels={"figure": "learning curve, model {model}"},
+        ),
     params:
         cfg=model_cfg,
         inputs=model_args,

@@ -6,7 +6,10 @@ registry maps the ``models[].architecture`` name of the config to its class:
 - ``baseline3``: the lecture's simple CNN (3 conv blocks, ReLU, max-pooling);
 - ``deeplens``: CMU DeepLens (Lanusse et al. 2018), a pre-activation bottleneck ResNet, ELU;
 - ``resnet18``: ResNet-18 with the small-input stem (3x3 convolution, no max-pool);
-- ``d4``: invariant to the 8 rotations/flips by construction (group-pooled features).
+- ``d4``: invariant to the 8 rotations/flips by construction (group-pooled features);
+- ``classical`` (not a CNN, not built here): features + boosted trees, fitted by
+  :mod:`skysift.classical` and rebuilt from its checkpoint by
+  :func:`skysift.checkpoints.model_from_checkpoint`.
 
 A committee (``members: K``) averages the logits of K models of one architecture.
 """
@@ -33,9 +36,9 @@ from skysift.models.runtime import (
     torch_runtime,
 )
 
-__all__ = ["ARCHITECTURES", "MIN_STAMP_SIZE_PIX", "Committee", "autocast", "build_model",
-           "count_parameters", "prepare_model", "resolve_device", "resolve_precision",
-           "single_thread", "to_device", "torch_runtime"]
+__all__ = ["ARCHITECTURES", "CLASSICAL", "MIN_STAMP_SIZE_PIX", "Committee", "autocast",
+           "build_model", "count_parameters", "prepare_model", "resolve_device",
+           "resolve_precision", "single_thread", "to_device", "torch_runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     "resnet18": ResNet18Small,
     "d4": D4Invariant,
 }
+#: The ``models[].architecture`` of features + boosted trees (:mod:`skysift.classical`).
+CLASSICAL = "classical"
 
 
 class Committee(nn.Module):
@@ -94,9 +99,13 @@ def build_model(architecture: str, in_channels: int, stamp_size_pix: int,
     ConfigError
         Unknown architecture (the message lists the valid ones) or stamps too small.
     """
+    if architecture == CLASSICAL:
+        raise ConfigError("a 'classical' model is fitted by skysift.train (skysift.classical), "
+                          "not built: train it, or load its checkpoint with "
+                          "skysift.checkpoints.load_model")
     if architecture not in ARCHITECTURES:
         raise ConfigError(f"models[].architecture: unknown architecture '{architecture}'; "
-                          f"valid: {', '.join(sorted(ARCHITECTURES))}")
+                          f"valid: {', '.join(sorted(ARCHITECTURES))} or {CLASSICAL}")
     if in_channels < 1:
         raise ConfigError(f"a model needs at least one band, got in_channels={in_channels}")
     if stamp_size_pix < MIN_STAMP_SIZE_PIX:

@@ -1,0 +1,179 @@
+"""Read back a graded candidate sheet and report purity by grade (``python -m skysift.grades``).
+
+The sheet is ``results/review/{task}_grades.csv`` (rule ``review``) with its ``grade`` column
+filled by a person: A (certain lens), B (probable), C (possible), N (not a lens), empty for
+a candidate not yet graded. Purity is the fraction of the graded candidates that are
+positive, for three definitions of positive: A, A+B and A+B+C, each with a Wilson score
+interval at ``evaluate.ci``. Given the original sheet (``--candidates``), every candidate is
+matched back by catalog ``index`` and ``id`` exactly (text, never through a float), so a
+spreadsheet that rounded an id or dropped a row is caught.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+from skysift import cli
+from skysift.errors import DataError
+from skysift.io import provenance, write_json
+from skysift.review import GRADES
+
+log = logging.getLogger(__name__)
+
+#: Positive classes of the purity figures: name -> grades counted as lenses.
+POSITIVES = {"A": ("A",), "A+B": ("A", "B"), "A+B+C": ("A", "B", "C")}
+
+
+def wilson_interval(k: int, n: int, ci: float) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k / n at confidence ``ci``.
+
+    Returns (nan, nan) when n == 0.
+    """
+    if n == 0:
+        return float("nan"), float("nan")
+    z = float(norm.ppf(0.5 + ci / 2))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def read_sheet(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a grading sheet as text (ids verbatim); DataError when a column is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: grading sheet not found; the review rule writes "
+                        "results/review/{task}_grades.csv")
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: Excel's BOM
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        names = reader.fieldnames or []
+    missing = [c for c in ("index", "id", "grade") if c not in names]
+    if missing:
+        raise DataError(f"{path}: columns {missing} missing (found {names}); keep the columns "
+                        "of the sheet the review rule wrote and fill only 'grade'")
+    return rows
+
+
+def parse_grades(rows: Sequence[Mapping[str, str]], path: str | Path) -> list[str]:
+    """The grade of every row, upper-cased; '' for ungraded. DataError naming bad rows.
+
+    Row numbers count the header as line 1, as a spreadsheet shows them.
+    """
+    grades, bad = [], []
+    for line, row in enumerate(rows, start=2):
+        grade = (row.get("grade") or "").strip().upper()
+        if grade and grade not in GRADES:
+            bad.append(f"line {line} (rank {row.get('rank', '?')}, id {row.get('id')}): "
+                       f"{row.get('grade')!r}")
+        grades.append(grade)
+    if bad:
+        raise DataError(f"{path}: {len(bad)} invalid grades: {'; '.join(bad[:5])}"
+                        + (" ..." if len(bad) > 5 else "")
+                        + f"; allowed are {', '.join(GRADES)} (A certain, B probable, "
+                        "C possible, N not a lens) or empty for not graded")
+    return grades
+
+
+def _keys(rows: Sequence[Mapping[str, str]], path: str | Path) -> list[tuple[str, str]]:
+    keys = [((r.get("index") or "").strip(), r.get("id") or "") for r in rows]
+    seen: dict[tuple[str, str], int] = {}
+    for line, key in enumerate(keys, start=2):
+        if key in seen:
+            raise DataError(f"{path}: line {line} repeats index {key[0]}, id {key[1]} of line "
+                            f"{seen[key]}; keep one row per candidate")
+        seen[key] = line
+    return keys
+
+
+def match_sheet(rows: Sequence[Mapping[str, str]], reference: Sequence[Mapping[str, str]],
+                path: str | Path, ref_path: str | Path) -> None:
+    """Check that the graded rows are exactly the reference's candidates (index and id).
+
+    Raises DataError naming the first row of either side without its exact match.
+    """
+    got, want = _keys(rows, path), _keys(reference, ref_path)
+    want_set, got_set = set(want), set(got)
+    for line, key in enumerate(got, start=2):
+        if key not in want_set:
+            raise DataError(f"{path}: line {line} (index {key[0]}, id {key[1]}) is not a "
+                            f"candidate of {ref_path}; was the id changed (a spreadsheet "
+                            "rounding a long integer)? Keep the index and id columns as text")
+    for line, key in enumerate(want, start=2):
+        if key not in got_set:
+            raise DataError(f"{path}: candidate index {key[0]}, id {key[1]} (line {line} of "
+                            f"{ref_path}) is missing; keep every row, leave grade empty if "
+                            "not graded")
+
+
+def purity(grades: Sequence[str], ci: float) -> dict:
+    """Counts per grade and purity for each positive set of ``POSITIVES``.
+
+    grades : one per candidate, in ``GRADES`` or '' (not graded, excluded from purity).
+    Returns {"n_rows", "n_graded", "n_ungraded", "counts": {grade: n},
+    "purity": {name: {"value", "k", "n", "interval": [lo, hi]}}, "ci"}.
+    """
+    counts = {g: sum(1 for x in grades if x == g) for g in GRADES}
+    n = sum(counts.values())
+    out = {"n_rows": len(grades), "n_graded": n, "n_ungraded": len(grades) - n,
+           "counts": counts, "ci": ci, "purity": {}}
+    for name, positive in POSITIVES.items():
+        k = sum(counts[g] for g in positive)
+        lo, hi = wilson_interval(k, n, ci)
+        out["purity"][name] = {"value": k / n if n else None, "k": k, "n": n,
+                               "interval": [lo, hi] if n else None}
+    return out
+
+
+def grade_sheet(config: Mapping, sheet: str | Path, candidates: str | Path | None,
+                out: str | Path) -> dict:
+    """Read a filled sheet, check it against the candidates, write purity JSON; return it."""
+    rows = read_sheet(sheet)
+    grades = parse_grades(rows, sheet)
+    if candidates is not None:
+        match_sheet(rows, read_sheet(candidates), sheet, candidates)
+    else:
+        _keys(rows, sheet)
+    result = purity(grades, config["evaluate"]["ci"])
+    if not result["n_graded"]:
+        raise DataError(f"{sheet}: no row has a grade; fill the 'grade' column with "
+                        f"{', '.join(GRADES)}")
+    result.update(sheet=str(sheet), candidates=None if candidates is None else str(candidates),
+                  provenance=provenance(config, step="grades"))
+    write_json(out, result)
+    return result
+
+
+def parser():
+    """The ``python -m skysift.grades`` argument parser."""
+    p = cli.parser("Purity by grade of a filled candidate grading sheet.")
+    p.add_argument("--sheet", required=True, help="the filled sheet (CSV, column grade)")
+    p.add_argument("--candidates",
+                   help="the sheet as the review rule wrote it (results/review/{task}_grades"
+                        ".csv) or the candidate list: every candidate must be matched exactly")
+    p.add_argument("--out", required=True, help="purity JSON to write")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the grades CLI; returns the exit code."""
+    def body(args) -> int:
+        res = grade_sheet(cli.load_config(args), args.sheet, args.candidates, args.out)
+        figures = ", ".join(f"{name} {p['value']:.2f} [{p['interval'][0]:.2f}, "
+                            f"{p['interval'][1]:.2f}]" for name, p in res["purity"].items())
+        log.info("%s: %d of %d candidates graded (%s); purity %s -> %s", args.sheet,
+                 res["n_graded"], res["n_rows"],
+                 " ".join(f"{g}={n}" for g, n in res["counts"].items()), figures, args.out)
+        return 0
+    return cli.run(body, parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+# Candidate review: each task's ranked candidates as an HTML gallery of colour composites
+# (registered for `snakemake --report`) and a grading sheet (python -m skysift.grades).
+
+
+rule review:
+    input:
+        candidates="results/candidates/{task}.csv",
+        cutouts=per_shard("results/cutouts/{shard}.h5"),
+    output:
+        html=report(
+            "results/review/{task}.html",
+            caption="../report/review_gallery.rst",
+            category="Candidates",
+            labels={"task": "{task}", "file": "gallery"},
+        ),
+        sheet=report(
+            "results/review/{task}_grades.csv",
+            caption="../report/review_sheet.rst",
+            category="Candidates",
+            labels={"task": "{task}", "file": "grading sheet"},
+        ),
+    params:
+        cfg=cfg("tasks", "models", "review"),
+    conda:
+        ENV
+    log:
+        "logs/review/{task}.log",
+    benchmark:
+        "results/benchmarks/review/{task}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "{PY}.review --config-json {params.cfg:q} --task {wildcards.task} "
+        "--candidates {input.candidates:q} --cutouts {input.cutouts:q} "
+        "--html {output.html:q} --sheet {output.sheet:q} 2> {log:q}"
