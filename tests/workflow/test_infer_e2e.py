@@ -14,6 +14,7 @@ from skysift import prior
 from skysift.cutouts import FLAG_BITS
 
 TASKS = ("lens", "merger")
+MODELS = ("baseline3", "classical")  # the schema's default models, every task
 PREVALENCE = {"lens": 0.001, "merger": 0.01}  # the schema defaults; tiny.yaml keeps them
 
 
@@ -25,11 +26,12 @@ def test_shard_scores_carry_provenance_and_every_object(tiny_run):
         for key in ("HIERARCH skysift_version", "HIERARCH git_commit", "HIERARCH config_hash"):
             assert key.split()[-1] in header, key
         shas = {header[k] for k in header if k.startswith("MSHA")}
-        assert len(shas) == len(TASKS) and all(len(s) == 64 for s in shas)
+        assert len(shas) == len(TASKS) * len(MODELS) and all(len(s) == 64 for s in shas)
         data = fits.getdata(path, 1)
         assert data["selected"].all()  # no infer.select: every object scored
         for task in TASKS:
-            assert np.isfinite(data[f"score_{task}_baseline3"]).all()
+            for model in MODELS:
+                assert np.isfinite(data[f"score_{task}_{model}"]).all()
         assert header["TTA"] == 0
 
 
