@@ -30,6 +30,7 @@ from skysift.index import (
     wcs_to_json,
     write_header_summary,
 )
+from skysift.shards import plan_training_shards
 
 # --------------------------------------------------------------------------- assignment
 
@@ -392,3 +393,65 @@ def test_shard_file_out_of_step_with_shards_json_is_an_error(tmp_path):
     (tmp_path / "index" / "shards.json").write_text(json.dumps(shards))
     with pytest.raises(DataError, match="does not match"):
         read_assignment_rows(tmp_path / "index", shard="s0000")
+
+
+# --------------------------------------------------------------------------- training shards
+
+
+def _training(tmp_path, out="index"):
+    path = tmp_path / out / "training_shards.json"
+    return json.loads(path.read_text()), path.stat().st_mtime_ns, path.read_bytes()
+
+
+def test_training_shards_are_kept_while_tiles_are_added(tmp_path):
+    _catalog(tmp_path)
+    _grid_survey(tmp_path, "ABCDE")
+    first = _index(tmp_path)
+    record, mtime, data = _training(tmp_path)
+    assert record["shards"] == ["s0000", "s0001", "s0002"]
+    assert record["digests"] == {s["shard"]: s["digest"] for s in first["shards"]}
+    assert record["n_objects"] == 6
+    assert record["provenance"]["config_hash"]
+
+    _grid_survey(tmp_path, "FG")  # a new shard s0003: training keeps the first run's shards
+    assert len(_index(tmp_path)["shards"]) == 4
+    assert _training(tmp_path)[1:] == (mtime, data)  # untouched: same bytes, same mtime
+
+    _index(tmp_path, keep=False)  # from scratch, E and F share a shard: the record resets
+    record, mtime2, _ = _training(tmp_path)
+    assert record["shards"] == ["s0000", "s0001", "s0002"] and mtime2 != mtime
+    assert record["n_objects"] == 7
+    _index(tmp_path, keep=False)  # the same shards again: kept
+    assert _training(tmp_path)[1] == mtime2
+
+
+def test_training_shards_reset_when_a_recorded_shard_changes(tmp_path):
+    _catalog(tmp_path)
+    _grid_survey(tmp_path, "ABCD")
+    _index(tmp_path)
+    cat = Table.read(tmp_path / "cat.fits")
+    cat["ra"][2] += 1 / 3600  # shard s0001 is rebuilt as s0002: training must see it
+    cat.write(tmp_path / "cat.fits", overwrite=True)
+    _index(tmp_path)
+    assert _training(tmp_path)[0]["shards"] == ["s0000", "s0002"]
+    (tmp_path / "index" / "training_shards.json").write_text("{not json")
+    _index(tmp_path)  # unreadable: written again
+    assert _training(tmp_path)[0]["shards"] == ["s0000", "s0002"]
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_plan_training_shards(keep):
+    shards = [{"shard": "s0000", "digest": "a", "n_objects": 3},
+              {"shard": "s0001", "digest": "b", "n_objects": 4}]
+    new, kept = plan_training_shards(None, shards, keep)
+    assert not kept and new == {"shards": ["s0000", "s0001"],
+                                "digests": {"s0000": "a", "s0001": "b"}, "n_objects": 7}
+    grown = shards + [{"shard": "s0002", "digest": "c", "n_objects": 5}]
+    record, kept = plan_training_shards({**new, "provenance": {"x": 1}}, grown, keep)
+    assert kept is keep
+    assert record["shards"] == (["s0000", "s0001"] if keep else ["s0000", "s0001", "s0002"])
+    changed = [shards[0], {**shards[1], "digest": "B"}]
+    assert plan_training_shards(new, changed, keep) == (
+        {"shards": ["s0000", "s0001"], "digests": {"s0000": "a", "s0001": "B"}, "n_objects": 7},
+        False)
+    assert plan_training_shards(new, shards[:1], keep)[0]["shards"] == ["s0000"]

@@ -20,11 +20,17 @@ new shards and re-runs only them. The price: after tiles are added, the shards (
 tile cuts an object in an overlap) can differ from those of an index built from scratch
 with all the tiles; both cut every object once. ``keep_shards: false`` rebuilds from scratch.
 
+``training_shards.json`` records the shards the training sets draw from
+(``training_set.shards: frozen``): the first index run's shards, kept (file untouched) while
+every one of them still exists with the same rows, so adding tiles re-makes no training set,
+retrains no model and re-scores no old shard (:func:`skysift.shards.plan_training_shards`).
+
     python -m skysift.index --config-json J --out-dir results/index [--headers H] [--strict]
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -50,10 +56,12 @@ from skysift.errors import SurveyError
 from skysift.io import atomic_output, id_array, provenance, write_json
 from skysift.shards import (  # noqa: F401  (read_assignment_rows, load_shards: re-exported)
     ASSIGNMENT_COLUMNS,
+    TRAINING_SHARDS,
     concat,
     load_shards,
     make_shards,
     plan_shards,
+    plan_training_shards,
     previous_shards,
     read_assignment_rows,
     rows_digest,
@@ -375,9 +383,33 @@ def write_shard_files(out_dir: str | Path, idx: SurveyIndex, prov: dict,
     return n_written
 
 
+def write_training_shards(out_dir: str | Path, idx: SurveyIndex, prov: dict, keep: bool
+                          ) -> bool:
+    """Write ``training_shards.json`` unless the previous one still holds
+    (:func:`plan_training_shards`); return whether it was kept. A kept file keeps its bytes
+    and its mtime, so Snakemake does not re-make the training sets that read it."""
+    path = Path(out_dir) / TRAINING_SHARDS
+    previous = None
+    if path.exists():
+        try:
+            with open(path) as fh:
+                previous = json.load(fh)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: unreadable (%s); written again", path, exc)
+    record, kept = plan_training_shards(previous if isinstance(previous, dict) else None,
+                                        idx.shards, keep)
+    if kept:
+        log.info("training shards: %d kept from %s (%d new shards are scored, not trained on)",
+                 len(record["shards"]), path, len(idx.shards) - len(record["shards"]))
+    else:
+        write_json(path, {**record, "provenance": prov})
+        log.info("training shards: %d shards written to %s", len(record["shards"]), path)
+    return kept
+
+
 def write_index(out_dir: str | Path, idx: SurveyIndex, config: dict) -> None:
-    """Write tiles.json, assignment.fits, rejects.ecsv, shards.json and the changed
-    shards/{shard}.fits (docs/formats.md)."""
+    """Write tiles.json, assignment.fits, rejects.ecsv, shards.json, the changed
+    shards/{shard}.fits and training_shards.json when it changes (docs/formats.md)."""
     out = Path(out_dir)
     survey = config["survey"]
     prov = provenance(config, inputs=[survey["tiles"], survey["catalog"]])
@@ -398,6 +430,7 @@ def write_index(out_dir: str | Path, idx: SurveyIndex, config: dict) -> None:
     write_json(out / "shards.json", {
         "tiles_per_shard": tps, "n_shards": len(idx.shards), "n_kept": idx.n_kept,
         "n_pinned": idx.n_pinned, "shards": idx.shards, "provenance": prov})
+    write_training_shards(out, idx, prov, config["index"]["keep_shards"])
 
 
 def _body(args) -> int:

@@ -4,7 +4,9 @@ A shard is the unit of work of every per-object step. Its rows (``ASSIGNMENT_COL
 are in ``results/index/assignment.fits`` and in ``results/index/shards/{shard}.fits``, which
 the index rewrites only when they change (:func:`rows_digest`), so that jobs reading an
 unchanged shard are not re-run. :func:`plan_shards` keeps the shards of a previous index
-run (:func:`previous_shards`) whose tiles hold the same rows. Layouts in docs/formats.md.
+run (:func:`previous_shards`) whose tiles hold the same rows; :func:`plan_training_shards`
+keeps the record of the shards the training sets draw from (``training_shards.json``), so
+that adding tiles re-makes no training set and retrains no model. Layouts in docs/formats.md.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from skysift.io import id_array
 log = logging.getLogger(__name__)
 
 ASSIGNMENT_COLUMNS = ("index", "id", "ra", "dec", "tile", "x_pix", "y_pix")
+#: The shards the training sets draw from, in the index directory (:func:`plan_training_shards`).
+TRAINING_SHARDS = "training_shards.json"
 
 
 def shard_name(i: int) -> str:
@@ -149,6 +153,39 @@ def plan_shards(tiles: Sequence[str], tile_rows: Mapping[str, dict[str, np.ndarr
     new = [(shard_name(first + k), free[i:i + tiles_per_shard])
            for k, i in enumerate(range(0, len(free), tiles_per_shard))]
     return kept + new
+
+
+def plan_training_shards(record: Mapping | None, shards: Sequence[Mapping], keep: bool = True
+                         ) -> tuple[dict, bool]:
+    """The shards the training sets draw from (``training_shards.json``), and whether
+    ``record``, that of a previous index run, still holds.
+
+    Parameters
+    ----------
+    record : ``{"shards": [name, ...], "digests": {name: digest}, ...}`` of a previous run,
+        or None (none, or unreadable).
+    shards : this run's shards (``shards.json`` entries with ``shard``, ``digest``,
+        ``n_objects``).
+    keep : ``index.keep_shards``: keep ``record`` while every shard it lists still exists
+        with the same digest (tiles added since only make new shards); False: ``record``
+        holds only when it lists exactly this run's shards.
+
+    Returns
+    -------
+    (record, kept): ``record`` itself when kept, else a new one listing every shard of this
+    run; a kept record is not rewritten, so the training sets that read it are not re-made.
+    """
+    now = {s["shard"]: s["digest"] for s in shards}
+    if record is not None:
+        old = dict(record.get("digests") or {})
+        listed = list(record.get("shards") or [])
+        same = (bool(listed) and sorted(listed) == sorted(old)
+                and all(now.get(name) == digest for name, digest in old.items()))
+        if same and (keep or set(old) == set(now)):
+            return dict(record), True
+    names = sorted(now, key=shard_number)
+    return {"shards": names, "digests": {n: now[n] for n in names},
+            "n_objects": int(sum(s["n_objects"] for s in shards))}, False
 
 
 def concat(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

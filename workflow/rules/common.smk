@@ -22,6 +22,7 @@ shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 TASKS = [task["name"] for task in config["tasks"]]
 BANDS = config["survey"]["bands"]
 PY = "python -m skysift"
+TRAINING_SHARDS_FILE = "results/index/training_shards.json"  # written by the survey index
 ENV = "../../envs/skysift.yaml"  # for --sdm conda; relative to the rule files
 
 
@@ -63,6 +64,20 @@ def shards():
 def per_shard(pattern):
     """Input function: ``pattern`` (with {shard}) for every shard of the index."""
     return lambda wildcards: expand(pattern, shard=sorted(shards()))
+
+
+def training_shards():
+    """Shards the training sets read (training_set.shards): every shard, or those recorded in
+    results/index/training_shards.json (frozen; kept by the index while they exist unchanged,
+    so adding tiles re-makes no training set). An index written before that file existed
+    records none: every shard."""
+    names = sorted(shards())  # after the survey_index checkpoint
+    record = Path(TRAINING_SHARDS_FILE)
+    if config["training_set"]["shards"] == "all" or not record.exists():
+        return names
+    with open(record) as fh:
+        listed = json.load(fh)["shards"]
+    return listed if set(listed) <= set(names) else names  # a stale record: every shard
 
 
 def shard_files(wildcards):

@@ -13,11 +13,52 @@ def training_set_files(wildcards):
     return files
 
 
+def training_shard_files(pattern):
+    """Input function: ``pattern`` (with {shard}) for every shard training reads."""
+    return lambda wildcards: expand(pattern, shard=training_shards())
+
+
+def training_shards_record(wildcards):
+    """results/index/training_shards.json when training_set.shards is frozen: rewritten by
+    the index only when the recorded shards change, so it re-makes the training sets then."""
+    training_shards()  # after the survey_index checkpoint
+    frozen = config["training_set"]["shards"] == "frozen"
+    return [TRAINING_SHARDS_FILE] if frozen and Path(TRAINING_SHARDS_FILE).exists() else []
+
+
+def after_index(function):
+    """``function`` as an input function that waits for the survey index checkpoint.
+
+    Snakemake keeps the rerun reason of a job planned before a checkpoint ran: augment and
+    train, planned while the re-running index left the training set's inputs unknown, would
+    re-run though the index keeps the training shards. Waiting for the index, they are
+    planned again after it, from the training set as it then stands. In a new working
+    directory (no index yet) nothing waits, so a dry run still plans every rule.
+    """
+    def inputs(wildcards):
+        if Path("results/index/shards.json").exists():  # the checkpoint's output
+            shards()  # after the survey_index checkpoint
+        return function(wildcards)
+
+    return inputs
+
+
+# frozen: the split of an object is a hash of its id (split.salt, split.fractions, both in
+# params), so a split file rewritten for a grown catalog changes none of the recorded
+# shards' rows: its mtime alone re-makes nothing.
+TRAINING_SPLIT = (
+    ancient("results/split.fits")
+    if config["training_set"]["shards"] == "frozen"
+    else "results/split.fits"
+)
+
+
 rule training_set:
     input:
-        stamps=per_shard("results/stamps/{shard}.h5"),
-        cutouts=per_shard("results/cutouts/{shard}.h5"),
-        split="results/split.fits",
+        stamps=training_shard_files("results/stamps/{shard}.h5"),
+        cutouts=training_shard_files("results/cutouts/{shard}.h5"),
+        shards=training_shards_record,
+        split=TRAINING_SPLIT,
         labels=labels_file(),
         extra=training_set_files,
     output:
@@ -49,7 +90,7 @@ rule training_set:
 
 rule augment:
     input:
-        "results/train/{task}.h5",
+        after_index(lambda wildcards: f"results/train/{wildcards.task}.h5"),
     output:
         "results/train/{task}.augmented.h5",
     params:
@@ -70,7 +111,7 @@ rule augment:
 
 rule train:
     input:
-        unpack(model_inputs),
+        unpack(after_index(model_inputs)),
     output:
         model="results/models/{task}/{model}.pt",
         metrics="results/models/{task}/{model}.metrics.json",
