@@ -58,6 +58,17 @@ def test_report_of_a_good_survey(tmp_path):
     assert any("1 objects rejected: off every tile" in m for m in messages)
     assert any("1 of 3 label ids are not in the catalog" in m for m in messages)
     assert any("1 tiles hold no catalog object" in m for m in messages)
+
+
+def test_strict_check_refuses_label_ids_not_in_the_catalog(tmp_path, capsys):
+    config = _survey(tmp_path)
+    report_path = tmp_path / "check.json"
+    code = entry.main(["check", "--config-json", json.dumps(config), "--report",
+                       str(report_path), "--strict"])
+    assert code == 2 and not report_path.exists()
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "label ids are not in the catalog" in ln]
+    assert lines and "ERROR" in lines[0].upper()
     assert check.main(["--config-json", json.dumps(config), "--strict"]) == 2
 
 

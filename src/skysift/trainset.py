@@ -28,7 +28,6 @@ import h5py
 import numpy as np
 
 from skysift import cli
-from skysift.catalog import read_catalog
 from skysift.errors import DataError, SurveyError
 from skysift.io import atomic_output, open_h5, provenance, read_attr_json, write_attrs
 from skysift.labels import (  # noqa: F401  (re-exported: the label helpers lived here)
@@ -166,7 +165,7 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
     ``n_labels_without_stamp`` and ``counts`` ({split: {neg, pos}}).
     """
     task_pos, task = find_task(config, task_name)
-    labels = load_labels(config, task_pos, task, catalog_ids=read_catalog(config).ids)
+    labels = load_labels(config, task_pos, task)
     split_index, split_codes = load_split(split_path)
     paths = [str(p) for p in stamp_paths]
     selected, attrs, shape = _scan(paths, labels)

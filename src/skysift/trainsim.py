@@ -39,7 +39,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from skysift.catalog import read_catalog
 from skysift.errors import DataError, SurveyError
 from skysift.hosts import colour_slope, magnitudes, make_host, select_hosts, stamp_photometry
 from skysift.inject import (
@@ -433,7 +432,7 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
     tcfg = config["training_set"]
     labels = None
     if config["survey"]["labels"]:
-        labels = load_labels(config, task_pos, task, catalog_ids=read_catalog(config).ids)
+        labels = load_labels(config, task_pos, task)
     elif tcfg["use"] == "both":
         raise SurveyError("training_set.use is both but survey.labels is null; set "
                           "survey.labels or use: simulated")

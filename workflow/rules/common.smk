@@ -17,7 +17,9 @@ from skysift import survey as _survey  # noqa: E402
 _skysift_config.validate(config, "config")  # the checks a JSON schema cannot express
 
 # Every CLI runs from this checkout's src/, also in conda envs and on cluster nodes.
-shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+# MKL_CBWR / MKL_DYNAMIC: MKL's results independent of memory alignment and thread teams.
+shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}} "
+             "MKL_CBWR=${{MKL_CBWR:-AUTO,STRICT}} MKL_DYNAMIC=${{MKL_DYNAMIC:-FALSE}}; ")
 
 TASKS = [task["name"] for task in config["tasks"]]
 BANDS = config["survey"]["bands"]

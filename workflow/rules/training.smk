@@ -4,9 +4,7 @@
 def training_set_files(wildcards):
     """Files a training set reads besides stamps, cutouts, split and labels (training_set)."""
     t = config["training_set"]
-    # the catalog: host cuts on its columns, and label ids checked against it
-    needs_catalog = t["hosts"]["catalog_cuts"] or config["survey"]["labels"]
-    files = [config["survey"]["catalog"]] if needs_catalog else []
+    files = [config["survey"]["catalog"]] if t["hosts"]["catalog_cuts"] else []
     files += [t["hosts"]["ids"]] if t["hosts"]["ids"] else []
     if t["psf"]["model"] == "image" and t["psf"]["image"]:
         files += [t["psf"]["image"].format(band=b) for b in BANDS]
