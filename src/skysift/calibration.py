@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from skysift import prior
-from skysift.completeness import wilson_interval
 from skysift.io import atomic_output
+from skysift.metrics import wilson_interval
 
 BINNINGS = ("equal_count", "equal_width")
 

@@ -17,36 +17,17 @@ The test split's own class balance does not enter: only ``t`` and ``f`` are meas
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
-from scipy.stats import norm
 
 from skysift.errors import ConfigError
 from skysift.io import atomic_output
+from skysift.metrics import wilson_interval
 
 log = logging.getLogger(__name__)
-
-
-def wilson_interval(k: int, n: int, ci: float) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion ``k / n`` at confidence ``ci``.
-
-    Returns (lo, hi) within [0, 1]; (NaN, NaN) when ``n == 0``.
-    """
-    if n <= 0:
-        return float("nan"), float("nan")
-    z = float(norm.ppf(0.5 + ci / 2.0))
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # exact ends at k = 0 and k = n (rounding would leave e.g. 1e-17)
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return lo, hi
 
 
 def fp_allowed(fpr: float, n_neg: int) -> int:

@@ -16,33 +16,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-from scipy.stats import norm
-
 from skysift import cli
 from skysift.errors import DataError
 from skysift.io import provenance, write_json
+from skysift.metrics import wilson_interval
 from skysift.review import GRADES
 
 log = logging.getLogger(__name__)
 
 #: Positive classes of the purity figures: name -> grades counted as lenses.
 POSITIVES = {"A": ("A",), "A+B": ("A", "B"), "A+B+C": ("A", "B", "C")}
-
-
-def wilson_interval(k: int, n: int, ci: float) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k / n at confidence ``ci``.
-
-    Returns (nan, nan) when n == 0.
-    """
-    if n == 0:
-        return float("nan"), float("nan")
-    z = float(norm.ppf(0.5 + ci / 2))
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def read_sheet(path: str | Path) -> list[dict[str, str]]:

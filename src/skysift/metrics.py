@@ -5,8 +5,10 @@ All functions take scores where higher means "more likely positive" and labels i
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 
 from skysift.errors import DataError
 
@@ -146,3 +148,21 @@ def bootstrap(scores, labels, n_boot: int, ci: float, seed: int,
         lo, hi = np.quantile(draws[name], [alpha, 1.0 - alpha])
         out[name]["lo"], out[name]["hi"] = float(lo), float(hi)
     return out
+
+
+def wilson_interval(k: int, n: int, ci: float) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``k / n`` at confidence ``ci``.
+
+    Returns (lo, hi) within [0, 1]; (NaN, NaN) when ``n == 0``.
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    z = float(norm.ppf(0.5 + ci / 2.0))
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # exact ends at k = 0 and k = n (rounding would leave e.g. 1e-17)
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return lo, hi

@@ -40,13 +40,13 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.table import MaskedColumn, Table
-from scipy.stats import norm
 
 from skysift import cli
 from skysift.catalog import read_catalog
 from skysift.errors import ConfigError, DataError, SurveyError
 from skysift.gather import read_scores, write_csv
 from skysift.io import provenance, read_table, require_columns, write_json
+from skysift.metrics import wilson_interval
 from skysift.modelspec import primary_specs
 
 log = logging.getLogger(__name__)
@@ -108,18 +108,6 @@ def rank_scores(scores: np.ndarray, index: np.ndarray) -> np.ndarray:
     rank = np.empty(scores.size, np.int64)
     rank[order] = np.arange(1, scores.size + 1)
     return rank
-
-
-def wilson_interval(k: int, n: int, ci: float) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion ``k / n`` at confidence ``ci``
-    ((NaN, NaN) when ``n`` is 0)."""
-    if n == 0:
-        return math.nan, math.nan
-    z = float(norm.ppf(0.5 + ci / 2.0))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def recover(known_ra: np.ndarray, known_dec: np.ndarray, cat_ra: np.ndarray,
