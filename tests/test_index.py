@@ -187,11 +187,11 @@ def test_duplicate_ids_exit_2_without_output(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_strict_makes_bad_coordinates_fatal(tmp_path, capsys):
+def test_strict_makes_bad_coordinates_and_objects_off_every_tile_fatal(tmp_path, capsys):
     config = json.dumps(_survey(tmp_path, np.arange(5)))
     assert main(["--config-json", config, "--out-dir", str(tmp_path / "o"), "--strict"]) == 2
-    assert "1 rows have unusable coordinates (non-finite coordinates in row 3)" in \
-        capsys.readouterr().err
+    assert "2 rows cannot be cut (1 non-finite coordinates, 1 off every tile; e.g. row 3: " \
+        "non-finite coordinates)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert survey.main(["--config-json", config, "--out-dir", str(tmp_path / "o")]) == 0
 

@@ -29,7 +29,6 @@ from skysift import cli
 from skysift.catalog import read_catalog
 from skysift.errors import SkysiftError, SurveyError
 from skysift.index import (
-    REASON_OFF,
     assign_objects,
     footprint_radec,
     make_shards,
@@ -172,7 +171,7 @@ def run_checks(config: dict) -> tuple[dict, Problems]:
             by_reason = Counter(reason[tile_idx < 0].tolist())
             report.update(n_assigned=int(counts.sum()), rejects=dict(by_reason))
             for why, n in sorted(by_reason.items()):
-                level = "error" if config.get("strict") and why != REASON_OFF else "warning"
+                level = "error" if config.get("strict") else "warning"
                 problems.add(level, f"{catalog.path}: {n} objects rejected: {why}")
             if not counts.sum():
                 problems.add("error", f"{catalog.path}: no object lies on any tile; check "

@@ -293,7 +293,8 @@ def build_index(config: dict, headers: Sequence[TileHeader] | None = None,
     ------
     SurveyError
         Bad tiles or catalog (see :mod:`skysift.survey`), no tile matching the pattern, no
-        object on any tile, or (``strict``) catalog rows with unusable coordinates.
+        object on any tile, or (``strict``) catalog rows that cannot be cut (unusable
+        coordinates, off every tile).
     """
     if headers is None:
         headers = load_headers(config)
@@ -301,12 +302,14 @@ def build_index(config: dict, headers: Sequence[TileHeader] | None = None,
     footprints = [(h.wcs, h.shape) for h in headers]
     ra = normalise_ra(catalog.ra_deg)
     tile_idx, x_pix, y_pix, reason = assign_objects(ra, catalog.dec_deg, footprints)
-    bad_coords = (reason != "") & (reason != REASON_OFF)
-    if config.get("strict") and bad_coords.any():
-        rows = np.flatnonzero(bad_coords)
-        raise SurveyError(f"{catalog.path}: {rows.size} rows have unusable coordinates "
-                          f"({reason[rows[0]]} in row {rows[0]}); fix them, or set strict: "
-                          "false to list them in the rejects")
+    rejected = reason != ""
+    if config.get("strict") and rejected.any():
+        rows = np.flatnonzero(rejected)
+        counts = ", ".join(f"{n} {why}" for why, n in
+                           sorted(Counter(reason[rows].tolist()).items()))
+        raise SurveyError(f"{catalog.path}: {rows.size} rows cannot be cut ({counts}; e.g. "
+                          f"row {rows[0]}: {reason[rows[0]]}); fix their coordinates or the "
+                          "tile list, or set strict: false to list them in the rejects")
     index = np.arange(len(catalog.ids), dtype=np.int64)
     if not (tile_idx >= 0).any():
         raise SurveyError(f"{catalog.path}: none of its {index.size} objects lies on any of the "
