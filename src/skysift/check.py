@@ -197,8 +197,6 @@ def run_checks(config: dict) -> tuple[dict, Problems]:
 def _body(args) -> int:
     start = time.perf_counter()
     config = cli.load_config(args)
-    if args.strict:
-        config["strict"] = True
     report, problems = run_checks(config)
     for p in problems.items:
         (log.error if p["level"] == "error" else log.warning)("%s", p["message"])
@@ -230,8 +228,6 @@ def parser():
                    "results/check.json")
     p.add_argument("--headers", help="header summary to write for the survey index, e.g. "
                    "results/tile_headers.json (docs/formats.md)")
-    p.add_argument("--strict", action="store_true",
-                   help="catalog rows with unusable coordinates are errors (config strict)")
     return p
 
 

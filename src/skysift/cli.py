@@ -18,10 +18,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     """An ArgumentParser with the options every skysift CLI takes.
 
     ``--strict`` is shared by every step: it sets the config key ``strict`` (data problems
-    that are otherwise counted and rejected become errors). A step may still declare its
-    own ``--strict`` (for its help text): the parser resolves the duplicate to that one.
+    that are otherwise counted and rejected become errors).
     """
-    p = argparse.ArgumentParser(description=description, conflict_handler="resolve")
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--config", help="YAML config file (defaults from config/schema.yaml)")
     p.add_argument("--config-json", help="JSON config merged over --config (what rules pass)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

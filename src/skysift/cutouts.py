@@ -371,8 +371,6 @@ def default_rejects_path(out: str | Path) -> Path:
 def _body(args) -> int:
     start = time.perf_counter()
     config = cli.load_config(args)
-    if args.strict:
-        config["strict"] = True
     if args.shard:
         rows, label = read_assignment_rows(args.index_dir, shard=args.shard), args.shard
     else:
@@ -403,8 +401,6 @@ def parser():
     p.add_argument("--out", required=True, help="output HDF5, e.g. results/cutouts/{shard}.h5")
     p.add_argument("--rejects", help="objects rejected here (ECSV); default: beside --out, "
                    "NAME.rejects.ecsv")
-    p.add_argument("--strict", action="store_true",
-                   help="a tile band without any valid pixel is an error (config strict)")
     return p
 
 

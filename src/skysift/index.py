@@ -439,8 +439,6 @@ def write_index(out_dir: str | Path, idx: SurveyIndex, config: dict) -> None:
 def _body(args) -> int:
     start = time.perf_counter()
     config = cli.load_config(args)
-    if args.strict:
-        config["strict"] = True
     headers = load_headers(config, args.headers)
     previous = (previous_shards(args.out_dir, config["index"]["tiles_per_shard"])
                 if config["index"]["keep_shards"] else None)
@@ -470,8 +468,6 @@ def parser():
                    "shards/")
     p.add_argument("--headers", help="header summary written by skysift check (e.g. "
                    "results/tile_headers.json); without it every header is read")
-    p.add_argument("--strict", action="store_true",
-                   help="catalog rows with unusable coordinates are an error (config strict)")
     return p
 
 
