@@ -31,11 +31,13 @@ from skysift.models import resolve_device, resolve_precision
 from skysift.train import train_model
 
 
-def test_split(trainset: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images (n, band, s, s) and labels (n,) of the test split (2) of a training set."""
-    with open_h5(trainset, required=("images", "label", "split")) as fh:
+def test_split(trainset: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images (n, band, s, s), labels (n,) and ids (n,) of the test split (2) of a training
+    set."""
+    with open_h5(trainset, required=("images", "label", "split", "id")) as fh:
         rows = np.flatnonzero(fh["split"][()] == 2)
-        return fh["images"][rows[0]:rows[-1] + 1][rows - rows[0]], fh["label"][()][rows]
+        return (fh["images"][rows[0]:rows[-1] + 1][rows - rows[0]], fh["label"][()][rows],
+                fh["id"][()][rows])
 
 
 def fmt(res: dict, name: str) -> str:
@@ -67,7 +69,7 @@ def main() -> int:
     config = skyconfig.validate(config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    x_test, y_test = test_split(Path(args.trainset))
+    x_test, y_test, id_test = test_split(Path(args.trainset))
     device = resolve_device(config["train"]["device"])
     precision = resolve_precision(config["train"]["precision"], device)
     for entry in entries:
@@ -81,6 +83,11 @@ def main() -> int:
         logits = score(model, x_test, 512, device, precision)
         infer_s = time.perf_counter() - t1
         res = metrics.bootstrap(logits, y_test, args.n_boot, 0.95, 12345, metrics.ALL_METRICS)
+        tta = score(model, x_test, 512, device, precision, tta=True)
+        res_tta = metrics.bootstrap(tta, y_test, args.n_boot, 0.95, 12345, metrics.ALL_METRICS)
+        # per-object test scores: binned completeness (θ_E, arc S/N, mass ratio) is computed
+        # from them and the labels' columns by benchmarks/completeness.py
+        np.savez(f"{stem}.test.npz", id=id_test, label=y_test, logit=logits, logit_tta=tta)
         row = {"task": args.task, "model": entry["name"], "architecture": entry["architecture"],
                "members": entry["members"], "parameters": m["parameters"],
                "epochs": len(m["epochs"]), "best_epoch": m["best_epoch"],
@@ -89,6 +96,7 @@ def main() -> int:
                "precision": m["precision"], "n_test_pos": int(y_test.sum()),
                "n_test_neg": int((y_test == 0).sum()), "val_auroc": m["best_val_auroc"],
                **{k: v for k, v in res.items()},
+               "tta": {k: v for k, v in res_tta.items()},
                "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                                else f"cpu x{torch.get_num_threads()}")}
         print(json.dumps(row), flush=True)

@@ -10,12 +10,17 @@ other tasks cut from the same stamps (same ``index`` order) travel as their labe
     python benchmarks/pack_trainset.py pack results/train/lens.h5 packed.h5 [--train-keep 0.7]
         [--also results/train/merger.h5]
     python benchmarks/pack_trainset.py unpack packed.h5 lens.h5 [--task merger]
+
+With ``--xz`` the quantised images go to ``packed.h5.q.xz`` (raw uint8, C order, xz), about
+30 % smaller than gzip in HDF5; ``unpack`` reads that file when ``packed.h5`` has no ``q``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import lzma
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -26,7 +31,7 @@ KEYS = ("label", "split", "index", "id", "flags")
 
 
 def pack(src: str, dst: str, step: float, lo: float, train_keep: float, seed: int,
-         also: list[str]) -> None:
+         also: list[str], xz: bool = False) -> None:
     with h5py.File(src, "r") as fh:
         split = fh["split"][()]
         rng = np.random.default_rng(seed)
@@ -43,6 +48,11 @@ def pack(src: str, dst: str, step: float, lo: float, train_keep: float, seed: in
                 ds[start:start + len(r)] = np.clip(np.round((x - lo) / step), 0, 255)
             for key in KEYS:
                 out.create_dataset(key, data=fh[key][()][rows])
+            if xz:
+                with lzma.open(dst + ".q.xz", "wb", preset=6) as fq:
+                    fq.write(np.ascontiguousarray(ds[()]).tobytes())
+                out.attrs["q_shape"] = ds.shape
+                del out["q"]
             for key, value in fh.attrs.items():
                 out.attrs[key] = value
             out.attrs["q_lo"], out.attrs["q_step"] = lo, step
@@ -59,10 +69,16 @@ def pack(src: str, dst: str, step: float, lo: float, train_keep: float, seed: in
 def unpack(src: str, dst: str, task: str | None = None) -> None:
     with h5py.File(src, "r") as fh:
         lo, step = float(fh.attrs["q_lo"]), float(fh.attrs["q_step"])
-        images = fh["q"][()].astype(np.float32) * np.float32(step) + np.float32(lo)
+        if "q" in fh:
+            q = fh["q"][()]
+        else:
+            with lzma.open(Path(src + ".q.xz"), "rb") as fq:
+                q = np.frombuffer(fq.read(), np.uint8).reshape(tuple(fh.attrs["q_shape"]))
+        images = q.astype(np.float32) * np.float32(step) + np.float32(lo)
         arrays = {"images": images, "mask": np.ones(images.shape, np.uint8)}
         arrays.update({key: fh[key][()] for key in KEYS})
-        attrs = {k: v for k, v in fh.attrs.items() if k not in ("q_lo", "q_step", "counts")}
+        attrs = {k: v for k, v in fh.attrs.items()
+                 if k not in ("q_lo", "q_step", "q_shape", "counts")}
         if task is not None and task != attrs.get("task"):
             arrays["label"] = fh[f"label_{task}"][()]
             attrs.update(json.loads(fh[f"label_{task}"].attrs["attrs"]))
@@ -81,13 +97,15 @@ def main() -> int:
     a.add_argument("--train-keep", type=float, default=1.0)
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--also", nargs="*", default=[], help="other tasks' training sets")
+    a.add_argument("--xz", action="store_true", help="images to DST.q.xz (smaller)")
     b = sub.add_parser("unpack")
     b.add_argument("src")
     b.add_argument("dst")
     b.add_argument("--task", help="the task whose labels to write (default: the packed one)")
     args = p.parse_args()
     if args.cmd == "pack":
-        pack(args.src, args.dst, args.step, args.lo, args.train_keep, args.seed, args.also)
+        pack(args.src, args.dst, args.step, args.lo, args.train_keep, args.seed, args.also,
+             args.xz)
     else:
         unpack(args.src, args.dst, args.task)
     return 0

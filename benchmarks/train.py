@@ -123,7 +123,7 @@ def real_trainer(arch: str, data: TrainData, config: dict, batch: int, steps: in
     data.sources = [src]
     data.__post_init__()
     cfg = {**config["train"], "batch_size": batch, "epochs": repeats + 1}
-    loader = make_loader(data, cfg["data"], cfg["ram_gb"], cfg["workers"])
+    loader = make_loader(data, cfg["data"], cfg["ram_gb"], cfg["workers"], device)
     torch.manual_seed(0)
     model = prepare_model(build_model(arch, data.shape[0], data.shape[-1]), device)
     return Trainer(model, data, loader, cfg, device, precision, torch.Generator().manual_seed(0))

@@ -14,7 +14,7 @@ from skysift import train
 from skysift.config import load
 from skysift.errors import DataError
 from skysift.io import write_stamps
-from skysift.loader import RamLoader, StreamLoader, epoch_examples, open_data
+from skysift.loader import RamLoader, StreamLoader, epoch_examples, make_loader, open_data
 from skysift.models import build_model
 from skysift.trainer import Trainer
 
@@ -321,3 +321,22 @@ def test_checkpoint_entry_imports_instead_of_training(trained, tmp_path, capsys)
     args[1] = json.dumps(cfg)
     assert train.main(args) == 2
     assert "holds a 'baseline3' model" in capsys.readouterr().err
+
+
+def test_ram_loader_batches_do_not_depend_on_where_the_images_live(data_dir, monkeypatch):
+    """The plan is made on the CPU: a RamLoader given a device yields the same batches, and
+    keeps the images on the host unless that device is a GPU with room for them."""
+    from skysift import loader as loader_mod
+
+    data = open_data(data_dir / "lens.h5")
+    examples = epoch_examples(data.labels, "weight", torch.Generator().manual_seed(5))
+    plain = list(RamLoader(data).epoch(examples, 16, torch.Generator().manual_seed(5)))
+    asked = []
+    monkeypatch.setattr(loader_mod, "_fits_on", lambda dev, x: asked.append(dev) or True)
+    on_cpu = RamLoader(data, torch.device("cpu"))
+    assert on_cpu.device.type == "cpu" and asked == []  # only a CUDA device is considered
+    again = list(on_cpu.epoch(examples, 16, torch.Generator().manual_seed(5)))
+    assert len(plain) == len(again) > 1
+    for (xa, ya), (xb, yb) in zip(plain, again, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert make_loader(data, "ram", 1.0, 0, torch.device("cpu")).device.type == "cpu"

@@ -298,10 +298,17 @@ def select_mask(cuts: Sequence[Mapping], values: Mapping[str, np.ndarray], n: in
     return keep, removed
 
 
-def _read(images, start: int, stop: int, rows: np.ndarray) -> torch.Tensor:
-    """The selected ``rows`` (relative to ``start``) of ``images[start:stop]``."""
+def _read(images, start: int, stop: int, rows: np.ndarray, pin: bool = False) -> torch.Tensor:
+    """The selected ``rows`` (relative to ``start``) of ``images[start:stop]``; with ``pin``
+    (scoring on CUDA) read straight into page-locked memory, so the copy to the GPU needs
+    no staging copy."""
     if not rows.size:
         return torch.zeros((0,) + images.shape[1:])
+    if pin and rows.size == stop - start and images.dtype == np.float32:
+        out = torch.empty((stop - start,) + images.shape[1:], dtype=torch.float32,
+                          pin_memory=True)
+        images.read_direct(out.numpy(), np.s_[start:stop])
+        return out
     block = np.ascontiguousarray(images[start:stop], dtype=np.float32)
     return torch.from_numpy(block if rows.size == stop - start else block[rows])
 
@@ -334,12 +341,13 @@ def _score_file(fh, models: Mapping, selected: np.ndarray, read: int, batch: Bat
         return np.flatnonzero(selected[start:start + read])
 
     with ThreadPoolExecutor(max_workers=1) as pool:  # reads batch i+1 while scoring i
-        ahead = pool.submit(_read, images, 0, min(read, n), rows(0)) if n else None
+        pin = device.type == "cuda"
+        ahead = pool.submit(_read, images, 0, min(read, n), rows(0), pin) if n else None
         for start in cli.progress(starts, desc=desc):
             x, mine = ahead.result(), start + rows(start)
             if start + read < n:
                 nxt = start + read
-                ahead = pool.submit(_read, images, nxt, min(nxt + read, n), rows(nxt))
+                ahead = pool.submit(_read, images, nxt, min(nxt + read, n), rows(nxt), pin)
             if not len(x):
                 continue
             for column, model in models.items():

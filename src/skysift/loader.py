@@ -165,9 +165,16 @@ def epoch_examples(labels: np.ndarray, balance: str, generator: torch.Generator)
 
 
 class RamLoader:
-    """Every training image in memory; an epoch is a random permutation."""
+    """Every training image in memory; an epoch is a random permutation.
 
-    def __init__(self, data: TrainData) -> None:
+    With a CUDA ``device`` and room on it (the images take at most :data:`GPU_FRACTION` of
+    its free memory), the images live on the GPU and batches are gathered there: no host
+    gather or host-to-device copy per step, which otherwise bounds small networks. The
+    order of the examples is planned on the CPU either way, so batches do not depend on
+    where the images live.
+    """
+
+    def __init__(self, data: TrainData, device: torch.device | None = None) -> None:
         parts = []
         for src in data.sources:
             with open_h5(src.path) as fh:
@@ -175,14 +182,30 @@ class RamLoader:
         self.x = torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0,) + data.shape,
                                                                                 np.float32))
         self.y = torch.from_numpy(data.labels)
+        self.device = torch.device("cpu")
+        if device is not None and device.type == "cuda" and _fits_on(device, self.x):
+            self.x = self.x.to(device, memory_format=torch.channels_last)
+            self.y = self.y.to(device)
+            self.device = device
+            log.info("training images held on %s (%.2f GB)", device, self.x.nbytes / 1e9)
 
     def epoch(self, examples: np.ndarray, batch_size: int, generator: torch.Generator
               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``(x (b, band, s, s), y (b,))`` of a permutation of ``examples``."""
         order = torch.from_numpy(examples)[torch.randperm(len(examples), generator=generator)]
+        order = order.to(self.device)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             yield self.x[idx], self.y[idx]
+
+
+#: Largest share of a GPU's free memory the training images may take to be held there.
+GPU_FRACTION = 0.25
+
+
+def _fits_on(device: torch.device, x: torch.Tensor) -> bool:
+    free, _ = torch.cuda.mem_get_info(device)
+    return x.nbytes <= GPU_FRACTION * free
 
 
 class _Groups(torch.utils.data.Dataset):
@@ -295,12 +318,13 @@ class StreamLoader:
             yield torch.cat(carry_x), torch.cat(carry_y)
 
 
-def make_loader(data: TrainData, mode: str, ram_gb: float, workers: int
-                ) -> RamLoader | StreamLoader:
-    """A :class:`RamLoader` or :class:`StreamLoader` for ``train.data`` (auto | ram | stream)."""
+def make_loader(data: TrainData, mode: str, ram_gb: float, workers: int,
+                device: torch.device | None = None) -> RamLoader | StreamLoader:
+    """A :class:`RamLoader` (on ``device`` when it is a GPU with room) or
+    :class:`StreamLoader` for ``train.data`` (auto | ram | stream)."""
     if mode == "auto":
         mode = "ram" if data.nbytes <= ram_gb * 1e9 else "stream"
     log.info("training examples: %d (%.2f GB as float32) %s", len(data.labels),
              data.nbytes / 1e9, "in memory" if mode == "ram" else
              f"streamed from HDF5 by {workers} workers")
-    return RamLoader(data) if mode == "ram" else StreamLoader(data, workers)
+    return RamLoader(data, device) if mode == "ram" else StreamLoader(data, workers)

@@ -189,7 +189,7 @@ def train_model(config: dict, task: str, model: str, trainset: str | Path | None
     records = list(ckpt["member_records"]) if ckpt else []
     t0 = time.perf_counter()
     with torch_runtime(tcfg["threads"], deterministic=device.type == "cpu"):
-        loader = make_loader(data, tcfg["data"], tcfg["ram_gb"], tcfg["workers"])
+        loader = make_loader(data, tcfg["data"], tcfg["ram_gb"], tcfg["workers"], device)
         for member in range(len(states), spec.members):
             trainer = _member_trainer(config, spec, data, loader, member, device, precision)
             if ckpt is not None and ckpt["member"] == member:

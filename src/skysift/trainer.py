@@ -79,6 +79,7 @@ class Trainer:
                             "negatives; a classifier needs both; check the task's labels")
         self.balance = train_cfg.get("balance", "weight")
         self.pos_weight = n_neg / n_pos if self.balance == "weight" else 1.0
+        self._pos_weight: dict[torch.device, torch.Tensor] = {}
         n_epoch = 2 * max(n_pos, n_neg) if self.balance == "sample" else len(labels)
         steps = math.ceil(n_epoch / train_cfg["batch_size"]) * train_cfg["epochs"]
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"],
@@ -91,7 +92,10 @@ class Trainer:
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean BCE with logits; positives weighted by ``pos_weight`` (1 under ``sample``)."""
-        pw = torch.tensor([self.pos_weight], device=logits.device)
+        pw = self._pos_weight.get(logits.device)
+        if pw is None:  # made once per device: no host-to-device copy per step
+            pw = self._pos_weight[logits.device] = torch.tensor([self.pos_weight],
+                                                                device=logits.device)
         return F.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=pw)
 
     def train_epoch(self, augment: Augment | None) -> tuple[float, int]:
