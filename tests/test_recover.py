@@ -74,6 +74,18 @@ def test_every_known_lens_gets_a_status():
     assert s["rejected_reasons"] == {"off every tile": 1}
 
 
+def test_gathers_survey_wide_ranks_are_used_verbatim():
+    """With gather's rank_* (survey-wide, other shards' objects in between) no re-ranking."""
+    known_ra, known_dec, cat_ra, cat_dec, scored_index, scores = _run_inputs()
+    survey_ranks = np.array([7, 40, 3, 0])  # row 4 unranked (e.g. left out by infer.select)
+    out = rec.recover(known_ra, known_dec, cat_ra, cat_dec, scored_index, scores,
+                      np.array([3]), np.array(["off every tile"]), top_k=5, max_sep_arcsec=1.0,
+                      ranks=survey_ranks)
+    assert out["rank"][:3].tolist() == [3, 7, 40]
+    assert out["in_top_k"][:3].tolist() == [True, False, False]
+    assert out["status"][:3].tolist() == ["recovered", "scored-below-top-k", "scored-below-top-k"]
+
+
 def test_cli_writes_one_row_per_known_lens(tmp_path):
     known_ra, known_dec, cat_ra, cat_dec, scored_index, scores = _run_inputs()
     ids = np.int64(2**60) + np.arange(6)

@@ -113,7 +113,7 @@ def rank_scores(scores: np.ndarray, index: np.ndarray) -> np.ndarray:
 def recover(known_ra: np.ndarray, known_dec: np.ndarray, cat_ra: np.ndarray,
             cat_dec: np.ndarray, scored_index: np.ndarray, scores: np.ndarray,
             reject_index: np.ndarray, reject_reason: np.ndarray, top_k: int,
-            max_sep_arcsec: float) -> dict[str, np.ndarray]:
+            max_sep_arcsec: float, ranks: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Status of each known lens in a run (see the module doc).
 
     Parameters
@@ -124,6 +124,9 @@ def recover(known_ra: np.ndarray, known_dec: np.ndarray, cat_ra: np.ndarray,
     reject_index, reject_reason : (r,) catalog rows rejected and why.
     top_k : candidates per task (``infer.top_k``).
     max_sep_arcsec : match radius.
+    ranks : (s,) int64, optional
+        Survey-wide ranks of the scored rows as gather wrote them (``rank_*``: 1 = highest,
+        0 = not ranked); computed from ``scores`` by :func:`rank_scores` when absent.
 
     Returns
     -------
@@ -133,7 +136,8 @@ def recover(known_ra: np.ndarray, known_dec: np.ndarray, cat_ra: np.ndarray,
     """
     m = np.asarray(known_ra).size
     row, sep = match_positions(known_ra, known_dec, cat_ra, cat_dec, max_sep_arcsec)
-    ranks = rank_scores(scores, scored_index)
+    if ranks is None:
+        ranks = rank_scores(scores, scored_index)
     scored_at = {int(i): j for j, i in enumerate(np.asarray(scored_index).tolist())}
     rejected = dict(zip(np.asarray(reject_index).tolist(),
                         np.asarray(reject_reason).astype(str).tolist(), strict=True))
@@ -147,7 +151,7 @@ def recover(known_ra: np.ndarray, known_dec: np.ndarray, cat_ra: np.ndarray,
         j = scored_at.get(int(row[i]))
         if j is not None:
             out["logit"][i], out["rank"][i] = scores[j], ranks[j]
-            out["in_top_k"][i] = bool(ranks[j] <= top_k and np.isfinite(scores[j]))
+            out["in_top_k"][i] = bool(0 < ranks[j] <= top_k and np.isfinite(scores[j]))
             out["status"][i] = "recovered" if out["in_top_k"][i] else "scored-below-top-k"
         elif int(row[i]) in rejected:
             out["status"][i], out["reason"][i] = "rejected", rejected[int(row[i])]
@@ -253,6 +257,12 @@ def _out_table(names, ra, dec, result, cat_ids: np.ndarray) -> Table:
     return t
 
 
+def _ranks(scored: Table, column: str) -> np.ndarray | None:
+    """Gather's survey-wide ``rank_*`` of ``column`` (no second sort), if the catalog has it."""
+    name = column.replace("score_", "rank_", 1)
+    return np.asarray(scored[name], np.int64) if name in scored.colnames else None
+
+
 def run(config: dict, catalog_path: str | Path, rejects_path: str | Path, out: str | Path,
         summary_path: str | Path) -> dict:
     """Read the inputs, match, write ``out`` (CSV) and ``summary_path`` (JSON); the summary."""
@@ -268,7 +278,8 @@ def run(config: dict, catalog_path: str | Path, rejects_path: str | Path, out: s
     result = recover(ra, dec, survey_cat.ra_deg, survey_cat.dec_deg,
                      np.asarray(scored["index"]), np.asarray(scored[column], np.float64),
                      np.asarray(rejects["index"]), np.asarray(rejects["reason"]),
-                     config["infer"]["top_k"], config["survey"]["known_lenses_match_arcsec"])
+                     config["infer"]["top_k"], config["survey"]["known_lenses_match_arcsec"],
+                     _ranks(scored, column))
     rows = _out_table(names, ra, dec, result, np.asarray(survey_cat.ids))
     prov = provenance(config, step="recover")
     rows.meta.clear()

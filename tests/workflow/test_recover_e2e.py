@@ -45,6 +45,11 @@ def test_every_known_lens_of_the_mock_gets_a_status(tiny_run):
     assert (np.asarray(scored["in_top_k"]).astype(str) == "True").tolist() == \
         (np.asarray(scored["rank"]) <= top_k).tolist()
     summary = json.loads((tiny_run / "results" / "known_lenses.json").read_text())
+    # the ranks are gather's survey-wide rank_* of the primary lens model, not re-computed
+    rank_col = summary["ranked_by"].replace("score_", "rank_", 1)
+    by_id = dict(zip(np.asarray(catalog["id"]).astype(np.int64).tolist(),
+                     np.asarray(catalog[rank_col]).tolist(), strict=True))
+    assert [by_id[int(i)] for i in scored["id"]] == np.asarray(scored["rank"]).tolist()
     assert summary["n_known"] == n_listed and summary["n_off_survey"] == 2
     assert summary["n_matched"] == n_listed - 2
     assert summary["n_in_top_k"] + summary["n_below_top_k"] + summary["n_rejected"] == \
