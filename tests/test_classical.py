@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from skysift import train
+from skysift import calibration, prior, train
 from skysift.checkpoints import load_checkpoint, load_model, save_checkpoint
-from skysift.classical import ClassicalModel
+from skysift.classical import ClassicalModel, apply_calibration, fit_calibration, fit_platt
 from skysift.errors import ConfigError, DataError
 from skysift.features import FeatureSpec, compute_features
 from skysift.infer import check_compatible, score
@@ -116,7 +116,10 @@ def test_separates_held_out_stamps_and_module_equals_classical_predict(trained):
     assert logits.dtype == np.float32 and auroc(logits, label[test]) > 0.9
     spec = FeatureSpec.from_dict(meta["classical"]["features"])
     direct = model.estimator.decision_function(compute_features(images[test], spec))
-    np.testing.assert_allclose(logits, direct.astype(np.float32), rtol=1e-6, atol=1e-6)
+    calib = meta["classical"]["calibration"]
+    np.testing.assert_allclose(logits, (calib["a"] * direct + calib["b"]).astype(np.float32),
+                               rtol=1e-6, atol=1e-6)
+    assert auroc(logits, label[test]) == auroc(direct, label[test])
     # infer may apply channels_last and autocast: harmless
     x = torch.from_numpy(images[test][:8]).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
@@ -158,3 +161,80 @@ def test_committee_of_classical_models_is_a_config_error(data_dir):
         train.train_model(train.cli.cfg.load(json_text=json.dumps(cfg)), "lens", "cls",
                           data_dir / "lens.h5", None, data_dir / "x.pt", data_dir / "x.json",
                           data_dir / "x.png")
+
+
+def gaussian_scores(n_pos: int, n_neg: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact balanced-prior log-odds and labels: f | y ~ N(+-1, 1), so z = 2 f."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.array([1, 0], np.uint8), [n_pos, n_neg])
+    f = rng.normal(np.where(y == 1, 1.0, -1.0), 1.0)
+    return 2.0 * f, y
+
+
+def test_platt_leaves_calibrated_balanced_prior_logits_alone():
+    # a validation split with a 20 % positive fraction: the class weights must undo it
+    z, y = gaussian_scores(4000, 16000, 1)
+    a, b = fit_platt(z, y)
+    assert abs(a - 1.0) < 0.05 and abs(b) < 0.05
+    # an unweighted fit would have absorbed the prevalence into b (logit(0.2) = -1.39)
+    assert abs(b - prior.logit(0.2)) > 1.0
+
+
+def test_platt_calibrates_over_confident_scores_and_keeps_the_ranking():
+    z_val, y_val = gaussian_scores(1000, 3000, 2)
+    z_test, y_test = gaussian_scores(2000, 6000, 3)
+    calib = fit_calibration(5.0 * z_val, y_val, "platt")  # scores 5x over-confident
+    assert calib["method"] == "platt" and abs(calib["a"] - 0.2) < 0.02
+    assert (calib["n_val_pos"], calib["n_val_neg"]) == (1000, 3000)
+    raw = 5.0 * z_test
+    cal = apply_calibration(raw, calib)
+    pi = float(y_test.mean())
+
+    def ece(logits):
+        return calibration.ece(prior.probability(logits, pi), y_test, 10, "equal_count")
+
+    assert ece(raw) > 0.05 and ece(cal) < 0.02
+    np.testing.assert_array_equal(np.argsort(cal, kind="stable"),
+                                  np.argsort(raw, kind="stable"))
+    assert auroc(cal, y_test) == auroc(raw, y_test)
+
+
+def test_separable_validation_split_gives_a_finite_map():
+    y = np.repeat(np.array([1, 0], np.uint8), [30, 70])
+    f = np.where(y == 1, 3.0, -3.0) + np.linspace(0, 0.1, 100)
+    a, b = fit_platt(f, y)
+    assert 0 < a < 10 and np.isfinite(b)
+
+
+def test_identity_without_both_classes_reversed_ranking_or_none(caplog):
+    z, y = gaussian_scores(50, 150, 4)
+    for scores, labels, method in ((z, np.zeros_like(y), "platt"), (-z, y, "platt"),
+                                   (z, y, "none")):
+        calib = fit_calibration(scores, labels, method)
+        assert (calib["method"], calib["a"], calib["b"]) == ("none", 1.0, 0.0)
+    assert "no validation examples of both classes" in caplog.text
+    assert "backwards" in caplog.text
+    with pytest.raises(ValueError, match="calibrate"):
+        fit_calibration(z, y, "isotonic")
+
+
+def test_checkpoint_round_trip_keeps_the_calibration(trained, tmp_path, caplog):
+    ckpt = load_checkpoint(trained / "cls.pt")
+    calib = ckpt["meta"]["classical"]["calibration"]
+    assert calib["method"] == "platt" and calib["a"] > 0 and calib["a"] != 1.0
+    assert calib["n_val_pos"] + calib["n_val_neg"] == 80
+    metrics = json.loads((trained / "cls.metrics.json").read_text())
+    assert metrics["classical"]["calibration"] == calib
+    model, _ = load_model(trained / "cls.pt", "cpu")
+    assert (model.a, model.b) == (calib["a"], calib["b"])
+    images = np.load(trained / "images.npy")[:20]
+    # a checkpoint from before calibration: raw decision function, said once in the log
+    meta = {**ckpt["meta"], "classical": {k: v for k, v in ckpt["meta"]["classical"].items()
+                                          if k != "calibration"}}
+    save_checkpoint(tmp_path / "old.pt", {**ckpt, "meta": meta})
+    old, _ = load_model(tmp_path / "old.pt", "cpu")
+    assert (old.a, old.b) == (1.0, 0.0)
+    assert caplog.text.count("before calibration") == 1
+    np.testing.assert_allclose(score(model, images, 20, "cpu"),
+                               calib["a"] * score(old, images, 20, "cpu") + calib["b"],
+                               rtol=1e-5, atol=1e-5)

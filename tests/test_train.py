@@ -153,7 +153,8 @@ def test_early_stopping_keeps_the_best_weights(data_dir):
     data = open_data(data_dir / "lens.h5")
     torch.manual_seed(0)
     model = build_model("baseline3", 3, SIZE)
-    cfg = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "patience": 2}
+    cfg = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "patience": 2,
+           "monitor": "val_loss"}
     trainer = Trainer(model, data, RamLoader(data), cfg, torch.device("cpu"), "fp32",
                       torch.Generator().manual_seed(0))
     val_losses = iter([1.0, 0.5, 0.7, 0.6, 0.4])
@@ -164,6 +165,26 @@ def test_early_stopping_keeps_the_best_weights(data_dir):
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
     assert trainer.epoch == 4 and trainer.best_epoch == 2
     assert all(torch.equal(trainer.best_state[k], snapshots[1][k]) for k in snapshots[1])
+
+
+def test_monitor_val_auroc_keeps_the_best_ranking_epoch(data_dir):
+    """train.monitor: val_auroc follows the AUROC even while the validation loss rises."""
+    data = open_data(data_dir / "lens.h5")
+    torch.manual_seed(0)
+    cfg = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "patience": 2,
+           "monitor": "val_auroc"}
+    trainer = Trainer(build_model("baseline3", 3, SIZE), data, RamLoader(data), cfg,
+                      torch.device("cpu"), "fp32", torch.Generator().manual_seed(0))
+    vals = iter([(0.5, 0.80), (0.6, 0.85), (0.7, 0.90), (0.4, 0.88), (0.3, float("nan")),
+                 (0.2, 0.89)])
+    trainer.validate = lambda: next(vals)
+    while not trainer.stopped:
+        trainer.run_epoch(None)
+    # best AUROC 0.90 at epoch 3 (the loss was lowest later); epochs 4 and 5 do not improve
+    assert trainer.best_epoch == 3 and trainer.epoch == 5
+    assert trainer.best_val_loss == 0.7
+    state = trainer.state_dict()["trainer_state"]
+    assert state["best_score"] == -0.90
 
 
 def test_without_validation_trains_every_epoch(tmp_path, capsys):

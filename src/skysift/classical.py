@@ -8,8 +8,15 @@ only on the validation split (``classical.tune_trials`` draws from a grid, seede
 ``seed``) and then frozen. The fitted trees are pickled into a uint8 tensor of a normal
 skysift checkpoint (``model_state.booster``, SHA-256 in ``meta.classical``), so
 ``torch.load(weights_only=True)`` still reads it; :class:`ClassicalModel` wraps them as a
-``torch.nn.Module`` mapping stamps to logits (the trees' decision function), which is all
-``skysift.infer`` needs. Unpickling runs code: load classical checkpoints you trust only.
+``torch.nn.Module`` mapping stamps to logits, which is all ``skysift.infer`` needs.
+Unpickling runs code: load classical checkpoints you trust only.
+
+The trees' decision function ``f`` is over-confident (trees fitted to an oversampled set
+overfit it), while every skysift logit must be the log-odds at a balanced prior
+(:mod:`skysift.prior`). So the frozen trees get a Platt map ``z = a f + b`` fitted on the
+validation split with both classes weighted alike (``classical.calibrate``; stored in
+``meta.classical.calibration``). With ``a > 0`` the map is monotone: rankings, AUROC and
+TPRs are those of ``f``.
 """
 
 from __future__ import annotations
@@ -32,15 +39,18 @@ from skysift.features import FeatureSpec, compute_features, feature_names
 from skysift.io import atomic_output, open_h5
 from skysift.metrics import auroc
 
-__all__ = ["ClassicalModel", "balance_classes", "booster_bytes", "feature_spec", "fit_tuned",
-           "grid", "module_from_checkpoint", "permutation_importances", "read_features",
-           "tree_nodes", "write_importance_plot"]
+__all__ = ["ClassicalModel", "apply_calibration", "balance_classes", "booster_bytes",
+           "feature_spec", "fit_calibration", "fit_platt", "fit_tuned", "grid",
+           "module_from_checkpoint", "permutation_importances", "read_features", "tree_nodes",
+           "write_importance_plot"]
 
 log = logging.getLogger(__name__)
 
 #: keys of the ``classical`` block of a models[] entry that are hyper-parameter grids.
 GRID_KEYS = ("max_iter", "learning_rate", "max_leaf_nodes", "l2_regularization")
 READ_ROWS = 512
+#: values of ``classical.calibrate``.
+CALIBRATIONS = ("platt", "none")
 
 
 def feature_spec(settings: Mapping, attrs: Mapping) -> FeatureSpec:
@@ -144,6 +154,103 @@ def fit_tuned(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val
     return best[1], best[2], trials
 
 
+def fit_platt(scores: np.ndarray, labels: np.ndarray, max_steps: int = 100
+              ) -> tuple[float, float]:
+    """Balanced-prior Platt map ``z = a * scores + b``: weighted logistic fit, Newton steps.
+
+    Parameters
+    ----------
+    scores : (n,) float decision function (any scale); labels : (n,) 0/1, both classes.
+    max_steps : int
+        Newton steps at most (each halved until the loss stops rising); converges in ~10.
+
+    Returns
+    -------
+    (a, b) floats minimising the log-loss with each class weighing 1/2 in total, so that
+    ``z`` is the log-odds at a prior of 1/2 whatever the validation prevalence. Targets are
+    Platt's (n_pos + 1) / (n_pos + 2) and 1 / (n_neg + 2), which keep ``a`` finite when the
+    scores separate the classes. Deterministic. ``a`` may come out <= 0 when the scores rank
+    the classes backwards; :func:`fit_calibration` refuses such a map.
+    """
+    f = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"a Platt fit needs both classes, got {n_pos} positives and "
+                         f"{n_neg} negatives")
+    target = np.where(y, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    weight = np.where(y, 0.5 / n_pos, 0.5 / n_neg)
+    # standardised scores keep the Newton system well conditioned at any scale of f
+    mu, sd = float(np.mean(f)), float(np.std(f))
+    sd = sd if sd > 0 else 1.0
+    design = np.stack([(f - mu) / sd, np.ones_like(f)], axis=1)
+
+    def loss(theta: np.ndarray) -> float:
+        z = design @ theta
+        return float(np.sum(weight * (np.logaddexp(0.0, z) - target * z)))
+
+    theta = np.zeros(2)
+    current = loss(theta)
+    for _ in range(max_steps):
+        z = design @ theta
+        p = np.exp(-np.logaddexp(0.0, -z))
+        grad = design.T @ (weight * (p - target))
+        hess = (design * (weight * p * (1 - p))[:, None]).T @ design
+        step = np.linalg.solve(hess + 1e-12 * np.eye(2), grad)
+        scale = 1.0
+        while scale > 1e-10 and loss(theta - scale * step) > current:
+            scale /= 2
+        theta = theta - scale * step
+        previous, current = current, loss(theta)
+        if previous - current <= 1e-15 * max(abs(previous), 1e-300):
+            break
+    a = theta[0] / sd
+    return float(a), float(theta[1] - a * mu)
+
+
+def fit_calibration(scores: np.ndarray, labels: np.ndarray, method: str) -> dict:
+    """The calibration map of a classical model, fitted on its validation decision function.
+
+    Parameters
+    ----------
+    scores : (n,) the frozen trees' decision function on the validation split.
+    labels : (n,) 0/1 validation labels.
+    method : ``classical.calibrate``: ``platt`` (:func:`fit_platt`) or ``none``.
+
+    Returns
+    -------
+    ``{"method", "a", "b", "n_val_pos", "n_val_neg"}`` (JSON-ready; the checkpoint's
+    ``meta.classical.calibration``). Without validation examples of both classes, or when
+    the fit would reverse the ranking (a <= 0), the identity (a=1, b=0) is kept, method
+    ``none``, and a warning logged.
+    """
+    if method not in CALIBRATIONS:
+        raise ValueError(f"calibrate must be one of {CALIBRATIONS}, got {method!r}")
+    y = np.asarray(labels).astype(bool)
+    out = {"method": "none", "a": 1.0, "b": 0.0, "n_val_pos": int(y.sum()),
+           "n_val_neg": int((~y).sum())}
+    if method == "none":
+        return out
+    if not out["n_val_pos"] or not out["n_val_neg"]:
+        log.warning("no validation examples of both classes (%d positives, %d negatives): "
+                    "classical logits left uncalibrated (a=1, b=0)", out["n_val_pos"],
+                    out["n_val_neg"])
+        return out
+    a, b = fit_platt(scores, y)
+    if not (math.isfinite(a) and math.isfinite(b) and a > 0):
+        log.warning("Platt fit on the validation split gave a=%.3g, b=%.3g (the trees rank "
+                    "it backwards): classical logits left uncalibrated (a=1, b=0)", a, b)
+        return out
+    log.info("Platt calibration on %d validation examples (%d positives): logit = %.4g f "
+             "%+.4g", len(y), out["n_val_pos"], a, b)
+    return {**out, "method": "platt", "a": a, "b": b}
+
+
+def apply_calibration(scores: np.ndarray, calib: Mapping) -> np.ndarray:
+    """Calibrated logits (n,) float64 ``a * scores + b`` of a :func:`fit_calibration` map."""
+    return float(calib["a"]) * np.asarray(scores, dtype=np.float64) + float(calib["b"])
+
+
 def booster_bytes(clf) -> tuple[torch.Tensor, str]:
     """The pickled classifier as a uint8 tensor, and its hex SHA-256."""
     raw = pickle.dumps(clf, protocol=pickle.HIGHEST_PROTOCOL)
@@ -160,23 +267,27 @@ def tree_nodes(clf) -> int:
 class ClassicalModel(nn.Module):
     """Stamps ``(b, band, s, s)`` -> ``(b,)`` float32 logits via features and boosted trees.
 
-    The features are computed on the CPU with numpy whatever the device of ``x``; the logits
-    come back on ``x.device``. ``.to(device)``, ``eval()``, channels_last and autocast are
-    harmless (there are no floating-point parameters).
+    The logit is ``a * f + b`` of the trees' decision function ``f`` (a > 0; a=1, b=0: the
+    raw trees). The features are computed on the CPU with numpy whatever the device of
+    ``x``; the logits come back on ``x.device``. ``.to(device)``, ``eval()``, channels_last
+    and autocast are harmless (there are no floating-point parameters).
     """
 
-    def __init__(self, booster: torch.Tensor, spec: FeatureSpec) -> None:
+    def __init__(self, booster: torch.Tensor, spec: FeatureSpec, a: float = 1.0,
+                 b: float = 0.0) -> None:
         super().__init__()
         self.register_buffer("booster", booster.to(torch.uint8).flatten().cpu())
         self.spec = spec
         self.estimator = pickle.loads(self.booster.numpy().tobytes())
+        self.a, self.b = float(a), float(b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Decision function (log-odds of the class-balanced trees) of every stamp."""
+        """Calibrated logits (balanced-prior log-odds) of every stamp."""
         feats = compute_features(x.detach().float().cpu().numpy(), self.spec)
         with threadpool_limits(torch.get_num_threads(), user_api="openmp"):
-            logits = self.estimator.decision_function(feats)
-        return torch.as_tensor(np.asarray(logits, dtype=np.float32)).to(x.device)
+            f = self.estimator.decision_function(feats)
+        logits = apply_calibration(f, {"a": self.a, "b": self.b})
+        return torch.as_tensor(logits.astype(np.float32)).to(x.device)
 
 
 def module_from_checkpoint(ckpt: Mapping, path: str | Path) -> ClassicalModel:
@@ -191,7 +302,14 @@ def module_from_checkpoint(ckpt: Mapping, path: str | Path) -> ClassicalModel:
     if sha != info.get("booster_sha256"):
         raise DataError(f"{path}: the booster's SHA-256 {sha[:12]} differs from the one "
                         "recorded; the file is damaged or altered: re-run the train rule")
-    return ClassicalModel(booster, FeatureSpec.from_dict(info["features"]))
+    calib = info.get("calibration")
+    if calib is None:
+        log.warning("%s: classical checkpoint from before calibration: its logits are the "
+                    "raw, over-confident decision function (a=1, b=0); re-run the train rule "
+                    "to calibrate them", path)
+        calib = {"a": 1.0, "b": 0.0}
+    return ClassicalModel(booster, FeatureSpec.from_dict(info["features"]), calib["a"],
+                          calib["b"])
 
 
 def permutation_importances(clf, x_val: np.ndarray, y_val: np.ndarray, names: Sequence[str],

@@ -290,7 +290,9 @@ def train_classical(config: dict, spec: ModelSpec, trainset: str | Path,
         clf, params, trials = classical.fit_tuned(x_train, y_train, x_val, y_val, settings,
                                                   seed)
         fit_s = time.perf_counter() - t0 - feature_s
-        val_logits = clf.decision_function(x_val) if len(y_val) else np.zeros(0)
+        raw_val = clf.decision_function(x_val) if len(y_val) else np.zeros(0)
+        calib = classical.fit_calibration(raw_val, y_val, settings["calibrate"])
+        val_logits = classical.apply_calibration(raw_val, calib)
         importances = classical.permutation_importances(
             clf, x_val, y_val, names, settings["importance_repeats"], seed)
     seconds = time.perf_counter() - t0
@@ -298,7 +300,7 @@ def train_classical(config: dict, spec: ModelSpec, trainset: str | Path,
     meta["parameters"] = classical.tree_nodes(clf)
     meta["classical"] = {"features": fspec.to_dict(), "feature_names": names,
                          "booster_sha256": sha, "hyperparameters": params,
-                         "sklearn_version": _sklearn_version()}
+                         "calibration": calib, "sklearn_version": _sklearn_version()}
     save_checkpoint(out, {"model_state": {"booster": booster}, "optimizer_state": {},
                           "scheduler_state": {}, "scaler_state": {}, "rng_state": {},
                           "epoch": 0, "best_epoch": 0, "member": 0, "member_records": [],
@@ -318,7 +320,7 @@ def train_classical(config: dict, spec: ModelSpec, trainset: str | Path,
         "balance": "sample", "pos_weight": float((len(y_train) - y_train.sum())
                                                          / y_train.sum()),
         "provenance": meta["provenance"],
-        "classical": {"hyperparameters": params, "trials": trials,
+        "classical": {"hyperparameters": params, "trials": trials, "calibration": calib,
                       "n_features": len(names), "feature_seconds": feature_s,
                       "features_per_s": n_feat / max(feature_s, 1e-9), "fit_seconds": fit_s,
                       "importances": importances},

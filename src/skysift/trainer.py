@@ -4,7 +4,8 @@ Batches come from a loader (:mod:`skysift.loader`) planned with ``generator``; t
 moved to ``device`` (pinned, channels_last on CUDA) and augmented there with
 ``aug_generator``. The loss is the binary cross-entropy of the logits, with the positives
 weighted by n_neg / n_pos under ``balance: weight`` (and unweighted under ``sample``, where
-the batches are balanced instead): class imbalance is handled once.
+the batches are balanced instead): class imbalance is handled once. Early stopping and the
+kept epoch follow ``train.monitor``: the validation loss (lower) or AUROC (higher).
 """
 
 from __future__ import annotations
@@ -87,8 +88,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=train_cfg["lr"], total_steps=steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.monitor = train_cfg["monitor"]
         self.epoch, self.history, self.bad_epochs = 0, [], 0
         self.best_epoch, self.best_val_loss, self.best_state = 0, math.inf, None
+        self.best_score = math.inf  # the monitored quantity, as "lower is better"
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean BCE with logits; positives weighted by ``pos_weight`` (1 under ``sample``)."""
@@ -145,8 +148,10 @@ class Trainer:
         val_loss, val_auroc = self.validate()
         self.epoch += 1
         has_val = len(self.data.y_val) > 0
-        if not has_val or val_loss < self.best_val_loss:
+        score = val_loss if self.monitor == "val_loss" else -val_auroc
+        if not has_val or score < self.best_score:  # NaN never improves
             self.best_epoch, self.best_val_loss, self.bad_epochs = self.epoch, val_loss, 0
+            self.best_score = score
             self.best_state = cpu_state(self.model)
         else:
             self.bad_epochs += 1
@@ -159,7 +164,7 @@ class Trainer:
 
     @property
     def stopped(self) -> bool:
-        """Early stopping: ``patience`` epochs without a lower validation loss."""
+        """Early stopping: ``patience`` epochs without a better monitored validation value."""
         return len(self.data.y_val) > 0 and self.bad_epochs >= self.cfg["patience"]
 
     def state_dict(self) -> dict:
@@ -175,6 +180,7 @@ class Trainer:
             "scaler_state": self.scaler.state_dict(), "rng_state": rng, "epoch": self.epoch,
             "trainer_state": {"history": self.history, "bad_epochs": self.bad_epochs,
                               "best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss,
+                              "best_score": self.best_score,
                               "best_model_state": self.best_state},
         }
 
@@ -194,4 +200,6 @@ class Trainer:
         self.history, self.bad_epochs = list(state["history"]), int(state["bad_epochs"])
         self.best_epoch = int(state["best_epoch"])
         self.best_val_loss = float(state["best_val_loss"])
+        # checkpoints written before train.monitor existed followed the validation loss
+        self.best_score = float(state.get("best_score", state["best_val_loss"]))
         self.best_state = state["best_model_state"]
