@@ -10,6 +10,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from skysift import mock
+from skysift import mock_objects as mo
 from skysift import mock_render as mr
 from skysift.config import deep_update, validate
 from skysift.errors import ConfigError
@@ -88,7 +89,7 @@ def test_lenses_reach_the_arc_snr_floor(survey):
     assert np.all((lens["theta_e_arcsec"] >= lo) & (lens["theta_e_arcsec"] <= hi))
     assert np.all(lens["magnification"] > 1.0)
     stages = truth["merger_stage"][truth["is_merger"] == 1]
-    assert set(stages) <= set(mr.STAGES)
+    assert set(stages) <= set(mo.STAGES)
 
 
 def test_star_peaks_where_its_radec_maps_through_each_tile_wcs(tmp_path):
@@ -147,7 +148,7 @@ def test_same_seed_gives_bit_identical_tiles(survey, tmp_path):
 def test_unreachable_arc_snr_brightens_the_source(tmp_path):
     config = tiny_config(tmp_path, mock={"lens": {"arc_snr_min": 2000.0}})
     ctx = mock.model_context(config)
-    obj, info = mr.make_lens(np.random.default_rng(1), ctx)
+    obj, info = mo.make_lens(np.random.default_rng(1), ctx)
     assert info["brightened"] and info["arc_snr"] >= 2000.0
     _, _, arc = mr.render(mr.MockObject(obj.components[1:]), 0.0, 0.0, ctx.cd_arcsec,
                           ctx.fwhm_arcsec)

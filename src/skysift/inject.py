@@ -7,7 +7,7 @@ tile's flux units through its zero point, given its own Poisson noise and added 
 cutout (which already holds the host, its neighbours and the real sky noise).
 
 The source model differs on purpose from the mock survey's lenses
-(:func:`skysift.mock_render.make_lens`: Sérsic n 0.7-1.5 plus 2-4 Gaussian clumps, one prior),
+(:func:`skysift.mock_objects.make_lens`: Sérsic n 0.7-1.5 plus 2-4 Gaussian clumps, one prior),
 so that a good score on the mock is not an echo of the simulator: here an elliptical Sérsic
 with n over a wide range plus 0-6 compact exponential (Sérsic n=1) star-forming knots, with
 its own priors (``training_set.lens``), or a user's linear-flux FITS image of a real galaxy
@@ -18,7 +18,7 @@ colours of an SED slope, or a (band, y, x) cube lensed band by band
 Geometry: offsets (``xi``, ``eta``) in arcsec along the stamp's +x and +y pixel axes from the
 host's true position; orientations are drawn isotropically, so the sky's orientation does
 not matter. Colours: a power-law SED, f_nu proportional to lambda**slope, through each band's
-effective wavelength (:data:`skysift.mock_render.BAND_WAVELENGTH_NM`).
+effective wavelength (:data:`skysift.mock_objects.BAND_WAVELENGTH_NM`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 
 from skysift.errors import ConfigError, SurveyError
+from skysift.mock_objects import BAND_WAVELENGTH_NM
 from skysift.mock_render import (
-    BAND_WAVELENGTH_NM,
     CUSP_HALF_PIX,
     FWHM_TO_SIGMA,
     LensedSource,

@@ -18,7 +18,7 @@ catalog row: the id (``survey.labels_id_column``), ``kind``, ``is_lens``, ``is_m
 source flux), ``source_mag_r`` (unlensed), ``merger_mass_ratio``, ``merger_separation_arcsec``,
 ``merger_stage`` (pair, interacting, coalescing); NaN or "" where not applicable. ``arc_snr``
 is sqrt(sum over bands and pixels of (arc / sky_sigma_band)**2) for the noiseless
-PSF-convolved lensed source alone (:func:`skysift.mock_render.make_lens`).
+PSF-convolved lensed source alone (:func:`skysift.mock_objects.make_lens`).
 
 When ``survey.known_lenses`` is set the mock also writes a known-lens table there, like a
 literature sample (:func:`known_lens_table`): the ``mock.known_lenses_fraction`` of the
@@ -45,16 +45,18 @@ from astropy.wcs import WCS
 from skysift import cli
 from skysift.errors import ConfigError
 from skysift.io import atomic_output, provenance
-from skysift.mock_render import (
+from skysift.mock_objects import (
     BAND_WAVELENGTH_NM,
     Context,
-    MockObject,
     Photometry,
-    add_into,
     make_galaxy,
     make_lens,
     make_merger,
     make_star,
+)
+from skysift.mock_render import (
+    MockObject,
+    add_into,
     psf_sigma_pix,
     render,
     stamp_half_size,

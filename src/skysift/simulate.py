@@ -19,7 +19,7 @@ compact blue companions at 0.8-3.5 arcsec, which mimic counter-images).
 Tidal features, rings and arms are chains of circular Gaussian knots
 (:class:`skysift.mock_render.Blobs`, the class the mock's tidal features use); galaxies are
 Sérsic profiles (:class:`skysift.mock_render.Sersic`). Priors differ from the mock survey's mergers
-(:func:`skysift.mock_render.make_merger`).
+(:func:`skysift.mock_objects.make_merger`).
 """
 
 from __future__ import annotations
