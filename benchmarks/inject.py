@@ -20,9 +20,10 @@ import numpy as np  # noqa: E402
 
 from skysift import config as skyconfig  # noqa: E402
 from skysift import mock  # noqa: E402
-from skysift.inject import Frame, inject_lens, psf_kernels  # noqa: E402
+from skysift.inject import inject_lens  # noqa: E402
 from skysift.mock_objects import make_lens  # noqa: E402
 from skysift.mock_render import render  # noqa: E402
+from skysift.paint import Frame, psf_kernels  # noqa: E402
 from skysift.simulate import Host, simulate  # noqa: E402
 
 

@@ -9,19 +9,14 @@ from lenstronomy.LensModel.Solver.lens_equation_solver import LensEquationSolver
 from skysift import config as skyconfig
 from skysift.errors import ConfigError, SurveyError
 from skysift.inject import (
-    Frame,
-    add_poisson,
     image_source,
     inject_lens,
     lens_kwargs,
     load_source_images,
-    moffat_kernel,
-    psf_kernels,
-    render,
-    sed_flux,
     sersic_source,
 )
 from skysift.mock_render import snr
+from skysift.paint import Frame, add_poisson, moffat_kernel, psf_kernels, render, sed_flux
 
 PIX = 0.263
 GAUSS = {"model": "gaussian", "fwhm_arcsec": None, "moffat_beta": 3.5, "image": None}

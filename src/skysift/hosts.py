@@ -15,9 +15,9 @@ import numpy as np
 from scipy import ndimage
 
 from skysift.errors import ConfigError
-from skysift.inject import reference_band
 from skysift.io import read_table, require_columns
 from skysift.labels import join_labels
+from skysift.paint import reference_band
 from skysift.preprocess import border_stats
 from skysift.simulate import Host
 

@@ -88,7 +88,7 @@ class Blobs:
     One class for every chain of knots: the mock's tidal features and stars (zero-width
     blobs; :func:`render` integrates blob (x) PSF analytically) and the training
     simulators' tails, rings and arms (:mod:`skysift.simulate`, rendered by
-    :func:`skysift.inject.render` through :meth:`evaluate_grid`, so sigma must be > 0 there).
+    :func:`skysift.paint.render` through :meth:`evaluate_grid`, so sigma must be > 0 there).
     """
 
     xi: np.ndarray

@@ -1,7 +1,7 @@
 """Parametric mergers and hard negatives rendered onto real survey cutouts.
 
 Every simulator adds light to one of the survey's own galaxies (the *host*, a real raw
-cutout), rendered through :func:`skysift.inject.render` with the tile's PSF, zero point and
+cutout), rendered through :func:`skysift.paint.render` with the tile's PSF, zero point and
 the added light's own Poisson noise, so simulated examples look like the survey.
 
 Merger task, positives (``merger``): the host is the primary; a secondary galaxy with a flux
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skysift.inject import Frame, add_poisson, render, sed_flux
 from skysift.mock_render import Blobs, Sersic, snr
+from skysift.paint import Frame, add_poisson, render, sed_flux
 
 
 @dataclass(frozen=True)

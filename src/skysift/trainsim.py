@@ -41,16 +41,10 @@ import numpy as np
 
 from skysift.errors import DataError, SurveyError
 from skysift.hosts import colour_slope, magnitudes, make_host, select_hosts, stamp_photometry
-from skysift.inject import (
-    Frame,
-    band_wavelengths,
-    inject_lens,
-    load_source_images,
-    psf_kernels,
-    reference_band,
-)
+from skysift.inject import inject_lens, load_source_images
 from skysift.io import atomic_output, open_h5, provenance, read_attr_json, write_attrs
 from skysift.labels import LabelIndex, find_task, load_labels, load_split, lookup_split
+from skysift.paint import Frame, band_wavelengths, psf_kernels, reference_band
 from skysift.preprocess import normalise
 from skysift.simulate import simulate
 from skysift.split import assign_split
@@ -196,7 +190,7 @@ def _header_value(path: str, key: str) -> float | None:
 
 
 class Frames:
-    """Builds the :class:`skysift.inject.Frame` of a host; caches PSF kernels and gains per tile."""
+    """Builds the :class:`skysift.paint.Frame` of a host; caches PSF kernels and gains per tile."""
 
     def __init__(self, config: Mapping, survey: Survey):
         self.tcfg, self.survey = config["training_set"], survey
