@@ -10,6 +10,7 @@ from skysift import config as skyconfig
 from skysift import io
 from skysift.errors import ConfigError, SurveyError
 from skysift.preprocess import normalise
+from skysift.simsurvey import Frames, scan
 from skysift.split import write_split
 from skysift.trainset import (
     HARD,
@@ -21,7 +22,7 @@ from skysift.trainset import (
     join_labels,
     main,
 )
-from skysift.trainsim import Frames, render_sims, scan
+from skysift.trainsim import render_sims
 
 BIG = 2**53  # float64 cannot tell BIG from BIG + 1
 SIZE = 8
