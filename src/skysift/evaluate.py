@@ -64,6 +64,7 @@ from astropy.table import Table
 from skysift import calibration, cli, completeness, metrics, prior
 from skysift.errors import DataError, SurveyError
 from skysift.io import atomic_output, provenance, read_table, require_columns, write_json
+from skysift.labels import clean_labels
 from skysift.modelspec import model_specs, primary_specs
 
 log = logging.getLogger(__name__)
@@ -259,19 +260,10 @@ def split_of(index: np.ndarray, path: str | Path) -> np.ndarray:
 
 
 def label_values(column, path: str | Path, key: str) -> np.ndarray:
-    """A 0/1 label column as float (n,): 1, 0, NaN where masked or NaN (unlabelled)."""
-    data = np.ma.getdata(column)
-    if data.dtype.kind not in "biuf":
-        raise SurveyError(f"{path}: label column '{column.name}' ({key}) holds {data.dtype} "
-                          "values; labels must be 0/1 numbers or booleans")
-    values = data.astype(np.float64)
-    values[np.ma.getmaskarray(column)] = np.nan
-    bad = np.isfinite(values) & ~np.isin(values, (0.0, 1.0))
-    if bad.any():
-        raise SurveyError(f"{path}: label column '{column.name}' ({key}) has {int(bad.sum())} "
-                          f"values other than 0/1 (e.g. {np.unique(values[bad])[:5].tolist()}); "
-                          "use 1 positive, 0 negative, blank or NaN unlabelled")
-    return values
+    """A 0/1 label column as float (n,): 1, 0, NaN where masked or NaN (unlabelled); checked
+    as the training-set step checks it (:func:`skysift.labels.clean_labels`)."""
+    present, labels = clean_labels(column, f"{path}: label column '{column.name}' ({key})")
+    return np.where(present, labels.astype(np.float64), np.nan)
 
 
 def read_labels(config: Mapping, specs: Sequence[Mapping] = ()
