@@ -23,7 +23,7 @@ import numpy as np
 
 from skysift import completeness
 from skysift import config as skyconfig
-from skysift.evaluate import id_keys, read_labels
+from skysift.evaluate import id_keys, match_ids, read_labels
 from skysift.io import read_table
 
 
@@ -45,10 +45,17 @@ def model_scores(tests: Path, catalog: str | None, tta: bool) -> dict:
             if ref is None or (task, model) in out:
                 continue
             ids, labels, _ = ref
-            pos = {k: i for i, k in enumerate(keys)}
-            rows = np.array([pos[k] for k in id_keys(ids)])
+            rows = positions(ids, keys, catalog)
             out[(task, model)] = (ids, labels, np.asarray(table[name], np.float64)[rows])
     return out
+
+
+def positions(ids: np.ndarray, keys: np.ndarray, where: str) -> np.ndarray:
+    """Rows of ``keys`` holding each of ``ids`` (exact join, :func:`match_ids`)."""
+    rows = match_ids(id_keys(ids), keys)
+    if (rows < 0).any():
+        raise SystemExit(f"{where}: {int((rows < 0).sum())} test ids are missing")
+    return rows
 
 
 def main() -> int:
@@ -62,12 +69,11 @@ def main() -> int:
     config = skyconfig.validate(skyconfig.load(args.config, overrides=args.set))
     specs = completeness.bin_specs(config)
     keys, _, columns = read_labels(config, specs)
-    index = {k: i for i, k in enumerate(keys)}
     ecfg = config["evaluate"]
     tables: dict[tuple[str, str], list[str]] = {}
     for (task, model), (ids, labels, logits) in model_scores(
             Path(args.tests), args.catalog, args.tta).items():
-        rows = np.array([index[k] for k in id_keys(ids)])
+        rows = positions(ids, keys, "labels table")
         mine = [s for s in specs if s["task"] == task]
         cols = {s["name"]: (columns[(task, s["name"])] if isinstance(
             columns[(task, s["name"])], str) else np.asarray(columns[(task, s["name"])])[rows])

@@ -37,22 +37,27 @@ def pack(src: str, dst: str, step: float, lo: float, train_keep: float, seed: in
         rng = np.random.default_rng(seed)
         keep = (split != 0) | (rng.random(split.size) < train_keep)
         rows = np.flatnonzero(keep)
+        shape = (rows.size,) + fh["images"].shape[1:]
         with h5py.File(dst, "w") as out:
-            n = rows.size
-            ds = out.create_dataset("q", (n,) + fh["images"].shape[1:], np.uint8,
-                                    chunks=(256,) + fh["images"].shape[1:],
-                                    compression="gzip", compression_opts=9)
-            for start in range(0, n, 1024):
+            # quantised blocks go to one sink: the HDF5 dataset, or the xz stream beside it
+            if xz:
+                sink = lzma.open(dst + ".q.xz", "wb", preset=6)
+                out.attrs["q_shape"] = shape
+            else:
+                sink = out.create_dataset("q", shape, np.uint8, chunks=(256,) + shape[1:],
+                                          compression="gzip", compression_opts=9)
+            for start in range(0, rows.size, 1024):
                 r = rows[start:start + 1024]
                 x = fh["images"][r[0]:r[-1] + 1][r - r[0]]
-                ds[start:start + len(r)] = np.clip(np.round((x - lo) / step), 0, 255)
+                q = np.clip(np.round((x - lo) / step), 0, 255).astype(np.uint8)
+                if xz:
+                    sink.write(q.tobytes())
+                else:
+                    sink[start:start + len(r)] = q
+            if xz:
+                sink.close()
             for key in KEYS:
                 out.create_dataset(key, data=fh[key][()][rows])
-            if xz:
-                with lzma.open(dst + ".q.xz", "wb", preset=6) as fq:
-                    fq.write(np.ascontiguousarray(ds[()]).tobytes())
-                out.attrs["q_shape"] = ds.shape
-                del out["q"]
             for key, value in fh.attrs.items():
                 out.attrs[key] = value
             out.attrs["q_lo"], out.attrs["q_step"] = lo, step
