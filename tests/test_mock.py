@@ -88,8 +88,12 @@ def test_lenses_reach_the_arc_snr_floor(survey):
     assert np.all(lens["arc_snr"] >= config["mock"]["lens"]["arc_snr_min"])
     assert np.all((lens["theta_e_arcsec"] >= lo) & (lens["theta_e_arcsec"] <= hi))
     assert np.all(lens["magnification"] > 1.0)
-    stages = truth["merger_stage"][truth["is_merger"] == 1]
-    assert set(stages) <= set(mo.STAGES)
+    merger = truth[truth["is_merger"] == 1]
+    assert set(merger["merger_stage"]) <= set(mo.STAGES)
+    pair, tidal = merger["merger_stage"] == "pair", merger["merger_tidal_snr"]
+    assert np.all(tidal[pair] == 0) and np.all(tidal[~pair] > 0)
+    other = np.ma.filled(truth["merger_tidal_snr"][truth["is_merger"] == 0], np.nan)
+    assert np.all(np.isnan(other))
 
 
 def test_star_peaks_where_its_radec_maps_through_each_tile_wcs(tmp_path):
@@ -153,6 +157,41 @@ def test_unreachable_arc_snr_brightens_the_source(tmp_path):
     _, _, arc = mr.render(mr.MockObject(obj.components[1:]), 0.0, 0.0, ctx.cd_arcsec,
                           ctx.fwhm_arcsec)
     assert mr.snr(arc, ctx.sky_sigma) == pytest.approx(info["arc_snr"], rel=1e-6)
+
+
+def _tidal_snr(obj, ctx) -> float:
+    _, _, tidal = mr.render(mr.MockObject(obj.components[2:]), 0.0, 0.0, ctx.cd_arcsec,
+                            ctx.fwhm_arcsec)
+    return mr.snr(tidal, ctx.sky_sigma)
+
+
+def test_merger_tidal_snr_is_measured_and_the_floor_keeps_pairs_out(tmp_path):
+    free = mock.model_context(tiny_config(tmp_path))
+    floor = 15.0
+    visible = mock.model_context(tiny_config(tmp_path, mock={"merger": {"tidal_snr_min": floor}}))
+    stages, snrs = [], []
+    for seed in range(40):
+        obj, info = mo.make_merger(np.random.default_rng(seed), free)
+        stages.append(info["merger_stage"])
+        snrs.append(info["merger_tidal_snr"])
+        if info["merger_stage"] == "pair":
+            assert len(obj.components) == 2 and info["merger_tidal_snr"] == 0.0
+        else:
+            assert _tidal_snr(obj, free) == pytest.approx(info["merger_tidal_snr"], rel=1e-6)
+        vobj, vinfo = mo.make_merger(np.random.default_rng(seed), visible)
+        assert vinfo["merger_stage"] != "pair"
+        assert vinfo["merger_tidal_snr"] >= floor
+        assert _tidal_snr(vobj, visible) == pytest.approx(vinfo["merger_tidal_snr"], rel=1e-6)
+    # without a floor every stage is drawn and many tidal features are below 15 (the default)
+    assert set(stages) == set(mo.STAGES) and min(s for s in snrs if s > 0) < floor
+
+
+def test_unreachable_tidal_snr_brightens_the_tidal_features(tmp_path):
+    config = tiny_config(tmp_path, mock={"merger": {"tidal_snr_min": 1e5}})
+    ctx = mock.model_context(config)
+    obj, info = mo.make_merger(np.random.default_rng(3), ctx)
+    assert info["brightened"] and info["merger_tidal_snr"] >= 1e5
+    assert _tidal_snr(obj, ctx) == pytest.approx(info["merger_tidal_snr"], rel=1e-6)
 
 
 def test_fpack_csv_and_default_truth_path(tmp_path):

@@ -34,7 +34,9 @@ EXPECTED: dict[str, str] = {
     "tiles/m001_i.fits": "edc3e1b9b83cdc276462eb49eab2ef6e1261eab1728df0cbea5442561358643b",
     "tiles/m001_r.fits": "708bf44c0f59e0a7e3767a62dc4837291ca6e4e035c67dfa9273f03cc6acf0fb",
     "catalog.fits": "0fbc65c7784df02747f2f7079a96c35b951dd9f9cc0a81df41a42158c137a232",
-    "truth.fits": "18d9fe056635ec797c5ea16eb37c80d58f518ed21f87041b1dcedc941205ebd3",
+    # re-recorded when the merger_tidal_snr column was added (session 4); tiles and catalog
+    # unchanged: the merger draws are the same with mock.merger.tidal_snr_min at 0
+    "truth.fits": "c94e0a59ed09a4da69514f10351e84af6c3bea049419ebbb7008358c0ad715d9",
 }
 
 

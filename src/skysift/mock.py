@@ -16,9 +16,10 @@ The truth table (``survey.labels``, else ``<catalog stem>_truth.fits``) has one 
 catalog row: the id (``survey.labels_id_column``), ``kind``, ``is_lens``, ``is_merger``,
 ``is_star`` (0/1), ``theta_e_arcsec``, ``arc_snr``, ``magnification`` (lensed / unlensed
 source flux), ``source_mag_r`` (unlensed), ``merger_mass_ratio``, ``merger_separation_arcsec``,
-``merger_stage`` (pair, interacting, coalescing); NaN or "" where not applicable. ``arc_snr``
-is sqrt(sum over bands and pixels of (arc / sky_sigma_band)**2) for the noiseless
-PSF-convolved lensed source alone (:func:`skysift.mock_objects.make_lens`).
+``merger_tidal_snr``, ``merger_stage`` (pair, interacting, coalescing); NaN or "" where not
+applicable. ``arc_snr`` is sqrt(sum over bands and pixels of (arc / sky_sigma_band)**2) for
+the noiseless PSF-convolved lensed source alone (:func:`skysift.mock_objects.make_lens`);
+``merger_tidal_snr`` the same for the tidal features alone (0 for a pair).
 
 When ``survey.known_lenses`` is set the mock also writes a known-lens table there, like a
 literature sample (:func:`known_lens_table`): the ``mock.known_lenses_fraction`` of the
@@ -334,7 +335,7 @@ def _tables(config: dict, kinds: list[str], ra: np.ndarray, dec: np.ndarray, obj
                     "is_merger": (kind == "merger").astype(np.int16),
                     "is_star": (kind == "star").astype(np.int16)})
     for key in ("theta_e_arcsec", "arc_snr", "magnification", "source_mag_r",
-                "merger_mass_ratio", "merger_separation_arcsec"):
+                "merger_mass_ratio", "merger_separation_arcsec", "merger_tidal_snr"):
         labels[key] = [t.get(key, v) for t, v in zip(truth, nan, strict=True)]
     labels["merger_stage"] = [t.get("merger_stage", "") for t in truth]
     return catalog[perm], labels[perm]
@@ -456,7 +457,9 @@ def make_survey(config: dict) -> dict:
         log.warning("%d catalogued objects reached no tile", int((n_reached == 0).sum()))
     return dict(n_tiles=len(tiles), n_files=len(tiles) * len(survey["bands"]),
                 n_catalog=len(kinds), **{f"n_{k}": kinds.count(k) for k in KINDS},
-                n_lens_brightened=sum(bool(t.get("brightened")) for t in truth),
+                **{f"n_{k}_brightened": sum(bool(t.get("brightened")) for t, kind
+                                            in zip(truth, kinds, strict=True) if kind == k)
+                   for k in ("lens", "merger")},
                 n_multi_tile=int((n_reached > 1).sum()), n_unrendered=int((n_reached == 0).sum()),
                 n_known_lenses=n_known, seconds=time.perf_counter() - start)
 
@@ -473,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("mock: %d tiles (%d files), %d objects (%d lenses [%d brightened], %d mergers, "
                  "%d field galaxies, %d stars; %d in several tiles, %d unrendered), %d known "
                  "lenses in %.1f s (%.0f objects/s)", s["n_tiles"], s["n_files"], s["n_catalog"],
-                 s["n_lens"], s["n_lens_brightened"], s["n_merger"], s["n_galaxy"], s["n_star"],
+                 s["n_lens"], s["n_lens_brightened"], s["n_merger"], s["n_merger_brightened"],
+                 s["n_galaxy"], s["n_star"],
                  s["n_multi_tile"], s["n_unrendered"], s["n_known_lenses"], s["seconds"],
                  s["n_catalog"] / max(s["seconds"], 1e-9))
         return 0

@@ -34,6 +34,7 @@ COLOURS = {"red": ((1.25, 0.08), (0.45, 0.04)), "blue": ((0.55, 0.15), (0.25, 0.
            "tidal": ((0.45, 0.10), (0.20, 0.05))}
 STAGES = ("pair", "interacting", "coalescing")
 MAX_SOURCE_DRAWS = 8
+MAX_MERGER_DRAWS = 16
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,9 @@ def _draw_source(rng: np.random.Generator, kwargs_lens: list, theta_e: float,
     return Component(shape, flux), float(mag), np.array([1 - f_clump, f_clump])
 
 
-def _arc_snr(arc: Component, ctx: Context) -> float:
-    _, _, image = render(MockObject([arc]), 0.0, 0.0, ctx.cd_arcsec, ctx.fwhm_arcsec)
+def _arc_snr(arc: Component | MockObject, ctx: Context) -> float:
+    obj = arc if isinstance(arc, MockObject) else MockObject([arc])
+    _, _, image = render(obj, 0.0, 0.0, ctx.cd_arcsec, ctx.fwhm_arcsec)
     return snr(image, ctx.sky_sigma)
 
 
@@ -216,16 +218,11 @@ def _shells(rng: np.random.Generator, r_e: float) -> Blobs:
     return Blobs(np.concatenate(xs), np.concatenate(ys), np.concatenate(sig), w / w.sum())
 
 
-def make_merger(rng: np.random.Generator, ctx: Context) -> tuple[MockObject, dict]:
-    """A primary at the catalog position and a secondary galaxy with stage features.
-
-    Secondary/primary flux ratio uniform in merger.mass_ratio; separation uniform in
-    merger.separation_arcsec (coalescing: its lowest 35%). "pair": two undisturbed
-    galaxies; "interacting": two curved tidal tails (10-25% of the light) and a bridge;
-    "coalescing": tails from the common centre plus shells around the primary.
-    """
+def _draw_merger(rng: np.random.Generator, ctx: Context,
+                 stages: tuple[str, ...]) -> tuple[list[Component], dict]:
+    """One merger draw: [primary, secondary, tidal components...] and its truth."""
     m = ctx.mock["merger"]
-    stage = STAGES[int(rng.integers(len(STAGES)))]
+    stage = stages[int(rng.integers(len(stages)))]
     lo, hi = m["separation_arcsec"]
     sep = rng.uniform(lo, hi if stage != "coalescing" else lo + 0.35 * (hi - lo))
     ratio, phi = rng.uniform(*m["mass_ratio"]), rng.uniform(0, 2 * np.pi)
@@ -260,5 +257,43 @@ def make_merger(rng: np.random.Generator, ctx: Context) -> tuple[MockObject, dic
     if stage != "pair":
         comps.append(Component(tidal, ctx.phot.flux(mag_pair - 2.5 * np.log10(f_tidal),
                                                     *_colour(rng, "tidal"))[None]))
-    return MockObject(comps), dict(merger_mass_ratio=ratio, merger_stage=stage,
-                                   merger_separation_arcsec=sep)
+    return comps, dict(merger_mass_ratio=ratio, merger_stage=stage, merger_separation_arcsec=sep)
+
+
+def _tidal_snr(comps: list[Component], ctx: Context) -> float:
+    """S/N of the tidal features (tails, bridge, shells: every component after the two galaxies)."""
+    return _arc_snr(MockObject(comps[2:]), ctx) if len(comps) > 2 else 0.0
+
+
+def make_merger(rng: np.random.Generator, ctx: Context) -> tuple[MockObject, dict]:
+    """A primary at the catalog position and a secondary galaxy with stage features.
+
+    Secondary/primary flux ratio uniform in merger.mass_ratio; separation uniform in
+    merger.separation_arcsec (coalescing: its lowest 35%). "pair": two undisturbed
+    galaxies; "interacting": two curved tidal tails (10-25% of the light) and a bridge;
+    "coalescing": tails from the common centre plus shells around the primary.
+
+    The tidal S/N (``merger_tidal_snr``) is :func:`snr` of the noiseless PSF-convolved tidal
+    features alone, as the lenses' arc S/N. With merger.tidal_snr_min > 0 (a visible
+    interaction, as a visual merger catalogue asks) the pair stage, which has none, is not
+    drawn, and whole mergers are redrawn up to MAX_MERGER_DRAWS times until the tidal S/N
+    reaches the floor; then the best draw's tidal features are brightened to reach it.
+    With the floor at 0 (the default) the first draw is kept: the draws are unchanged.
+    """
+    floor = ctx.mock["merger"]["tidal_snr_min"]
+    stages = STAGES if floor <= 0 else STAGES[1:]
+    best = None
+    for _ in range(MAX_MERGER_DRAWS):
+        comps, info = _draw_merger(rng, ctx, stages)
+        s = _tidal_snr(comps, ctx)
+        if best is None or s > best[2]:
+            best = (comps, info, s)
+        if s >= floor:
+            break
+    comps, info, s = best
+    brightened = s < floor
+    if brightened:
+        factor = floor / max(s, 1e-12) * (1 + 1e-6)
+        comps = comps[:2] + [Component(c.shape, c.flux * factor) for c in comps[2:]]
+        s *= factor
+    return MockObject(comps), dict(info, merger_tidal_snr=s, brightened=brightened)
