@@ -154,7 +154,7 @@ def test_early_stopping_keeps_the_best_weights(data_dir):
     torch.manual_seed(0)
     model = build_model("baseline3", 3, SIZE)
     cfg = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "patience": 2,
-           "monitor": "val_loss"}
+           "balance": "weight", "monitor": "val_loss"}
     trainer = Trainer(model, data, RamLoader(data), cfg, torch.device("cpu"), "fp32",
                       torch.Generator().manual_seed(0))
     val_losses = iter([1.0, 0.5, 0.7, 0.6, 0.4])
@@ -172,7 +172,7 @@ def test_monitor_val_auroc_keeps_the_best_ranking_epoch(data_dir):
     data = open_data(data_dir / "lens.h5")
     torch.manual_seed(0)
     cfg = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "patience": 2,
-           "monitor": "val_auroc"}
+           "balance": "weight", "monitor": "val_auroc"}
     trainer = Trainer(build_model("baseline3", 3, SIZE), data, RamLoader(data), cfg,
                       torch.device("cpu"), "fp32", torch.Generator().manual_seed(0))
     vals = iter([(0.5, 0.80), (0.6, 0.85), (0.7, 0.90), (0.4, 0.88), (0.3, float("nan")),

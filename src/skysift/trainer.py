@@ -78,7 +78,7 @@ class Trainer:
         if n_pos == 0 or n_neg == 0:
             raise DataError(f"the training examples hold {n_pos:.0f} positives and {n_neg:.0f} "
                             "negatives; a classifier needs both; check the task's labels")
-        self.balance = train_cfg.get("balance", "weight")
+        self.balance = train_cfg["balance"]
         self.pos_weight = n_neg / n_pos if self.balance == "weight" else 1.0
         self._pos_weight: dict[torch.device, torch.Tensor] = {}
         n_epoch = 2 * max(n_pos, n_neg) if self.balance == "sample" else len(labels)

@@ -25,7 +25,7 @@ def test_figures_are_valid_pngs(tiny_run):
 
 def test_completeness_bins_count_every_positive(metrics_json):
     for task, names in (("lens", ("einstein_radius", "arc_snr")),
-                        ("merger", ("mass_ratio", "stage"))):
+                        ("merger", ("mass_ratio", "stage", "tidal_snr"))):
         for model, res in metrics_json["models"][task].items():
             comp = res["completeness"]
             assert comp["fpr_target"] == 0.01
@@ -45,6 +45,8 @@ def test_completeness_bins_count_every_positive(metrics_json):
     ratio = metrics_json["tasks"]["merger"]["completeness"]["bins"]["mass_ratio"]
     assert [b["name"] for b in ratio["bins"]] == ["minor", "major"]
     assert ratio["n_unbinned"] == 0  # every mock merger has a ratio in (0, 1]
+    tidal = metrics_json["tasks"]["merger"]["completeness"]["bins"]["tidal_snr"]
+    assert tidal["n_unbinned"] == 0 and tidal["bins"][0]["lo"] == 0  # pairs: tidal S/N 0
     theta = metrics_json["tasks"]["lens"]["completeness"]["bins"]["einstein_radius"]
     assert theta["n_unbinned"] == 0 and theta["bins"][0]["lo"] == 0.5
 
