@@ -473,11 +473,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the mock step; returns the exit code."""
     def body(args: argparse.Namespace) -> int:
         s = make_survey(cli.load_config(args))
-        log.info("mock: %d tiles (%d files), %d objects (%d lenses [%d brightened], %d mergers [%d brightened], "
-                 "%d field galaxies, %d stars; %d in several tiles, %d unrendered), %d known "
-                 "lenses in %.1f s (%.0f objects/s)", s["n_tiles"], s["n_files"], s["n_catalog"],
-                 s["n_lens"], s["n_lens_brightened"], s["n_merger"], s["n_merger_brightened"],
-                 s["n_galaxy"], s["n_star"],
+        log.info("mock: %d tiles (%d files), %d objects (%d lenses [%d brightened], %d mergers "
+                 "[%d brightened], %d field galaxies, %d stars; %d in several tiles, "
+                 "%d unrendered), %d known lenses in %.1f s (%.0f objects/s)",
+                 s["n_tiles"], s["n_files"], s["n_catalog"], s["n_lens"], s["n_lens_brightened"],
+                 s["n_merger"], s["n_merger_brightened"], s["n_galaxy"], s["n_star"],
                  s["n_multi_tile"], s["n_unrendered"], s["n_known_lenses"], s["seconds"],
                  s["n_catalog"] / max(s["seconds"], 1e-9))
         return 0
