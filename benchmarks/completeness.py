@@ -23,7 +23,8 @@ import numpy as np
 
 from skysift import completeness
 from skysift import config as skyconfig
-from skysift.evaluate import id_keys, match_ids, read_labels
+from skysift.evaluate import read_labels
+from skysift.ids import id_keys, match_ids
 from skysift.io import read_table
 
 
@@ -36,7 +37,7 @@ def model_scores(tests: Path, catalog: str | None, tta: bool) -> dict:
         out[(task, model)] = (d["id"], d["label"], d["logit_tta" if tta else "logit"])
     if catalog:
         table = read_table(catalog, "catalog")
-        keys = id_keys(np.asarray(table["id"]))
+        keys = id_keys(table["id"], f"{catalog}: column 'id'")
         for name in table.colnames:
             if not name.startswith("score_"):
                 continue
@@ -52,7 +53,7 @@ def model_scores(tests: Path, catalog: str | None, tta: bool) -> dict:
 
 def positions(ids: np.ndarray, keys: np.ndarray, where: str) -> np.ndarray:
     """Rows of ``keys`` holding each of ``ids`` (exact join, :func:`match_ids`)."""
-    rows = match_ids(id_keys(ids), keys)
+    rows = match_ids(ids, keys)
     if (rows < 0).any():
         raise SystemExit(f"{where}: {int((rows < 0).sum())} test ids are missing")
     return rows

@@ -17,7 +17,8 @@ from astropy.io import ascii as fits_ascii
 from astropy.table import Table
 
 from skysift.errors import SurveyError
-from skysift.io import id_array, read_table, require_columns
+from skysift.ids import id_keys
+from skysift.io import read_table, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,7 @@ def catalog_ids(values) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
         log.warning("object ids exceed the int64 range; kept as decimal strings")
-        return arr.astype(str)
-    ids = id_array(arr)  # raises for float ids
-    return ids if ids.dtype.kind == "i" else np.char.decode(ids, "utf-8")
+    return id_keys(arr, "the ids")  # raises for float ids
 
 
 def _csv_ids(path: str, column: str) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 from skysift import cli
 from skysift.catalog import read_catalog
 from skysift.errors import SkysiftError, SurveyError
+from skysift.ids import match_ids
 from skysift.index import (
     assign_objects,
     footprint_radec,
@@ -109,10 +110,7 @@ def _check_labels(config: dict, ids: np.ndarray | None, problems: Problems) -> d
         return {}
     out = {"n_rows": len(table)}
     if ids is not None:
-        def keys(a):
-            a = np.asarray(a)
-            return np.char.decode(a, "utf-8") if a.dtype.kind == "S" else a.astype(str)
-        n_found = int(np.isin(keys(label_ids), keys(ids)).sum())
+        n_found = int((match_ids(label_ids, ids) >= 0).sum())
         out["n_in_catalog"] = n_found
         if n_found < len(table):
             level = "error" if config["strict"] else "warning"

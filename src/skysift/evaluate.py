@@ -63,6 +63,7 @@ from astropy.table import Table
 
 from skysift import calibration, cli, completeness, metrics, prior
 from skysift.errors import DataError, SurveyError
+from skysift.ids import id_keys, match_ids, mixed
 from skysift.io import atomic_output, provenance, read_table, require_columns, write_json
 from skysift.labels import clean_labels
 from skysift.modelspec import model_specs, primary_specs
@@ -81,45 +82,6 @@ def task_seed(seed: int, task: str) -> int:
     """Bootstrap seed of one task: a stable hash of (config seed, task name), in [0, 2**63)."""
     digest = hashlib.blake2b(f"{int(seed)}:{task}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def id_keys(ids, source: str = "id column") -> np.ndarray:
-    """Ids as exact join keys: int64 for integer ids, str for text (bytes decoded as UTF-8).
-
-    ids : (n,) integer, bytes or str array. Floating-point ids raise SurveyError (a float
-    loses digits above 2**53), as do unsigned ids beyond int64.
-    """
-    arr = np.asarray(ids)
-    kind = arr.dtype.kind
-    if kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise SurveyError(f"{source}: unsigned ids above 2**63 - 1 cannot be stored as int64")
-    if kind in "iu":
-        return arr.astype(np.int64)
-    if kind == "S":
-        return np.char.decode(arr, "utf-8")
-    if kind in "UO":
-        return arr.astype(str)
-    raise SurveyError(f"{source}: ids are of type {arr.dtype}; ids must be integers or strings "
-                      "(a float loses digits above 2**53); store the id column as integer or text")
-
-
-def match_ids(ids, ref_ids) -> np.ndarray:
-    """Position of each id in ``ref_ids`` (whose ids are unique), -1 where it is absent.
-
-    ids : (n,) and ref_ids : (m,) int64 or str keys (:func:`id_keys`). Integer ids are compared
-    with text ids through their exact decimal string. Returns (n,) int64.
-    """
-    ids, ref = np.asarray(ids), np.asarray(ref_ids)
-    if (ids.dtype.kind == "i") != (ref.dtype.kind == "i"):
-        ids, ref = ids.astype(str), ref.astype(str)
-    out = np.full(ids.shape, -1, dtype=np.int64)
-    if ref.size == 0 or ids.size == 0:
-        return out
-    order = np.argsort(ref, kind="stable")
-    pos = np.minimum(np.searchsorted(ref[order], ids), ref.size - 1)
-    found = ref[order][pos] == ids
-    out[found] = order[pos[found]]
-    return out
 
 
 def duplicated(keys: np.ndarray) -> np.ndarray:
@@ -283,7 +245,7 @@ def read_labels(config: Mapping, specs: Sequence[Mapping] = ()
     if id_mask.any():
         log.warning("%s: %d rows without an id ignored", path, int(id_mask.sum()))
         table = table[~id_mask]
-    keys = id_keys(np.ma.getdata(table[id_col]), f"{path}: column '{id_col}'")
+    keys = id_keys(table[id_col], f"{path}: column '{id_col}'")
     dups = duplicated(keys)
     if dups.size:
         raise SurveyError(f"{path}: {dups.size} ids occur more than once in column '{id_col}' "
@@ -318,8 +280,8 @@ def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
     test = split == TEST_SPLIT
     log.info("%s: %d objects, %d train, %d val, %d test", catalog_path, index.size,
              int((split == 0).sum()), int((split == 1).sum()), int(test.sum()))
-    cat_keys = id_keys(np.ma.getdata(catalog["id"]), f"{catalog_path}: column 'id'")
-    if (cat_keys.dtype.kind == "i") != (label_keys.dtype.kind == "i"):
+    cat_keys = id_keys(catalog["id"], f"{catalog_path}: column 'id'")
+    if mixed(cat_keys, label_keys):
         log.warning("catalog ids are %s but label ids are %s: matching them as decimal text",
                     cat_keys.dtype, label_keys.dtype)
     pos_all = match_ids(cat_keys, label_keys)

@@ -15,8 +15,8 @@ import numpy as np
 from scipy import ndimage
 
 from skysift.errors import ConfigError
+from skysift.ids import id_keys, match_ids
 from skysift.io import read_table, require_columns
-from skysift.labels import join_labels
 from skysift.paint import reference_band
 from skysift.preprocess import border_stats
 from skysift.simulate import Host
@@ -143,8 +143,7 @@ def select_hosts(config: Mapping, index: np.ndarray, ids: np.ndarray, flags: np.
         table = read_table(path, "hosts id table")
         column = hcfg["ids_column"] or config["survey"]["columns"]["id"]
         require_columns(table, {"ids_column": column}, path, "training_set.hosts")
-        found, _ = join_labels(ids, np.asarray(table[column]),
-                               np.ones(len(table), np.uint8))
+        found = match_ids(ids, id_keys(table[column], f"{path}: column '{column}'")) >= 0
         cuts["not in hosts.ids"] = ~found
     ok = np.ones(flags.shape, bool)
     removed = {}

@@ -53,6 +53,7 @@ from scipy.spatial import cKDTree
 from skysift import cli
 from skysift.catalog import read_catalog
 from skysift.errors import SurveyError
+from skysift.ids import common_keys, id_keys
 from skysift.io import atomic_output, id_array, provenance, write_json
 from skysift.shards import (  # noqa: F401  (read_assignment_rows, load_shards: re-exported)
     ASSIGNMENT_COLUMNS,
@@ -228,14 +229,6 @@ def load_headers(config: dict, summary: str | Path | None = None) -> list[TileHe
     return [known[t] if t in known else read[t] for t in tiles]
 
 
-def _id_keys(ids: np.ndarray) -> np.ndarray:
-    """Ids comparable across a catalog (int or str) and a FITS table (int64 or UTF-8 bytes)."""
-    ids = np.asarray(ids)
-    if ids.dtype.kind == "S":
-        return np.char.decode(ids, "utf-8")
-    return ids.astype(np.int64) if ids.dtype.kind in "iu" else ids.astype(str)
-
-
 def pin_to_previous(previous: Mapping[str, dict], names: Sequence[str], ids: np.ndarray,
                     ra_deg: np.ndarray, dec_deg: np.ndarray, footprints: Sequence,
                     tile_idx: np.ndarray, x_pix: np.ndarray, y_pix: np.ndarray) -> int:
@@ -248,14 +241,16 @@ def pin_to_previous(previous: Mapping[str, dict], names: Sequence[str], ids: np.
     shard keeps its objects, so it is not cut again.
     """
     pos = {name: i for i, name in enumerate(names)}
-    keys = _id_keys(ids)
+    keys = id_keys(ids, "catalog ids")
     n_moved = 0
-    for entry in previous.values():
+    for shard, entry in previous.items():
         rows = entry["rows"]
         index = np.asarray(rows["index"], np.int64)
         prev = np.array([pos.get(t, -1) for t in rows["tile"].tolist()], np.int64)
         ok = (prev >= 0) & (index < len(keys))
-        ok[ok] = (keys[index[ok]] == _id_keys(rows["id"])[ok]) & (tile_idx[index[ok]] >= 0)
+        then = id_keys(rows["id"], f"shard {shard}: column 'id'")[ok]
+        now, then = common_keys(keys[index[ok]], then)
+        ok[ok] = (now == then) & (tile_idx[index[ok]] >= 0)
         ok[ok] = tile_idx[index[ok]] != prev[ok]
         for t in np.unique(prev[ok]):
             sel = index[ok & (prev == t)]

@@ -29,6 +29,7 @@ from skysift.augment import D4_ELEMENTS, d4_apply
 from skysift.catalog import read_catalog
 from skysift.checkpoints import load_checkpoint, load_model, sha256_file
 from skysift.errors import ConfigError, DataError, SurveyError
+from skysift.ids import id_keys
 from skysift.io import atomic_output, open_h5, provenance, read_attr_json, read_table
 from skysift.models import autocast, resolve_device, resolve_precision, to_device, torch_runtime
 from skysift.modelspec import score_column
@@ -233,9 +234,7 @@ def write_fits_table(path: str | Path, table: Table, cards: Sequence[tuple[str, 
 
 
 def _id_text(ids: np.ndarray) -> np.ndarray:
-    if ids.dtype.kind == "S":
-        return np.char.decode(ids, "utf-8")
-    return np.asarray(ids).astype(str)
+    return id_keys(ids, "stamp ids").astype(str)
 
 
 def _catalog_table(config: Mapping, index: np.ndarray, ids: np.ndarray,

@@ -16,6 +16,7 @@ from astropy.table import Table
 from skysift import __version__
 from skysift.config import config_hash
 from skysift.errors import DataError, SurveyError
+from skysift.ids import id_keys
 
 #: Version of the HDF5 layouts written by skysift (docs/formats.md); bumped on change.
 H5_LAYOUT_VERSION = 1
@@ -112,14 +113,10 @@ def open_h5(path: str | Path, required: tuple[str, ...] = ()) -> h5py.File:
 
 
 def id_array(values) -> np.ndarray:
-    """Ids as stored in HDF5: int64 for integer ids, UTF-8 bytes for everything else."""
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int64)
-    if arr.dtype.kind == "f":
-        raise SurveyError("object ids are floating point; ids must be integers or strings "
-                          "(a float loses digits above 2**53)")
-    return np.char.encode(arr.astype(str), "utf-8")
+    """Ids as stored in HDF5: int64 for integer ids, UTF-8 bytes for everything else
+    (the keys of :func:`skysift.ids.id_keys`; float ids raise SurveyError)."""
+    keys = id_keys(values, "object ids")
+    return keys if keys.dtype.kind == "i" else np.char.encode(keys, "utf-8")
 
 
 def read_table(path: str | Path, what: str = "table") -> Table:

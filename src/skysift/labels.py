@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from skysift.errors import ConfigError, DataError, SurveyError
+from skysift.ids import find_sorted, id_keys, match_ids, mixed
 from skysift.io import read_table, require_columns
 
 log = logging.getLogger(__name__)
@@ -30,68 +31,66 @@ def find_task(config: Mapping, name: str) -> tuple[int, dict]:
                       "(config key tasks[].name)")
 
 
-def _keys(ids: np.ndarray, as_str: bool) -> np.ndarray:
-    """Join keys: int64, or str (integers as decimal strings, bytes decoded as UTF-8)."""
-    ids = np.asarray(ids)
-    if not as_str:
-        return ids.astype(np.int64)
-    if ids.dtype.kind == "S":
-        return np.char.decode(ids, "utf-8")
-    if ids.dtype.kind == "O":
-        return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in ids],
-                        dtype=str)
-    return ids.astype(str)  # exact for integers: no float on the way
-
-
 class LabelIndex:
     """Labels sorted by id for exact lookups; remembers which labels found a stamp.
+
+    Ids are joined as :func:`skysift.ids.id_keys` makes them: int64 when both sides are
+    integers, text otherwise (bytes decoded as UTF-8, integers as decimal strings).
 
     Parameters
     ----------
     ids : (m,) label-table ids, integers or strings/bytes.
     labels : (m,) uint8 labels in {0, 1}.
+    source : what holds ``ids``, named in errors.
+
+    Raises
+    ------
+    SurveyError
+        Ids that are not integers or text (:func:`skysift.ids.id_keys`).
     """
 
-    def __init__(self, ids: np.ndarray, labels: np.ndarray):
+    def __init__(self, ids: np.ndarray, labels: np.ndarray, source: str = "labels table"):
         self.ids = np.asarray(ids)
         self.labels = np.asarray(labels, dtype=np.uint8)
+        self.source = source
+        self.keys = id_keys(self.ids, source)
         self._sorted: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
         self.matched: np.ndarray | None = None
 
     def _index(self, as_str: bool) -> tuple[np.ndarray, np.ndarray]:
         if as_str not in self._sorted:
-            keys = _keys(self.ids, as_str)
+            keys = self.keys.astype(str) if as_str else self.keys
             order = np.argsort(keys, kind="stable")
             keys, labels = keys[order], self.labels[order]
             dup = keys[1:] == keys[:-1]
             conflict = dup & (labels[1:] != labels[:-1])
             if conflict.any():
-                raise SurveyError(f"labels table: ids {keys[1:][conflict][:5].tolist()} appear "
+                raise SurveyError(f"{self.source}: ids {keys[1:][conflict][:5].tolist()} appear "
                                   "more than once with different labels; keep one row per id")
             if dup.any():
-                log.info("labels table: %d repeated rows with the same id and label counted "
-                         "once", int(dup.sum()))
+                log.info("%s: %d repeated rows with the same id and label counted once",
+                         self.source, int(dup.sum()))
             keep = np.concatenate([[True], ~dup])
             self._sorted[as_str] = (keys[keep], labels[keep])
             self.matched = np.zeros(int(keep.sum()), dtype=bool)
         return self._sorted[as_str]
 
-    def lookup(self, stamp_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels of ``stamp_ids``: (found (n,) bool, label (n,) uint8, 0 where not found)."""
-        stamp_ids = np.asarray(stamp_ids)
-        as_str = not (stamp_ids.dtype.kind in "iu" and self.ids.dtype.kind in "iu")
-        mixed = (stamp_ids.dtype.kind in "iu") != (self.ids.dtype.kind in "iu")
-        if mixed and not self._sorted:
+    def lookup(self, stamp_ids: np.ndarray,
+               source: str = "stamp ids") -> tuple[np.ndarray, np.ndarray]:
+        """Labels of ``stamp_ids`` (n,): (found (n,) bool, label (n,) uint8, 0 where not found).
+
+        ``source`` names what holds ``stamp_ids`` in errors.
+        """
+        query = id_keys(stamp_ids, source)
+        if mixed(query, self.keys) and not self._sorted:
             log.warning("stamp ids are %s but label ids are %s: joining on their decimal/UTF-8 "
-                        "text", stamp_ids.dtype, self.ids.dtype)
+                        "text", np.asarray(stamp_ids).dtype, self.ids.dtype)
+        as_str = query.dtype.kind != "i" or self.keys.dtype.kind != "i"
         keys, labels = self._index(as_str)
-        query = _keys(stamp_ids, as_str)
-        if keys.size == 0 or query.size == 0:
-            return np.zeros(query.shape, bool), np.zeros(query.shape, np.uint8)
-        pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
-        found = keys[pos] == query
+        pos = find_sorted(keys, query.astype(str) if as_str else query)
+        found = pos >= 0
         self.matched[pos[found]] = True
-        return found, np.where(found, labels[pos], 0).astype(np.uint8)
+        return found, np.where(found, labels[np.maximum(pos, 0)], 0).astype(np.uint8)
 
 
 def join_labels(stamp_ids: np.ndarray, label_ids: np.ndarray,
@@ -125,8 +124,8 @@ def clean_labels(column, where: str) -> tuple[np.ndarray, np.ndarray]:
 def unmatched_label_ids(label_ids: np.ndarray, catalog_ids: np.ndarray) -> np.ndarray:
     """Label-table ids (verbatim, in table order) that are not catalog ids; exact join."""
     label_ids, catalog_ids = np.asarray(label_ids), np.asarray(catalog_ids)
-    found, _ = LabelIndex(catalog_ids, np.zeros(catalog_ids.shape, np.uint8)).lookup(label_ids)
-    return label_ids[~found]
+    return label_ids[match_ids(id_keys(label_ids, "labels table ids"),
+                               id_keys(catalog_ids, "catalog ids")) < 0]
 
 
 def report_unmatched(config: Mapping, label_ids: np.ndarray, catalog_ids: np.ndarray,
@@ -182,7 +181,8 @@ def load_labels(config: Mapping, task_pos: int, task: Mapping,
     if (~present).any():
         log.info("%s: %d rows have no '%s' label (left out)", path, int((~present).sum()),
                  task["label"])
-    return LabelIndex(np.asarray(ids)[present], labels[present])
+    return LabelIndex(np.asarray(ids)[present], labels[present],
+                      f"{path}: column '{id_column}' (survey.labels_id_column)")
 
 
 def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
