@@ -63,6 +63,31 @@ def test_auroc_equals_sklearn_on_random_data_with_ties():
                                                               abs=1e-12)
 
 
+def test_auroc_weighted_unit_weights_replication_and_sklearn():
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(size=300), 1)  # many ties
+    labels = (rng.uniform(size=300) < 0.3).astype(int)
+    n_neg = int((labels == 0).sum())
+    assert metrics.auroc_weighted(scores, labels, np.ones(n_neg)) == pytest.approx(
+        metrics.auroc(scores, labels), abs=1e-12)
+    w = rng.integers(0, 4, n_neg)  # an integer weight counts a negative that many times
+    rep = np.concatenate([scores[labels == 1], np.repeat(scores[labels == 0], w)])
+    rep_labels = np.r_[np.ones(int(labels.sum())), np.zeros(int(w.sum()))].astype(int)
+    assert metrics.auroc_weighted(scores, labels, w) == pytest.approx(
+        metrics.auroc(rep, rep_labels), abs=1e-12)
+    sw = np.ones(labels.size)
+    sw[labels == 0] = w
+    assert metrics.auroc_weighted(scores, labels, w) == pytest.approx(
+        roc_auc_score(labels, scores, sample_weight=sw), abs=1e-12)
+    # weights move the value: all weight on the top negative vs on the bottom one
+    top = np.zeros(n_neg)
+    top[np.argmax(scores[labels == 0])] = 1
+    assert metrics.auroc_weighted(scores, labels, top) < metrics.auroc(scores, labels)
+    assert np.isnan(metrics.auroc_weighted(scores, labels, np.zeros(n_neg)))
+    with pytest.raises(DataError, match="neg_weights"):
+        metrics.auroc_weighted(scores, labels, -np.ones(n_neg))
+
+
 def test_auroc_accepts_bool_and_float32():
     scores = np.array([0.1, 0.4, 0.35, 0.8], dtype=np.float32)
     assert metrics.auroc(scores, np.array([False, False, True, True])) == 0.75

@@ -42,6 +42,29 @@ def auroc(scores, labels) -> float:
     return float(u / (n_pos * n_neg))
 
 
+def auroc_weighted(scores, labels, neg_weights) -> float:
+    """:func:`auroc` with weighted negatives: sum_ij w_j ([s_i > s_j] + 0.5 [s_i = s_j]) over
+    positives i and negatives j, divided by n_pos * sum_j w_j.
+
+    neg_weights : (n_neg,) non-negative weights of the negatives, in their order in
+    ``scores`` (e.g. to give the negatives the positives' distribution of a catalog quantity).
+    Unit weights give :func:`auroc`; an integer weight counts a negative that many times.
+    Returns NaN when either class is empty or the weights sum to zero.
+    """
+    scores, labels = _check(scores, labels)
+    w = np.asarray(neg_weights, dtype=np.float64)
+    pos, neg = scores[labels], scores[~labels]
+    if w.shape != neg.shape or (w < 0).any() or not np.isfinite(w).all():
+        raise DataError(f"neg_weights must be {neg.size} finite non-negative numbers")
+    if pos.size == 0 or w.sum() == 0:
+        return float("nan")
+    order = np.argsort(neg, kind="stable")
+    neg, cum = neg[order], np.concatenate([[0.0], np.cumsum(w[order])])
+    below = cum[np.searchsorted(neg, pos, side="left")]
+    tied = cum[np.searchsorted(neg, pos, side="right")] - below
+    return float((below + 0.5 * tied).sum() / (pos.size * cum[-1]))
+
+
 def tpr_at_fp(scores, labels, n_fp: int) -> float:
     """True-positive rate at the loosest threshold that admits at most ``n_fp`` false positives.
 
