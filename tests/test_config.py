@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -55,3 +57,31 @@ def test_cli_bad_config_exits_2(capsys, tmp_path):
 
     assert run(body, p, ["--set", "cutouts.stamp_size_pix=2"]) == 2
     assert "cutouts.stamp_size_pix" in capsys.readouterr().err
+
+
+SHIPPED = sorted((Path(__file__).parent.parent / "config").glob("**/*.yaml"))
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.name != "schema.yaml"],
+                         ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    config.load(str(path))
+
+
+def test_field_benchmark_is_the_dense_one_at_real_sky_density_with_visible_mergers():
+    """docs/models.md: same objects, seed and split; 8.5 galaxies per arcmin2; tidal S/N 15."""
+    root = Path(__file__).parent.parent / "config"
+    dense = config.load(str(root / "mock_benchmark.yaml"))
+    field = config.load(str(root / "mock_benchmark_field.yaml"))
+    for key in ("seed", "split"):
+        assert field[key] == dense[key]
+    for key in ("n_tiles", "n_galaxies_per_tile", "n_stars_per_tile", "lens", "pixscale_arcsec"):
+        assert field["mock"][key] == dense["mock"][key]
+
+    def density(mock):
+        side_arcmin = mock["tile_size_pix"] * mock["pixscale_arcsec"] / 60.0
+        return mock["n_galaxies_per_tile"] / side_arcmin**2
+
+    assert 8.0 < density(field["mock"]) < 9.0 and density(dense["mock"]) > 55
+    assert field["mock"]["merger"]["tidal_snr_min"] == 15.0
+    assert dense["mock"]["merger"]["tidal_snr_min"] == 0.0
