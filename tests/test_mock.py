@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from skysift import mock
+from skysift import mock, mock_known
 from skysift import mock_objects as mo
 from skysift import mock_render as mr
 from skysift.config import deep_update, validate
@@ -267,5 +267,5 @@ def test_known_lenses_leave_the_survey_bit_identical(survey, tmp_path):
 
 
 def test_iau_names_truncate():
-    assert mock.iau_name("X", 35.0 + 1e-9, -5.0) == "X J022000.00-050000.0"
-    assert mock.iau_name("X", 359.99999999, 0.5) == "X J235959.99+003000.0"
+    assert mock_known.iau_name("X", 35.0 + 1e-9, -5.0) == "X J022000.00-050000.0"
+    assert mock_known.iau_name("X", 359.99999999, 0.5) == "X J235959.99+003000.0"
