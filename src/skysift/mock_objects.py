@@ -131,9 +131,10 @@ def _draw_source(rng: np.random.Generator, kwargs_lens: list, theta_e: float,
     return Component(shape, flux), float(mag), np.array([1 - f_clump, f_clump])
 
 
-def _arc_snr(arc: Component | MockObject, ctx: Context) -> float:
-    obj = arc if isinstance(arc, MockObject) else MockObject([arc])
-    _, _, image = render(obj, 0.0, 0.0, ctx.cd_arcsec, ctx.fwhm_arcsec)
+def _alone_snr(components: list[Component], ctx: Context) -> float:
+    """:func:`snr` of these components alone, noiseless and PSF-convolved, against sky noise
+    only, on an axis-aligned frame at the mock pixel scale centred on a pixel."""
+    _, _, image = render(MockObject(components), 0.0, 0.0, ctx.cd_arcsec, ctx.fwhm_arcsec)
     return snr(image, ctx.sky_sigma)
 
 
@@ -159,7 +160,7 @@ def make_lens(rng: np.random.Generator, ctx: Context) -> tuple[MockObject, dict]
     best = None
     for _ in range(MAX_SOURCE_DRAWS):
         arc, mag_s, frac_r = _draw_source(rng, kwargs_lens, theta_e, ctx)
-        s = _arc_snr(arc, ctx)
+        s = _alone_snr([arc], ctx)
         if best is None or s > best[2]:
             best = (arc, mag_s, s, frac_r)
         if s >= snr_min:
@@ -262,7 +263,7 @@ def _draw_merger(rng: np.random.Generator, ctx: Context,
 
 def _tidal_snr(comps: list[Component], ctx: Context) -> float:
     """S/N of the tidal features (tails, bridge, shells: every component after the two galaxies)."""
-    return _arc_snr(MockObject(comps[2:]), ctx) if len(comps) > 2 else 0.0
+    return _alone_snr(comps[2:], ctx) if len(comps) > 2 else 0.0
 
 
 def make_merger(rng: np.random.Generator, ctx: Context) -> tuple[MockObject, dict]:
