@@ -30,7 +30,7 @@ import numpy as np
 
 from skysift.ids import id_keys, match_ids
 from skysift.io import read_table
-from skysift.metrics import auroc_weighted
+from skysift.metrics import auroc, auroc_weighted
 
 
 def matching_weights(column: np.ndarray, labels: np.ndarray,
@@ -40,22 +40,19 @@ def matching_weights(column: np.ndarray, labels: np.ndarray,
     Returns (keep (n,) bool: rows in bins holding both classes, w_neg (n_neg kept,)).
     """
     bins = np.floor(column / width).astype(np.int64)
-    pos_bins, n_pos = np.unique(bins[labels == 1], return_counts=True)
-    neg_bins, n_neg = np.unique(bins[labels == 0], return_counts=True)
-    shared = np.intersect1d(pos_bins, neg_bins)
-    keep = np.isin(bins, shared)
-    ratio = dict(zip(shared.tolist(), (n_pos[np.isin(pos_bins, shared)]
-                                       / n_neg[np.isin(neg_bins, shared)]).tolist(), strict=True))
-    neg_kept = bins[keep & (labels == 0)]
-    return keep, np.array([ratio[b] for b in neg_kept.tolist()])
+    edges, inv = np.unique(bins, return_inverse=True)
+    n_pos = np.bincount(inv[labels == 1], minlength=edges.size)
+    n_neg = np.bincount(inv[labels == 0], minlength=edges.size)
+    keep = (n_pos > 0)[inv] & (n_neg > 0)[inv]
+    ratio = n_pos / np.maximum(n_neg, 1)
+    return keep, ratio[inv[keep & (labels == 0)]]
 
 
 def measures(score: np.ndarray, bright: np.ndarray, labels: np.ndarray,
              column: np.ndarray, width: float) -> dict:
     keep, w = matching_weights(column, labels, width)
-    ones = np.ones(int((labels == 0).sum()))
-    return {"column_auroc": auroc_weighted(bright, labels, ones),
-            "auroc": auroc_weighted(score, labels, ones),
+    return {"column_auroc": auroc(bright, labels),
+            "auroc": auroc(score, labels),
             "column_auroc_matched": auroc_weighted(bright[keep], labels[keep], w),
             "auroc_matched": auroc_weighted(score[keep], labels[keep], w),
             "matched_pos_fraction": float(keep[labels == 1].mean())}
