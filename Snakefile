@@ -19,7 +19,6 @@ include: "workflow/rules/mock.smk"
 include: "workflow/rules/survey.smk"
 include: "workflow/rules/cutouts.smk"
 include: "workflow/rules/preprocess.smk"
-include: "workflow/rules/models.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
@@ -29,17 +28,5 @@ include: "workflow/rules/review.smk"
 
 rule all:
     input:
-        "results/check.json",
-        "results/rejects.ecsv",
-        "results/catalog.fits",
-        "results/catalog.csv",
-        "results/metrics.json",
-        "results/roc.png",
-        "results/completeness.png",
-        "results/purity.png",
-        "results/reliability.png",
-        [f"results/models/{spec.task}/{spec.name}.curve.png" for spec in MODEL_SPECS],
-        expand("results/candidates/{task}.csv", task=TASKS),
-        recover_targets(),
-        expand("results/review/{task}{suffix}", task=TASKS, suffix=(".html", "_grades.csv")),
+        plan.final_targets(config),
     default_target: True

@@ -1,4 +1,4 @@
-"""Benchmark: batched skysift.augment.augment_batch vs a per-sample loop of the same ops.
+"""Benchmark: batched skysift.learn.augment.augment_batch vs a per-sample loop of the same ops.
 
 Same input, same operations (random D4 element, sub-pixel shift, Gaussian noise), same
 process, on CUDA when available (else CPU); prints median seconds and the ratio.
@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from skysift.augment import augment_batch, d4_apply, subpixel_shift
+from skysift.learn.symmetry import d4_apply
+from skysift.learn.transforms import augment_batch, subpixel_shift
 
 CFG = {"d4": True, "shift_pix": 1.5, "noise_sigma": 0.02}
 

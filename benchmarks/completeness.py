@@ -4,7 +4,7 @@ Reads the per-object test scores that ``benchmarks/models.py`` saves
 (``{task}_{model}.test.npz``: id, label, logit, logit_tta), optionally the ``score_*`` columns
 of a pipeline catalog (e.g. the classical model of the same mock run) restricted to the same
 test objects, and the labels table of the config (``survey.labels``). For each task and model
-it applies :func:`skysift.completeness.summarize` exactly as the evaluate step does: the
+it applies :func:`skysift.evaluate.completeness.summarize` exactly as the evaluate step does: the
 threshold at ``evaluate.completeness_fpr`` on the test negatives, completeness in the bins of
 ``evaluate.completeness_bins`` with Wilson intervals. Prints one JSON line per (task, model)
 and a markdown table per binning.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from skysift import completeness
 from skysift import config as skyconfig
-from skysift.evaluate import read_labels
+from skysift.evaluate import completeness
+from skysift.evaluate.inputs import read_labels
 from skysift.ids import id_keys, match_ids
 from skysift.io import read_table
 

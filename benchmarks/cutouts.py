@@ -36,8 +36,9 @@ from astropy.nddata import Cutout2D
 from astropy.wcs import WCS
 
 from skysift.config import validate
-from skysift.cutouts import cut_objects, extract, stamp_origin
-from skysift.survey import read_tile
+from skysift.stamps.cut import extract, stamp_origin
+from skysift.stamps.cutouts import cut_objects
+from skysift.survey.tiles import read_tile
 
 BANDS = ["g", "r", "i"]
 

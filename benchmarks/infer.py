@@ -6,14 +6,14 @@ preprocess layout (images compressed as --compression, default none like
 preprocess.compression; chunks of 256 objects; a uint8 mask, lzf) and a
 checkpoint of --architecture with matching meta (random weights: the rate does not depend
 on them), then times, in one process on one device, --repeats times each (medians):
-  e2e:    skysift.infer.infer_tile: read batches from HDF5 (the next one read in a thread
+  e2e:    skysift.score.infer.infer_tile: read batches from HDF5 (the next one read in a thread
           while the model scores this one), score, write the FITS table;
   memory: the same model scoring the same stamps already in memory on the device;
 and prints one JSON line per shape with both rates and their ratio (goal >= 0.9 on the CPU;
 the precision is train.precision: bf16 on CUDA that has it). Then, unless --mem-n is empty,
 runs infer_tile in a fresh subprocess per size of --mem-n and prints each peak RSS
 (ru_maxrss) and the largest over the smallest (goal: within 10 %), with bytes per object
-of the stamps and scores files. --gather-shards runs skysift.gather (streamed: memory
+of the stamps and scores files. --gather-shards runs skysift.score.gather (streamed: memory
 bounded by one shard) over that many synthetic score files, printing peak RSS and time.
 
     python benchmarks/infer.py [--architecture baseline3] [--shapes 3x32] [--n 4096]
@@ -39,11 +39,14 @@ import torch
 from astropy.table import Table
 
 from skysift.config import load
-from skysift.gather import gather
-from skysift.infer import infer_tile, score, write_fits_table
 from skysift.io import H5_LAYOUT_VERSION, compression_kw, write_attrs
-from skysift.models import build_model, prepare_model, resolve_device, resolve_precision
-from skysift.train import save_checkpoint
+from skysift.learn.checkpoints import save_checkpoint
+from skysift.learn.models import build_model
+from skysift.learn.runtime import prepare_model, resolve_device, resolve_precision
+from skysift.score.batches import score
+from skysift.score.gather import gather
+from skysift.score.infer import infer_tile
+from skysift.score.tables import write_fits_table
 
 NORM = {"background": "border_median", "scale": "border_mad", "stretch": "arcsinh",
         "arcsinh_softening": 3.0, "chunk_objects": 256}

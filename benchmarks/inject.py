@@ -1,9 +1,9 @@
-"""Benchmark: simulated training examples per second per core (skysift.inject, skysift.simulate).
+"""Benchmark: simulated training examples per second per core (skysift.sim.inject, skysift.sim.simulate).
 
 One thread, the default training_set config, a 48-px 3-band stamp at 0.263"/px with a 0.95"
 Gaussian PSF; each kind is rendered into the same raw stamp with its own seed. The
 baseline, in the same process, is the mock survey's own lens renderer
-(skysift.mock_objects.make_lens + mock_render.render); the ratio says how the injections compare.
+(skysift.sim.objects.make_lens + mock_render.render); the ratio says how the injections compare.
 
     OMP_NUM_THREADS=1 python benchmarks/inject.py [--n 200] [--size 48]
 """
@@ -19,12 +19,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from skysift import config as skyconfig  # noqa: E402
-from skysift import mock  # noqa: E402
-from skysift.inject import inject_lens  # noqa: E402
-from skysift.mock_objects import make_lens  # noqa: E402
-from skysift.mock_render import render  # noqa: E402
-from skysift.paint import Frame, psf_kernels  # noqa: E402
-from skysift.simulate import Host, simulate  # noqa: E402
+from skysift.sim import mock  # noqa: E402
+from skysift.sim.inject import inject_lens  # noqa: E402
+from skysift.sim.objects import make_lens  # noqa: E402
+from skysift.sim.paint import Frame, psf_kernels  # noqa: E402
+from skysift.sim.render import render  # noqa: E402
+from skysift.sim.simulate import Host, simulate  # noqa: E402
 
 
 def main() -> None:

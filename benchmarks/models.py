@@ -1,6 +1,6 @@
 """Train every named model on one training set and score its test split: the rows of docs/models.md.
 
-Trains each ``NAME:ARCHITECTURE`` with the real ``skysift.train`` loop (config from
+Trains each ``NAME:ARCHITECTURE`` with the real ``skysift.learn.train`` loop (config from
 ``--config`` and ``--set``), scores the test split (2) of the same training set and prints
 one JSON line and one markdown row per model: AUROC, TPR0, TPR10 and TPR at FPR 1e-3 with
 stratified bootstrap intervals, parameters, training images/s, device, epochs, seconds.
@@ -24,11 +24,11 @@ import torch
 
 from skysift import config as skyconfig
 from skysift import metrics
-from skysift.checkpoints import load_model
-from skysift.infer import score
 from skysift.io import open_h5
-from skysift.models import resolve_device, resolve_precision
-from skysift.train import train_model
+from skysift.learn.checkpoints import load_model
+from skysift.learn.runtime import resolve_device, resolve_precision
+from skysift.learn.train import train_model
+from skysift.score.batches import score
 
 
 def test_split(trainset: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,7 +20,8 @@ import numpy as np
 
 from skysift import config as skyconfig
 from skysift import io
-from skysift.preprocess import normalise, preprocess_file
+from skysift.stamps.normalise import normalise
+from skysift.stamps.preprocess import preprocess_file
 
 
 def timed(fn, repeats: int) -> float:

@@ -4,7 +4,7 @@ For each architecture, in one process and on one device, times
   memory: the optimisation step (forward, backward, AdamW) on one batch already on the device;
   real:   skysift's loop: batches planned and read from the training-set HDF5 (streamed by
           DataLoader workers, or from RAM with --data ram), moved to the device, augmented on
-          the fly as the config says, then the same step (skysift.trainer.Trainer);
+          the fly as the config says, then the same step (skysift.learn.trainer.Trainer);
 and prints one JSON line each with both rates, their ratio (goal >= 0.9 on CPU) and, on
 CUDA, the mean GPU utilisation sampled every 50 ms during each timing (goal >= 80 %). The
 two are timed alternately --repeats times and the medians reported, so a machine whose
@@ -33,17 +33,17 @@ import torch.nn.functional as F
 
 from skysift.config import load
 from skysift.io import write_stamps
-from skysift.loader import TrainData, make_loader, open_data
-from skysift.models import (
+from skysift.learn.loader import TrainData, make_loader, open_data
+from skysift.learn.models import build_model
+from skysift.learn.runtime import (
     autocast,
-    build_model,
     prepare_model,
     resolve_device,
     resolve_precision,
     to_device,
 )
-from skysift.train import _augmenter
-from skysift.trainer import Trainer
+from skysift.learn.train import _augmenter
+from skysift.learn.trainer import Trainer
 
 
 class Utilisation:

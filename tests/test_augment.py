@@ -1,4 +1,4 @@
-"""Tests of skysift.augment: D4 group, exact shifts, reproducible batches, the CLI."""
+"""Tests of skysift.learn.augment: D4 group, exact shifts, reproducible batches, the CLI."""
 
 import itertools
 import json
@@ -8,19 +8,9 @@ import pytest
 import torch
 
 from skysift import io
-from skysift.augment import (
-    D4_ELEMENTS,
-    augment_batch,
-    copy_seed,
-    d4_apply,
-    d4_compose,
-    d4_inverse,
-    d4_random,
-    main,
-    scale_flux,
-    subpixel_shift,
-    zoom,
-)
+from skysift.learn.augment import main
+from skysift.learn.symmetry import D4_ELEMENTS, d4_apply, d4_compose, d4_inverse, d4_random
+from skysift.learn.transforms import augment_batch, copy_seed, scale_flux, subpixel_shift, zoom
 
 CFG = {"d4": True, "shift_pix": 1.5, "noise_sigma": 0.02}
 

@@ -10,9 +10,9 @@ from astropy.wcs import WCS
 from survey_helpers import make_config, write_band
 
 from skysift import io
-from skysift.catalog import read_catalog
 from skysift.errors import DataError, SurveyError
-from skysift.survey import read_tile
+from skysift.survey.catalog import read_catalog
+from skysift.survey.tiles import read_tile
 
 
 def test_empty_catalog_is_an_error(tmp_path):

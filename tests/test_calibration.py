@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skysift import calibration, prior
+from skysift.evaluate import calibration
+from skysift.score import prior
 
 
 def _calibrated(n, seed=0):

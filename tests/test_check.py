@@ -12,8 +12,8 @@ from astropy.table import Table
 from survey_helpers import BANDS, make_wcs, write_tile
 
 from skysift import __main__ as entry
-from skysift import check
 from skysift.config import load
+from skysift.survey import check
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "config" / "examples").glob("*.yaml"))
 
@@ -116,7 +116,7 @@ def test_examples_cover_des_hsc_and_legacy():
 
 
 def test_check_writes_the_header_summary_the_index_reads(tmp_path, monkeypatch):
-    from skysift import index
+    from skysift.survey import index
     config = _survey(tmp_path)
     summary = tmp_path / "tile_headers.json"
     assert check.main(["--config-json", json.dumps(config), "--report",

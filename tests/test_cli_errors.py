@@ -9,7 +9,6 @@ two-tile synthetic survey; each case copies the one input it spoils.
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 from pathlib import Path
@@ -27,7 +26,7 @@ from skysift import config as skyconfig
 from skysift.io import partial_path
 
 SHAPE = (60, 60)
-SIZE = 16  # the smallest stamp the models take (skysift.models.MIN_STAMP_SIZE_PIX)
+SIZE = 16  # the smallest stamp the models take (skysift.learn.models.MIN_STAMP_SIZE_PIX)
 
 
 def _tile_wcs(k):
@@ -49,7 +48,10 @@ def _base_config(root: Path, **survey) -> dict:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """A two-tile survey and every intermediate product, made by the real CLIs."""
-    from skysift import cutouts, index, preprocess, split, train, trainset
+    from skysift.learn import train
+    from skysift.sim import trainset
+    from skysift.stamps import cutouts, preprocess
+    from skysift.survey import index, split
 
     root = tmp_path_factory.mktemp("good")
     rng = np.random.default_rng(3)
@@ -208,7 +210,8 @@ def corrupt_checkpoint(root, work):
 
 def stamp_too_small(root, work):
     """A training set of 12-pixel stamps, made by the real steps."""
-    from skysift import cutouts, preprocess, trainset
+    from skysift.sim import trainset
+    from skysift.stamps import cutouts, preprocess
 
     conf = _base_config(root)
     conf["cutouts"]["stamp_size_pix"] = 12
@@ -304,7 +307,7 @@ def test_bad_input_exits_2_with_one_message_and_no_output(good, tmp_path, capsys
     out = tmp_path / "out"
     argv, outputs = _argv(step, root, shard, paths, out)
     capsys.readouterr()
-    module = importlib.import_module(f"skysift.{step}")
+    module = entry.step_module(step)
     code = module.main(["--config-json", json.dumps(conf), "--quiet", *argv])
     err = capsys.readouterr().err
     messages = [line for line in err.splitlines() if line.startswith("skysift: error:")]
@@ -319,10 +322,7 @@ def test_bad_input_exits_2_with_one_message_and_no_output(good, tmp_path, capsys
 
 def test_every_step_takes_strict_and_sets_the_config_key(tmp_path):
     for step in entry.STEPS:
-        module = importlib.import_module(f"skysift.{step}")
-        p = module.parser() if hasattr(module, "parser") else None
-        if p is None:  # survey: the index's parser
-            p = importlib.import_module("skysift.index").parser()
+        p = entry.step_module(step).parser()
         assert "--strict" in p.format_help(), step
     p = cli.parser("test")
     assert cli.load_config(p.parse_args(["--strict"]))["strict"] is True
@@ -335,7 +335,7 @@ def test_strict_reaches_the_index_through_the_shared_option(good, tmp_path, caps
     cat["dec"][5] = 95.0  # impossible: a data problem, rejected unless strict
     cat.write(tmp_path / "cat.fits")
     text = json.dumps(_base_config(root, catalog=str(tmp_path / "cat.fits")))
-    from skysift import survey
+    from skysift.survey import index as survey
     assert survey.main(["--config-json", text, "--out-dir", str(tmp_path / "a"), "--quiet"]) == 0
     rejects = Table.read(tmp_path / "a" / "rejects.ecsv")
     assert rejects["index"].tolist() == [5]
@@ -348,7 +348,7 @@ def test_strict_reaches_the_index_through_the_shared_option(good, tmp_path, caps
 
 def test_label_ids_not_in_the_catalog_are_counted_or_fatal_with_strict(good, tmp_path, caplog):
     from skysift.errors import SurveyError
-    from skysift.labels import load_labels, unmatched_label_ids
+    from skysift.survey.labels import load_labels, unmatched_label_ids
 
     root, conf, _ = good
     ids = Table.read(root / "truth.fits")["objid"].tolist() + [7, 8]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skysift import completeness, metrics
+from skysift import metrics
 from skysift.errors import ConfigError
+from skysift.evaluate import completeness
 
 
 def test_wilson_interval_matches_known_values():

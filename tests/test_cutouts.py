@@ -1,4 +1,4 @@
-"""Tests of skysift.cutouts: stamp geometry on any WCS, flags, masks, shards, rejects, the CLI."""
+"""Tests of skysift.stamps.cutouts: stamp geometry on any WCS, flags, masks, shards, rejects, the CLI."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from astropy.table import Table
 from survey_helpers import BANDS, gaussian, make_wcs, write_tile
 
 from skysift import config as skyconfig
-from skysift import cutouts, index
-from skysift.cutouts import CENTRE, EDGE, EMPTY, MASKED, NAN, extract
 from skysift.io import read_arrays
-from skysift.preprocess import normalise, preprocess_file
-from skysift.trainset import join_labels
+from skysift.stamps import cut, cutouts
+from skysift.stamps.cut import extract
+from skysift.stamps.flags import CENTRE, EDGE, EMPTY, MASKED, NAN
+from skysift.stamps.normalise import normalise
+from skysift.stamps.preprocess import preprocess_file
+from skysift.survey import index
+from skysift.survey.labels import join_labels
 
 DATASETS = ("images", "flags", "index", "id", "ra", "dec", "pos_xy", "tile")
 
@@ -219,7 +222,7 @@ def test_all_nan_tile_is_rejected_not_fatal_unless_strict(tmp_path, capsys):
     rejects = Table.read(tmp_path / "s0000.rejects.ecsv")
     assert rejects["index"].tolist() == [0, 1, 2]
     assert set(rejects["reason"]) == {"tile A band r: no valid pixel (all NaN or masked)"}
-    from skysift import rejects as merge
+    from skysift.survey import rejects as merge
     out = tmp_path / "rejects.ecsv"
     assert merge.main(["--index-dir", str(tmp_path / "index"), "--cutouts",
                        str(tmp_path / "s0000.rejects.ecsv"), "--out", str(out)]) == 0
@@ -269,16 +272,16 @@ def test_cli_missing_index_is_a_user_error(tmp_path, capsys):
 
 def test_blank_positions_keep_away_from_objects_and_edges():
     objects = np.random.default_rng(1).uniform(0, 200, (40, 2))
-    pos = cutouts.blank_positions((150, 200), objects, 32, 12.0, 30, np.random.default_rng(5))
+    pos = cut.blank_positions((150, 200), objects, 32, 12.0, 30, np.random.default_rng(5))
     assert 0 < len(pos) <= 30
     dist = np.hypot(*(pos[:, None, :] - objects[None, :, :]).transpose(2, 0, 1))
     assert dist.min() >= 12.0
-    origin = cutouts.stamp_origin(pos, 32)
+    origin = cut.stamp_origin(pos, 32)
     assert (origin >= 0).all() and (origin[:, 0] + 32 <= 200).all()
     assert (origin[:, 1] + 32 <= 150).all()
-    again = cutouts.blank_positions((150, 200), objects, 32, 12.0, 30, np.random.default_rng(5))
+    again = cut.blank_positions((150, 200), objects, 32, 12.0, 30, np.random.default_rng(5))
     np.testing.assert_array_equal(pos, again)
-    assert cutouts.blank_positions((20, 20), objects, 32, 1.0, 5, np.random.default_rng(0)
+    assert cut.blank_positions((20, 20), objects, 32, 1.0, 5, np.random.default_rng(0)
                                    ).shape == (0, 2)  # the stamp does not fit
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from astropy.table import MaskedColumn, Table
 
-from skysift import evaluate, metrics
+from skysift import metrics
 from skysift.errors import SurveyError
+from skysift.evaluate import evaluate
 
 BIG = 2**53  # float64 cannot tell BIG + 2k + 1 from its neighbours
 N_BOOT, CI, SEED = 40, 0.9, 42

@@ -11,9 +11,10 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table, vstack
 
-from skysift import gather, prior
-from skysift.cutouts import FLAG_BITS
-from skysift.infer import ids_for_fits, write_fits_table
+from skysift.score import gather, prior
+from skysift.score import tables as score_tables
+from skysift.score.tables import ids_for_fits, write_fits_table
+from skysift.stamps.flags import FLAG_BITS
 
 BIG = 2**62 + 1  # far above 2**53: a float would lose its last digits
 CONFIG = {"infer": {"top_k": 3}, "tasks": [{"name": "lens", "label": "is_lens"},
@@ -96,7 +97,7 @@ def test_string_ids_survive(tmp_path):
     assert run(tmp_path, files) == 0
     with open(tmp_path / "catalog.csv", encoding="utf-8") as fh:
         assert [r["id"] for r in csv.DictReader(fh)] == ["0042", "J1+ñ, b"]
-    cat = gather.read_scores(tmp_path / "catalog.fits")
+    cat = score_tables.read_scores(tmp_path / "catalog.fits")
     assert list(cat["id"]) == ["0042", "J1+ñ, b"]
 
 
@@ -199,8 +200,8 @@ def test_streamed_catalog_equals_the_in_memory_concatenation(tmp_path, monkeypat
     monkeypatch.setattr(gather, "MERGE_BLOCK", 7)  # many merge rounds
     files = shard_files(tmp_path, np.random.default_rng(11))
     assert run(tmp_path, files, {**CONFIG, "infer": {"top_k": 25}}) == 0
-    cat = gather.read_scores(tmp_path / "catalog.fits")
-    tables = [gather.read_scores(f) for f in files]
+    cat = score_tables.read_scores(tmp_path / "catalog.fits")
+    tables = [score_tables.read_scores(f) for f in files]
     memory = vstack([t[np.argsort(np.asarray(t["index"]), kind="stable")] for t in tables])
     assert cat.colnames[:len(memory.colnames)] == memory.colnames
     for name in memory.colnames:

@@ -7,7 +7,7 @@ import pytest
 
 from skysift.errors import SurveyError
 from skysift.ids import common_keys, find_sorted, id_keys, match_ids
-from skysift.labels import LabelIndex, unmatched_label_ids
+from skysift.survey.labels import LabelIndex, unmatched_label_ids
 
 BIG = 2**53  # float64 cannot tell BIG from BIG + 1
 

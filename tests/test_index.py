@@ -1,4 +1,4 @@
-"""Tests of skysift.index: assignment (overlaps, RA wrap, any WCS), rejects, shards, the CLI."""
+"""Tests of skysift.survey.index: assignment (overlaps, RA wrap, any WCS), rejects, shards, the CLI."""
 
 from __future__ import annotations
 
@@ -12,25 +12,14 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from survey_helpers import BANDS, make_wcs, write_tile
 
-from skysift import index as index_mod
-from skysift import survey
 from skysift.config import validate
 from skysift.errors import DataError
-from skysift.index import (
-    REASON_DEC,
-    REASON_NONFINITE,
-    REASON_OFF,
-    assign_objects,
-    build_index,
-    load_headers,
-    main,
-    make_shards,
-    read_assignment_rows,
-    wcs_from_json,
-    wcs_to_json,
-    write_header_summary,
-)
-from skysift.shards import plan_training_shards
+from skysift.survey import index as index_mod
+from skysift.survey import index as survey
+from skysift.survey.footprints import REASON_DEC, REASON_NONFINITE, REASON_OFF, assign_objects
+from skysift.survey.headers import wcs_from_json, wcs_to_json, write_header_summary
+from skysift.survey.index import build_index, load_headers, main
+from skysift.survey.shards import make_shards, plan_training_shards, read_assignment_rows
 
 # --------------------------------------------------------------------------- assignment
 

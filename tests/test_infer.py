@@ -11,13 +11,14 @@ import torch
 from astropy.io import fits
 from astropy.table import Table
 
-from skysift import infer
-from skysift.augment import d4_apply
 from skysift.config import load
 from skysift.errors import DataError
 from skysift.io import write_stamps
-from skysift.models import build_model
-from skysift.train import save_checkpoint
+from skysift.learn import checkpoints
+from skysift.learn.checkpoints import save_checkpoint
+from skysift.learn.models import build_model
+from skysift.learn.symmetry import d4_apply
+from skysift.score import batches, infer
 
 SIZE = 16
 NORM = {"background": "border_median", "scale": "border_mad", "stretch": "arcsinh",
@@ -131,12 +132,12 @@ def test_corrupt_or_missing_checkpoint_names_the_file(tmp_path):
     bad = tmp_path / "lens.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match=r"lens\.pt: not a readable.*re-run the train rule"):
-        infer.load_model(bad, "cpu")
+        checkpoints.load_model(bad, "cpu")
     with pytest.raises(DataError, match=r"nope\.pt: checkpoint not found"):
-        infer.load_model(tmp_path / "nope.pt", "cpu")
+        checkpoints.load_model(tmp_path / "nope.pt", "cpu")
     torch.save({"model_state": {}}, bad)
     with pytest.raises(DataError, match="lacks"):
-        infer.load_model(bad, "cpu")
+        checkpoints.load_model(bad, "cpu")
 
 
 def test_score_does_not_depend_on_batch_size():
@@ -144,7 +145,7 @@ def test_score_does_not_depend_on_batch_size():
     model = build_model("baseline3", 3, SIZE)
     model.train()  # score must switch dropout off itself
     x = np.random.default_rng(0).normal(size=(9, 3, SIZE, SIZE)).astype(np.float32)
-    one, many = infer.score(model, x, 1, "cpu"), infer.score(model, x, 64, "cpu")
+    one, many = batches.score(model, x, 1, "cpu"), batches.score(model, x, 64, "cpu")
     assert one.shape == (9,) and one.dtype == np.float32
     np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-6)
 
@@ -267,8 +268,8 @@ class RunsOutOfMemory(torch.nn.Module):
 def test_batch_size_halves_on_out_of_memory(caplog):
     x = np.random.default_rng(0).normal(size=(50, 3, SIZE, SIZE)).astype(np.float32)
     model = RunsOutOfMemory(limit=10)
-    batch = infer.BatchSize(64)
-    logits = infer.score(model, x, batch, "cpu")
+    batch = batches.BatchSize(64)
+    logits = batches.score(model, x, batch, "cpu")
     np.testing.assert_allclose(logits, x.sum(axis=(1, 2, 3)), rtol=1e-5)
     assert batch.size == 8 and batch.n_backoffs == 3  # 64 -> 32 -> 16 -> 8
     assert max(model.sizes[3:]) <= 8  # and stays there
@@ -276,11 +277,11 @@ def test_batch_size_halves_on_out_of_memory(caplog):
     cpu = RunsOutOfMemory(limit=5, error=RuntimeError,
                           message="DefaultCPUAllocator: not enough memory: you tried to "
                                   "allocate 1 GB. Buy new RAM!: out of memory")
-    np.testing.assert_allclose(infer.score(cpu, x, 16, "cpu"), logits, rtol=1e-6)
+    np.testing.assert_allclose(batches.score(cpu, x, 16, "cpu"), logits, rtol=1e-6)
     with pytest.raises(DataError, match="single stamp"):
-        infer.score(RunsOutOfMemory(limit=0), x, 4, "cpu")
+        batches.score(RunsOutOfMemory(limit=0), x, 4, "cpu")
     with pytest.raises(RuntimeError, match="shape"):  # other errors are not out-of-memory
-        infer.score(RunsOutOfMemory(limit=0, error=RuntimeError, message="bad shape"), x, 4,
+        batches.score(RunsOutOfMemory(limit=0, error=RuntimeError, message="bad shape"), x, 4,
                     "cpu")
 
 

@@ -1,4 +1,4 @@
-"""Tests of skysift.inject: lensed-source rendering, flux conservation, stored parameters."""
+"""Tests of skysift.sim.inject: lensed-source rendering, flux conservation, stored parameters."""
 
 import numpy as np
 import pytest
@@ -8,15 +8,15 @@ from lenstronomy.LensModel.Solver.lens_equation_solver import LensEquationSolver
 
 from skysift import config as skyconfig
 from skysift.errors import ConfigError, SurveyError
-from skysift.inject import (
+from skysift.sim.inject import (
     image_source,
     inject_lens,
     lens_kwargs,
     load_source_images,
     sersic_source,
 )
-from skysift.mock_render import snr
-from skysift.paint import Frame, add_poisson, moffat_kernel, psf_kernels, render, sed_flux
+from skysift.sim.paint import Frame, add_poisson, moffat_kernel, psf_kernels, render, sed_flux
+from skysift.sim.render import snr
 
 PIX = 0.263
 GAUSS = {"model": "gaussian", "fwhm_arcsec": None, "moffat_beta": 3.5, "image": None}
@@ -166,7 +166,7 @@ def _two_band_frame(fwhm=0.3):
 
 def test_per_band_source_keeps_its_colour_gradient_across_the_arc():
     """A blue compact knot on a red smooth disc: g/i varies along the arc as in the source."""
-    from skysift.inject import band_image_source
+    from skysift.sim.inject import band_image_source
     n, pix = 81, 0.03
     knot = _gauss_plane(n, pix, 0.25, 0.0, 0.04)  # g: a compact knot off the disc centre
     disc = _gauss_plane(n, pix, 0.0, 0.0, 0.3)  # i: a smooth disc
@@ -194,7 +194,7 @@ def test_per_band_source_keeps_its_colour_gradient_across_the_arc():
 
 @pytest.mark.parametrize("beta", [0.5, 0.8])
 def test_per_band_compact_source_flux_is_conserved_in_every_band(beta):
-    from skysift.inject import band_image_source
+    from skysift.sim.inject import band_image_source
     n, pix = 61, 0.01
     point = _gauss_plane(n, pix, 0.0, 0.0, 0.02)  # R_e ~ 0.024 arcsec
     cube = np.stack([point, 3.0 * point])
@@ -209,7 +209,7 @@ def test_per_band_compact_source_flux_is_conserved_in_every_band(beta):
 
 
 def test_per_band_source_fluxes_match_source_mag_in_the_reference_band():
-    from skysift.inject import source_fluxes
+    from skysift.sim.inject import source_fluxes
     frame = _two_band_frame()
     flux = source_fluxes({"source_mag": 22.0, "band_ratio": np.array([1.0, 4.0])}, frame)
     assert flux.shape == (2, 2) and flux[0, 1] == 0 and flux[1, 0] == 0
@@ -260,7 +260,7 @@ def test_each_source_image_is_lensed_from_its_own_pixels():
 @pytest.mark.parametrize("centre", [(0.0, 0.0), (0.1, -0.05)])
 def test_steep_sersic_centred_on_a_subpixel_keeps_unit_flux(centre):
     """An n = 4 cusp on the centre subpixel of an odd grid once came out 1.8x too bright."""
-    from skysift.mock_render import Sersic
+    from skysift.sim.render import Sersic
     shape = Sersic(centre[0], centre[1], 0.48, 3.8, 0.4, 170.0)
     _, totals = render(shape, np.array([[1.0]]), _frame(), supersample=5)
     assert totals[0] == pytest.approx(1.0, rel=0.01)

@@ -9,12 +9,13 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from skysift import mock, mock_known
-from skysift import mock_objects as mo
-from skysift import mock_render as mr
 from skysift.config import deep_update, validate
 from skysift.errors import ConfigError
 from skysift.io import read_table
+from skysift.sim import known as mock_known
+from skysift.sim import mock, mockfiles
+from skysift.sim import objects as mo
+from skysift.sim import render as mr
 
 N_TILES, N_GAL, N_STAR, SIZE = 2, 8, 3, 96
 
@@ -41,14 +42,14 @@ def survey(tmp_path_factory):
 
 def test_tile_names_and_paths_follow_config(tmp_path):
     config = tiny_config(tmp_path, mock={"n_tiles": 3})
-    assert mock.tile_names(config) == ["m000", "m001", "m002"]
-    paths = mock.tile_paths(config)
+    assert mockfiles.tile_names(config) == ["m000", "m001", "m002"]
+    paths = mockfiles.tile_paths(config)
     assert len(paths) == 9 and paths[1] == str(tmp_path / "tiles" / "m000_r.fits")
 
 
 def test_tiles_are_float32_with_rotated_celestial_wcs_and_keys(survey):
     config, summary = survey
-    paths = mock.tile_paths(config)
+    paths = mockfiles.tile_paths(config)
     assert summary["n_files"] == len(paths) == N_TILES * 3
     for path, band in zip(paths, config["survey"]["bands"] * N_TILES, strict=True):
         with fits.open(path) as hdul:
@@ -105,7 +106,7 @@ def test_star_peaks_where_its_radec_maps_through_each_tile_wcs(tmp_path):
     cat = read_table(config["survey"]["catalog"])
     stars = read_table(config["survey"]["labels"])["is_star"] == 1
     checked = 0
-    for path in mock.tile_paths(config)[1::3]:  # r band of each tile
+    for path in mockfiles.tile_paths(config)[1::3]:  # r band of each tile
         data = fits.getdata(path).astype(float)
         x, y = WCS(fits.getheader(path)).world_to_pixel_values(cat["ra"], cat["dec"])
         for i in np.flatnonzero(stars):
@@ -143,7 +144,7 @@ def test_same_seed_gives_bit_identical_tiles(survey, tmp_path):
     config, _ = survey
     again = tiny_config(tmp_path)
     mock.make_survey(again)
-    for first, second in zip(mock.tile_paths(config), mock.tile_paths(again), strict=True):
+    for first, second in zip(mockfiles.tile_paths(config), mockfiles.tile_paths(again), strict=True):
         assert np.array_equal(fits.getdata(first), fits.getdata(second))
     a, b = read_table(config["survey"]["catalog"]), read_table(again["survey"]["catalog"])
     assert np.array_equal(a["objid"], b["objid"]) and np.array_equal(a["mag_r"], b["mag_r"])
@@ -199,7 +200,7 @@ def test_fpack_csv_and_default_truth_path(tmp_path):
                                            "catalog": str(tmp_path / "cat.csv"), "labels": None},
                          mock={"n_tiles": 1, "n_galaxies_per_tile": 2, "n_stars_per_tile": 1})
     mock.make_survey(config)
-    with fits.open(mock.tile_paths(config)[0]) as hdul:
+    with fits.open(mockfiles.tile_paths(config)[0]) as hdul:
         assert isinstance(hdul[1], fits.CompImageHDU)
         assert hdul[1].data.shape == (SIZE, SIZE) and WCS(hdul[1].header).has_celestial
     cat = read_table(tmp_path / "cat.csv")
@@ -245,7 +246,7 @@ def test_known_lens_table_is_a_bright_arc_sample_plus_off_survey(tmp_path):
     assert np.sort(np.asarray(truth["arc_snr"][idx[:n_known]]))[::-1].tolist() == \
         snr[:n_known].tolist()  # the brightest arcs
     assert (sep.arcsec[n_known:] > 60).all()  # off the footprint: nothing near
-    for path in mock.tile_paths(config)[::3]:
+    for path in mockfiles.tile_paths(config)[::3]:
         with fits.open(path) as hdul:
             x, y = WCS(hdul[0].header).world_to_pixel_values(known["ra"][n_known:],
                                                              known["dec"][n_known:])
@@ -256,7 +257,7 @@ def test_known_lenses_leave_the_survey_bit_identical(survey, tmp_path):
     config, _ = survey
     again = tiny_config(tmp_path, survey={"known_lenses": str(tmp_path / "known.fits")})
     mock.make_survey(again)
-    for first, second in zip(mock.tile_paths(config), mock.tile_paths(again), strict=True):
+    for first, second in zip(mockfiles.tile_paths(config), mockfiles.tile_paths(again), strict=True):
         assert np.array_equal(fits.getdata(first), fits.getdata(second))
     for key in ("catalog", "labels"):
         a, b = read_table(config["survey"][key]), read_table(again["survey"][key])

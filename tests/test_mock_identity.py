@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from skysift import mock
+from skysift.sim import mock
 
 #: Provenance cards (skysift.io.provenance) left out of the digests.
 PROVENANCE = {"SKYSIFT_VERSION", "GIT_COMMIT", "CONFIG_HASH", "SEED", "H5_LAYOUT_VERSION", "STEP"}

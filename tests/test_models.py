@@ -5,19 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skysift.augment import d4_apply
 from skysift.errors import ConfigError
-from skysift.models import (
+from skysift.learn.models import (
     ARCHITECTURES,
     MIN_STAMP_SIZE_PIX,
     Committee,
     build_model,
     count_parameters,
-    resolve_device,
-    resolve_precision,
-    torch_runtime,
 )
-from skysift.models.resnets import PreActBottleneck
+from skysift.learn.models.resnets import PreActBottleneck
+from skysift.learn.runtime import resolve_device, resolve_precision, torch_runtime
+from skysift.learn.symmetry import d4_apply
 
 
 @pytest.mark.parametrize("size", [16, 17, 48, 65])
@@ -151,8 +149,8 @@ def test_torch_runtime_restores_global_state():
 
 
 def test_classical_is_not_built_but_named_among_the_valid_architectures():
-    from skysift.models import CLASSICAL
-    with pytest.raises(ConfigError, match="fitted by skysift.train"):
+    from skysift.learn.models import CLASSICAL
+    with pytest.raises(ConfigError, match="fitted by skysift.learn.train"):
         build_model(CLASSICAL, 3, 48)
     with pytest.raises(ConfigError, match="classical"):
         build_model("vgg", 3, 48)

@@ -1,4 +1,4 @@
-"""Tests of skysift.preprocess: the normalisation core and the dask file step."""
+"""Tests of skysift.stamps.preprocess: the normalisation core and the dask file step."""
 
 import json
 
@@ -8,7 +8,8 @@ import pytest
 
 from skysift import config as skyconfig
 from skysift import io
-from skysift.preprocess import border_width, main, normalise, preprocess_file
+from skysift.stamps.normalise import border_width, normalise
+from skysift.stamps.preprocess import main, preprocess_file
 
 SIZE = 32
 BANDS = ["g", "r"]

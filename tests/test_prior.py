@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from skysift import prior
 from skysift.config import validate
 from skysift.errors import ConfigError
+from skysift.score import prior
 
 
 def test_shift_matches_bayes_rule():

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skysift import metrics
-from skysift.augment import D4_ELEMENTS, d4_apply, d4_compose, d4_inverse
+from skysift.learn.symmetry import D4_ELEMENTS, d4_apply, d4_compose, d4_inverse
 
 PROFILE = settings(derandomize=True, max_examples=60, deadline=None)
 
@@ -71,7 +71,8 @@ def test_d4_group_laws_hold_exactly(channels, ny, nx, seed):
        st.integers(0, 2**31 - 1))
 def test_cutouts_any_position_and_size(size, x, y, seed):
     """Right shape; EDGE exactly when the stamp leaves the image; pixels copied verbatim."""
-    from skysift.cutouts import EDGE, extract
+    from skysift.stamps.cut import extract
+    from skysift.stamps.flags import EDGE
     ny, nx = 20, 25
     images = np.random.default_rng(seed).normal(size=(2, ny, nx)).astype(np.float32)
     stamps, flags = extract(images, np.array([[x, y]]), size)

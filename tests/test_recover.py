@@ -1,4 +1,4 @@
-"""Tests of skysift.recover: position matching, ranks, Wilson interval, statuses, the CLI."""
+"""Tests of skysift.evaluate.recover: position matching, ranks, Wilson interval, statuses, the CLI."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from skysift import recover as rec
 from skysift.config import validate
+from skysift.evaluate import recover as rec
 
 
 def test_match_is_by_sky_position_across_ra_zero():

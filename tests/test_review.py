@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from skysift import grades, review
 from skysift.errors import DataError
 from skysift.io import H5_LAYOUT_VERSION
+from skysift.review import gallery as review
+from skysift.review import grades, images
+from skysift.survey.grades import SHEET_COLUMNS
 
 BIG = 2**62 + 1  # far above 2**53: a float would lose its last digits
 CONFIG = {"tasks": [{"name": "lens", "label": "is_lens"}],
@@ -105,17 +107,17 @@ def run_review(tmp_path, cands, cutouts, config=CONFIG):
 
 
 def test_rgb_bands_show_the_reddest_band_as_red():
-    assert review.rgb_bands(["g", "r", "i"]) == [2, 1, 0]
-    assert review.rgb_bands(["i", "g", "r"]) == [0, 2, 1]
-    assert review.rgb_bands(["g", "r", "i", "z"]) == [2, 1, 0]  # gri preferred
-    assert review.rgb_bands(["r", "i", "z", "y"]) == [3, 2, 1]  # else the reddest three
-    assert review.rgb_bands(["HSC-G", "HSC-R", "HSC-I"]) == [2, 1, 0]
-    assert review.rgb_bands(["b1", "b2", "b3"]) == [2, 1, 0]  # unknown: as listed, blue first
-    assert review.rgb_bands(["g", "r", "i"], ["r", "i", "g"]) == [1, 2, 0]
-    assert review.rgb_bands(["r"]) == [0, 0, 0]
-    assert review.rgb_bands(["g", "i"]) == [1, -1, 0]
+    assert images.rgb_bands(["g", "r", "i"]) == [2, 1, 0]
+    assert images.rgb_bands(["i", "g", "r"]) == [0, 2, 1]
+    assert images.rgb_bands(["g", "r", "i", "z"]) == [2, 1, 0]  # gri preferred
+    assert images.rgb_bands(["r", "i", "z", "y"]) == [3, 2, 1]  # else the reddest three
+    assert images.rgb_bands(["HSC-G", "HSC-R", "HSC-I"]) == [2, 1, 0]
+    assert images.rgb_bands(["b1", "b2", "b3"]) == [2, 1, 0]  # unknown: as listed, blue first
+    assert images.rgb_bands(["g", "r", "i"], ["r", "i", "g"]) == [1, 2, 0]
+    assert images.rgb_bands(["r"]) == [0, 0, 0]
+    assert images.rgb_bands(["g", "i"]) == [1, -1, 0]
     with pytest.raises(DataError, match="rgb_bands"):
-        review.rgb_bands(["g", "r", "i"], ["z", "r", "g"])
+        images.rgb_bands(["g", "r", "i"], ["z", "r", "g"])
 
 
 def test_composite_takes_red_from_the_reddest_band_and_nan_as_zero():
@@ -123,7 +125,7 @@ def test_composite_takes_red_from_the_reddest_band_and_nan_as_zero():
     stamps[0, 2, 4, 4] = 50.0  # light only in i
     stamps[1, 0, 4, 4] = 50.0  # light only in g
     stamps[:, :, 0, 0] = np.nan
-    rgb = review.composite(stamps, review.rgb_bands(["g", "r", "i"]), stretch=5.0, q=8.0)
+    rgb = images.composite(stamps, images.rgb_bands(["g", "r", "i"]), stretch=5.0, q=8.0)
     assert rgb.shape == (2, SIZE, SIZE, 3) and rgb.dtype == np.uint8
     assert rgb[0, 4, 4, 0] == 255 and rgb[0, 4, 4, 1] == 0 and rgb[0, 4, 4, 2] == 0
     assert rgb[1, 4, 4, 2] == 255 and rgb[1, 4, 4, 0] == 0
@@ -132,14 +134,14 @@ def test_composite_takes_red_from_the_reddest_band_and_nan_as_zero():
 
 def test_band_scales_put_bands_on_one_ab_flux_scale():
     # The same source flux reads 10**1.2 times fainter at zero point 27 than at 30.
-    np.testing.assert_allclose(review.band_scales([30.0, 27.0, np.nan], 30.0),
+    np.testing.assert_allclose(images.band_scales([30.0, 27.0, np.nan], 30.0),
                                [1.0, 10**1.2, 1.0])
 
 
 def test_auto_stretch_is_ten_times_the_robust_noise():
     rng = np.random.default_rng(1)
     stamps = rng.normal(0, 2.0, (20, 3, 33, 33))
-    assert review.auto_stretch(stamps) == pytest.approx(20.0, rel=0.05)
+    assert images.auto_stretch(stamps) == pytest.approx(20.0, rel=0.05)
 
 
 def test_gallery_and_sheet_of_candidates_from_two_shards(survey):
@@ -163,7 +165,7 @@ def test_gallery_and_sheet_of_candidates_from_two_shards(survey):
     assert "probability" in text and "http" not in text.split("<footer>")[0]  # nothing fetched
     with open(tmp_path / "review" / "lens_grades.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == list(review.SHEET_COLUMNS)
+    assert list(rows[0]) == list(SHEET_COLUMNS)
     assert [(r["rank"], r["index"], r["id"], r["grade"]) for r in rows] == [
         ("1", "5", str(BIG + 5), ""), ("2", "2", str(BIG + 2), ""), ("3", "0", str(BIG), "")]
     assert float(rows[0]["score"]) == 4.0
@@ -217,7 +219,7 @@ def fill(sheet, out, grades_, edit=None):
     if edit:
         edit(rows)
     with open(out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(review.SHEET_COLUMNS))
+        w = csv.DictWriter(fh, fieldnames=list(SHEET_COLUMNS))
         w.writeheader()
         w.writerows(rows)
     return out

@@ -1,4 +1,4 @@
-"""Tests of skysift.simulate (mergers, hard negatives) and skysift.hosts (photometry, selection)."""
+"""Tests of skysift.sim.simulate (mergers, hard negatives) and skysift.sim.hosts (photometry, selection)."""
 
 import json
 
@@ -8,10 +8,10 @@ from astropy.table import Table
 
 from skysift import config as skyconfig
 from skysift.errors import ConfigError
-from skysift.hosts import colour_slope, magnitudes, select_hosts, stamp_photometry
-from skysift.mock_render import Blobs
-from skysift.paint import Frame, psf_kernels
-from skysift.simulate import Host, simulate
+from skysift.sim.hosts import colour_slope, magnitudes, select_hosts, stamp_photometry
+from skysift.sim.paint import Frame, psf_kernels
+from skysift.sim.render import Blobs
+from skysift.sim.simulate import Host, simulate
 
 PIX = 0.263
 SIZE = 48
@@ -152,7 +152,7 @@ def test_select_hosts_applies_every_cut(tmp_path):
 
 
 def test_blank_sky_draws_a_simulated_primary_with_the_hosts_photometry(tcfg):
-    from skysift.paint import sed_flux
+    from skysift.sim.paint import sed_flux
     frame, zero = _frame(), np.zeros((2, SIZE, SIZE), np.float32)
     ref_flux = sed_flux(HOST.mag, HOST.slope, frame.lam_nm, frame.ref, frame.zeropoint)
     iso, params = simulate("isolated", zero, frame, HOST, tcfg, np.random.default_rng(1))

@@ -1,4 +1,4 @@
-"""Tests of skysift.split: the keyed-hash split and its CLI."""
+"""Tests of skysift.survey.split: the keyed-hash split and its CLI."""
 
 import hashlib
 import json
@@ -8,7 +8,8 @@ import pytest
 from astropy.table import Table
 
 from skysift.errors import ConfigError, SurveyError
-from skysift.split import assign_split, hash_unit, main
+from skysift.survey.hashsplit import assign_split, hash_unit
+from skysift.survey.split import main
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 SALT = "skysift-v1"

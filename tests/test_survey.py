@@ -1,4 +1,4 @@
-"""Tests of skysift.survey and skysift.catalog: tile discovery, FITS tiles (plain, fpack,
+"""Tests of skysift.survey.tiles and skysift.survey.catalog: tile discovery, FITS tiles (plain, fpack,
 masks), the catalog (column mapping, verbatim ids, duplicates)."""
 
 from __future__ import annotations
@@ -12,17 +12,15 @@ from astropy.io import fits
 from astropy.table import Table
 from survey_helpers import BANDS, make_config, make_wcs, write_band, write_tile
 
-from skysift.catalog import read_catalog
 from skysift.errors import SurveyError
-from skysift.survey import (
+from skysift.survey.catalog import read_catalog
+from skysift.survey.files import discover_tiles, find_tiles, tile_path
+from skysift.survey.tiles import (
     TileHeader,
-    discover_tiles,
     find_image_hdu,
-    find_tiles,
     read_tile,
     read_tile_header,
     rejected_pixels,
-    tile_path,
 )
 
 # --------------------------------------------------------------------------- discovery

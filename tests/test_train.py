@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from skysift import train
 from skysift.config import load
 from skysift.errors import DataError
 from skysift.io import write_stamps
-from skysift.loader import RamLoader, StreamLoader, epoch_examples, make_loader, open_data
-from skysift.models import build_model
-from skysift.trainer import Trainer
+from skysift.learn import train
+from skysift.learn.loader import RamLoader, StreamLoader, epoch_examples, make_loader, open_data
+from skysift.learn.models import build_model
+from skysift.learn.trainer import Trainer
 
 SIZE = 16
 ATTRS = {"bands": ["g", "r", "i"], "stamp_size_pix": SIZE, "pixscale_arcsec": 0.263,
@@ -206,7 +206,7 @@ def test_on_the_fly_augmentation_uses_the_seeded_generator(tmp_path, monkeypatch
         calls.append((x.shape, cfg["d4"], isinstance(generator, torch.Generator)))
         return torch.flip(x, dims=(-1,)) if torch.rand((), generator=generator) < 0.5 else x
 
-    monkeypatch.setitem(sys.modules, "skysift.augment",
+    monkeypatch.setitem(sys.modules, "skysift.learn.transforms",
                         types.SimpleNamespace(augment_batch=augment_batch))
     cfg = {**CONFIG, "augment": {"on_the_fly": True},
            "train": {**CONFIG["train"], "epochs": 1}}
@@ -347,7 +347,7 @@ def test_checkpoint_entry_imports_instead_of_training(trained, tmp_path, capsys)
 def test_ram_loader_batches_do_not_depend_on_where_the_images_live(data_dir, monkeypatch):
     """The plan is made on the CPU: a RamLoader given a device yields the same batches, and
     keeps the images on the host unless that device is a GPU with room for them."""
-    from skysift import loader as loader_mod
+    from skysift.learn import loader as loader_mod
 
     data = open_data(data_dir / "lens.h5")
     examples = epoch_examples(data.labels, "weight", torch.Generator().manual_seed(5))

@@ -1,4 +1,4 @@
-"""Tests of skysift.trainset: exact id join, split join, streaming output; simulated sets."""
+"""Tests of skysift.sim.trainset: exact id join, split join, streaming output; simulated sets."""
 
 import json
 
@@ -9,20 +9,13 @@ from astropy.table import MaskedColumn, Table
 from skysift import config as skyconfig
 from skysift import io
 from skysift.errors import ConfigError, SurveyError
-from skysift.preprocess import normalise
-from skysift.simsurvey import Frames, scan
-from skysift.split import write_split
-from skysift.trainset import (
-    HARD,
-    LABELLED,
-    REAL,
-    SIMULATED,
-    build_trainset,
-    clean_labels,
-    join_labels,
-    main,
-)
-from skysift.trainsim import render_sims
+from skysift.sim.frames import Frames, scan
+from skysift.sim.trainfile import HARD, LABELLED, REAL, SIMULATED
+from skysift.sim.trainset import build_trainset, main
+from skysift.sim.trainsim import render_sims
+from skysift.stamps.normalise import normalise
+from skysift.survey.labels import clean_labels, join_labels
+from skysift.survey.split import write_split
 
 BIG = 2**53  # float64 cannot tell BIG from BIG + 1
 SIZE = 8
@@ -147,7 +140,7 @@ def test_train_split_needs_both_classes(survey, tmp_path):
                        "lens")
 
 
-# --- simulated training sets (skysift.trainsim) -------------------------------------------
+# --- simulated training sets (skysift.sim.trainsim) -------------------------------------------
 
 S = 32
 N_SHARD = 16

@@ -27,7 +27,7 @@ def id_keys(ids, source: str = "id column") -> np.ndarray:
     -------
     (n,) int64 keys for integer ids, str keys otherwise (``S`` bytes and bytes in an object
     array decoded as UTF-8, any other object by ``str``); unsigned ids above 2**63 - 1 become
-    their decimal text, as the catalog step stores them (:func:`skysift.catalog.catalog_ids`).
+    their decimal text, as the catalog step stores them (:func:`skysift.survey.catalog.catalog_ids`).
 
     Raises
     ------
@@ -37,7 +37,7 @@ def id_keys(ids, source: str = "id column") -> np.ndarray:
     arr = np.asarray(np.ma.getdata(ids))
     kind = arr.dtype.kind
     if kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-        return arr.astype(str)  # as skysift.catalog keeps them: exact decimal text
+        return arr.astype(str)  # as skysift.survey.catalog keeps them: exact decimal text
     if kind in "iu":
         return arr.astype(np.int64, copy=False)
     if kind == "S":

@@ -13,12 +13,12 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from skysift import paths
 from skysift.errors import ConfigError
 
 #: keys of a models[] entry that override the train block for that model.
 TRAIN_OVERRIDES = ("epochs", "batch_size", "lr", "weight_decay", "patience")
 #: Where the train rule writes checkpoints (relative to the working directory).
-MODELS_DIR = "results/models"
 
 
 def score_column(task: str, model: str) -> str:
@@ -52,7 +52,7 @@ class ModelSpec:
     @property
     def path(self) -> str:
         """The checkpoint the train rule writes, ``results/models/{task}/{name}.pt``."""
-        return f"{MODELS_DIR}/{self.task}/{self.name}.pt"
+        return paths.MODEL.format(task=self.task, model=self.name)
 
     @property
     def classical(self) -> dict:

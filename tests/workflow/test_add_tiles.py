@@ -1,6 +1,6 @@
 """Adding tiles to a finished run re-runs only their cutouts and inference (issue 6).
 
-A real Snakemake run on a `files` survey (four mock tiles written by ``skysift.mock`` into a
+A real Snakemake run on a `files` survey (four mock tiles written by ``skysift.sim.mock`` into a
 folder; the run first sees two, then all four) with training_set.shards frozen, the default:
 the second run cuts, preprocesses and scores only the two new shards, re-makes no training
 set and retrains no model, and the catalog then holds the new tiles' objects.
@@ -21,7 +21,7 @@ from astropy.io import fits
 from astropy.table import Table
 from conftest import REPO, TINY, run_env, snakemake_cmd
 
-from skysift import mock
+from skysift.sim import mock
 
 FIRST, ADDED = ("m000", "m001"), ("m002", "m003")
 BANDS = ("g", "r", "i")

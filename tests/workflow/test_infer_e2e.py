@@ -10,8 +10,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from skysift import prior
-from skysift.cutouts import FLAG_BITS
+from skysift.score import prior
+from skysift.stamps.cutouts import FLAG_BITS
 
 TASKS = ("lens", "merger")
 MODELS = ("baseline3", "classical")  # the schema's default models, every task

@@ -9,7 +9,7 @@ import yaml
 from astropy.table import Table
 from conftest import REPO, TINY
 
-from skysift.recover import STATUSES
+from skysift.evaluate.recover import STATUSES
 
 
 def _config() -> dict:

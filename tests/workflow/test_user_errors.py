@@ -11,7 +11,8 @@ from astropy.table import Table
 from conftest import REPO, TINY, run_env, snakemake_cmd
 
 from skysift import config as cfg
-from skysift import mock, survey
+from skysift.sim import mock
+from skysift.survey import index as survey
 
 
 @pytest.fixture(scope="module")

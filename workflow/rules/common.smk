@@ -1,5 +1,5 @@
-# Validation, wildcard constraints and helpers shared by every rule.
-import json
+# Validation, wildcard constraints and the input functions of every rule. Each function is
+# a thin binding of skysift.plan (tested Python) to Snakemake's config and checkpoints.
 import sys
 from pathlib import Path
 
@@ -10,11 +10,10 @@ validate(config, "../../config/schema.yaml")
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)  # the workflow runs from a checkout whether or not skysift is installed
 
-from skysift import config as _skysift_config  # noqa: E402
-from skysift import mock as _mock  # noqa: E402
-from skysift import survey as _survey  # noqa: E402
+from skysift import config as skysift_config  # noqa: E402
+from skysift import modelspec, paths, plan  # noqa: E402
 
-_skysift_config.validate(config, "config")  # the checks a JSON schema cannot express
+skysift_config.validate(config, "config")  # the checks a JSON schema cannot express
 
 # Every CLI runs from this checkout's src/, also in conda envs and on cluster nodes.
 # MKL_CBWR / MKL_DYNAMIC: MKL's results independent of memory alignment and thread teams.
@@ -22,45 +21,19 @@ shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}} "
              "MKL_CBWR=${{MKL_CBWR:-AUTO,STRICT}} MKL_DYNAMIC=${{MKL_DYNAMIC:-FALSE}}; ")
 
 TASKS = [task["name"] for task in config["tasks"]]
-BANDS = config["survey"]["bands"]
-PY = "python -m skysift"
-TRAINING_SHARDS_FILE = "results/index/training_shards.json"  # written by the survey index
+MODEL_SPECS = modelspec.model_specs(config)
 ENV = "../../envs/skysift.yaml"  # for --sdm conda; relative to the rule files
-
-
-def survey_files():
-    """Every tile (and mask) file the check reads: the mock's, or those matching the pattern.
-
-    For a user's survey this is a glob (no FITS is opened), so a tile missing a band fails
-    the plan before any job; the survey index checkpoint discovers the tiles again at run
-    time, which is how the tiles the mock writes are found.
-    """
-    survey = config["survey"]
-    if survey["kind"] == "mock":
-        return _mock.tile_paths(config)
-    tiles = _survey.discover_tiles(survey["tiles"], BANDS)
-    return _files_of(tiles)
-
-
-def _files_of(tiles):
-    survey = config["survey"]
-    files = [_survey.tile_path(survey["tiles"], t, b) for t in tiles for b in BANDS]
-    files += [p for t in tiles for p in _survey.mask_paths(survey, t)]
-    return list(dict.fromkeys(files))  # a mask HDU inside the tile file names it twice
-
-
-SURVEY_FILES = survey_files()
 
 
 wildcard_constraints:
     shard="s[0-9]+",
     task="|".join(TASKS),
+    model="|".join(sorted({spec.name for spec in MODEL_SPECS})),
 
 
 def shards():
-    """{shard: [tiles]} decided by the survey index checkpoint (results/index/shards.json)."""
-    with open(checkpoints.survey_index.get().output.shards) as fh:
-        return {s["shard"]: s["tiles"] for s in json.load(fh)["shards"]}
+    """{shard: [tiles]} decided by the survey index checkpoint."""
+    return plan.read_shards(checkpoints.survey_index.get().output.shards)
 
 
 def per_shard(pattern):
@@ -68,43 +41,78 @@ def per_shard(pattern):
     return lambda wildcards: expand(pattern, shard=sorted(shards()))
 
 
-def training_shards():
-    """Shards the training sets read (training_set.shards): every shard, or those recorded in
-    results/index/training_shards.json (frozen; kept by the index while they exist unchanged,
-    so adding tiles re-makes no training set). An index written before that file existed
-    records none: every shard."""
-    names = sorted(shards())  # after the survey_index checkpoint
-    record = Path(TRAINING_SHARDS_FILE)
-    if config["training_set"]["shards"] == "all" or not record.exists():
-        return names
-    with open(record) as fh:
-        listed = json.load(fh)["shards"]
-    return listed if set(listed) <= set(names) else names  # a stale record: every shard
+def training_shard_files(pattern):
+    """Input function: ``pattern`` (with {shard}) for every shard training reads."""
+    return lambda wildcards: expand(pattern, shard=plan.training_shards(config, shards()))
+
+
+def training_shards_record(wildcards):
+    shards()  # after the survey_index checkpoint
+    return plan.training_shards_record(config)
 
 
 def shard_files(wildcards):
     """Tile and mask files of one shard: the cutouts job re-runs when one changes."""
-    return _files_of(shards()[wildcards.shard])
+    return plan.tile_files(config, shards()[wildcards.shard])
+
+
+def shard_rows_file(wildcards):
+    """The shard's own rows: rewritten by the index only when they change, so adding tiles
+    re-runs only the new shards."""
+    shards()  # after the survey_index checkpoint
+    return paths.SHARD_ROWS.format(shard=wildcards.shard)
 
 
 def cutouts_mem_mb(wildcards):
-    """Memory of a cutouts job: its largest tile's bands (float32 + mask + one band being
-    read, docs/formats.md), one 64 MB batch of stamps, and the interpreter."""
-    tiles = set(shards()[wildcards.shard])
-    with open(checkpoints.survey_index.get().output.tiles) as fh:
-        pixels = max(t["shape"][0] * t["shape"][1] for t in json.load(fh)["tiles"]
-                     if t["tile"] in tiles)
-    return int(pixels * ((len(BANDS) + 1) * 4 + len(BANDS) + 8) / 1e6) + 64 + 700
+    tiles_json = checkpoints.survey_index.get().output.tiles
+    return plan.cutouts_mem_mb(config, tiles_json, shards()[wildcards.shard])
 
 
 def cfg(*sections):
-    """JSON of the config sections a rule depends on: a params entry, so edits re-run it.
-
-    A function, so Snakemake does not read the tile pattern's braces as wildcards.
-    """
-    text = json.dumps({key: config[key] for key in ("seed",) + sections}, sort_keys=True)
+    """The config sections a rule depends on, as a params entry (a function, so Snakemake
+    does not read the tile pattern's braces as wildcards)."""
+    text = plan.config_json(config, sections)
     return lambda wildcards: text
 
 
-def labels_file():
-    return [config["survey"]["labels"]] if config["survey"]["labels"] else []
+def after_index(function):
+    """``function`` as an input function that waits for the survey index checkpoint.
+
+    Snakemake keeps the rerun reason of a job planned before a checkpoint ran: augment and
+    train, planned while the re-running index left the training set's inputs unknown, would
+    re-run though the index keeps the training shards. Waiting for the index, they are
+    planned again after it, from the training set as it then stands. In a new working
+    directory (no index yet) nothing waits, so a dry run still plans every rule.
+    """
+    def inputs(wildcards):
+        if Path(paths.INDEX_SHARDS).exists():  # the checkpoint's output
+            shards()  # after the survey_index checkpoint
+        return function(wildcards)
+
+    return inputs
+
+
+def model_inputs(wildcards):
+    return plan.model_inputs(config, wildcards.task, wildcards.model)
+
+
+def model_args(wildcards, input):
+    return plan.model_args(dict(input.items()))
+
+
+def model_cfg(wildcards):
+    return plan.model_config_json(config, wildcards.task, wildcards.model)
+
+
+def model_gpus(wildcards):
+    return plan.model_gpus(config, wildcards.task, wildcards.model)
+
+
+def stamps_output():
+    """infer.keep_stamps: false deletes each shard's stamps once infer and the training
+    sets read them."""
+    return paths.STAMPS if config["infer"]["keep_stamps"] else temp(paths.STAMPS)
+
+
+def training_split():
+    return ancient(paths.SPLIT) if plan.training_split_frozen(config) else paths.SPLIT

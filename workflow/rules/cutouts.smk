@@ -1,22 +1,16 @@
 # Multi-band stamps at catalog positions, one HDF5 per shard of tiles; all rejects merged.
 
 
-def shard_index_file(wildcards):
-    """The shard's own rows (results/index/shards/{shard}.fits): rewritten by the index only
-    when they change, so adding tiles re-runs only the new shards."""
-    shards()  # after the survey_index checkpoint
-    return f"results/index/shards/{wildcards.shard}.fits"
-
-
 rule cutouts:
     input:
         tiles=shard_files,
-        shard_index=shard_index_file,
+        shard_index=shard_rows_file,
     output:
-        stamps="results/cutouts/{shard}.h5",
-        rejects="results/cutouts/{shard}.rejects.ecsv",
+        stamps=paths.CUTOUTS,
+        rejects=paths.CUTOUT_REJECTS,
     params:
         cfg=cfg("survey", "cutouts", "preprocess", "strict"),
+        index_dir=lambda wildcards, input: Path(input.shard_index).parent.parent,
     conda:
         ENV
     log:
@@ -28,20 +22,21 @@ rule cutouts:
         mem_mb=cutouts_mem_mb,
         runtime=60,
     shell:
-        "{PY}.cutouts --config-json {params.cfg:q} --shard {wildcards.shard} "
-        "--index-dir results/index --out {output.stamps:q} --rejects {output.rejects:q} "
+        "python -m skysift cutouts --config-json {params.cfg:q} --shard {wildcards.shard} "
+        "--index-dir {params.index_dir:q} --out {output.stamps:q} --rejects {output.rejects:q} "
         "2> {log:q}"
 
 
 rule rejects:
     input:
-        index="results/index/rejects.ecsv",
-        tiles="results/index/tiles.json",
-        cutouts=per_shard("results/cutouts/{shard}.rejects.ecsv"),
+        index=paths.INDEX_REJECTS,
+        tiles=paths.INDEX_TILES,
+        cutouts=per_shard(paths.CUTOUT_REJECTS),
     output:
-        "results/rejects.ecsv",
+        paths.REJECTS,
     params:
         cfg=cfg(),
+        index_dir=lambda wildcards, input: Path(input.index).parent,
     conda:
         ENV
     log:
@@ -53,5 +48,5 @@ rule rejects:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{PY}.rejects --config-json {params.cfg:q} --index-dir results/index "
+        "python -m skysift rejects --config-json {params.cfg:q} --index-dir {params.index_dir:q} "
         "--cutouts {input.cutouts:q} --out {output:q} 2> {log:q}"

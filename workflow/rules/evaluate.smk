@@ -4,22 +4,22 @@
 
 rule evaluate:
     input:
-        catalog="results/catalog.fits",
-        split="results/split.fits",
-        labels=labels_file(),
+        catalog=paths.CATALOG,
+        split=paths.SPLIT,
+        labels=plan.labels_files(config),
     output:
-        metrics="results/metrics.json",
-        roc=report("results/roc.png", caption="../report/evaluate_roc.rst", category="Evaluation"),
+        metrics=paths.METRICS,
+        roc=report(paths.ROC, caption="../report/evaluate_roc.rst", category="Evaluation"),
         completeness=report(
-            "results/completeness.png",
+            paths.COMPLETENESS,
             caption="../report/evaluate_completeness.rst",
             category="Evaluation",
         ),
         purity=report(
-            "results/purity.png", caption="../report/evaluate_purity.rst", category="Evaluation"
+            paths.PURITY, caption="../report/evaluate_purity.rst", category="Evaluation"
         ),
         reliability=report(
-            "results/reliability.png",
+            paths.RELIABILITY,
             caption="../report/evaluate_reliability.rst",
             category="Evaluation",
         ),
@@ -36,7 +36,7 @@ rule evaluate:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{PY}.evaluate --config-json {params.cfg:q} --catalog {input.catalog:q} "
+        "python -m skysift evaluate --config-json {params.cfg:q} --catalog {input.catalog:q} "
         "--split {input.split:q} --out {output.metrics:q} --roc {output.roc:q} "
         "--completeness {output.completeness:q} --purity {output.purity:q} "
         "--reliability {output.reliability:q} 2> {log:q}"

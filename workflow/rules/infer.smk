@@ -1,16 +1,13 @@
 # Score every object of every shard with every named model; gather into one catalog.
 
-# infer.select cuts on survey.catalog columns: the catalog is then an input of every shard.
-SELECT_INPUTS = [config["survey"]["catalog"]] if config["infer"]["select"] else []
-
 
 rule infer:
     input:
-        stamps="results/stamps/{shard}.h5",
-        models=MODEL_FILES,
-        catalog=SELECT_INPUTS,
+        stamps=paths.STAMPS,
+        models=[spec.path for spec in MODEL_SPECS],
+        catalog=plan.select_inputs(config),
     output:
-        "results/scores/{shard}.fits",
+        paths.SCORES,
     params:
         cfg=cfg("infer", "train", "survey"),
     conda:
@@ -24,19 +21,20 @@ rule infer:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{PY}.infer --config-json {params.cfg:q} --stamps {input.stamps:q} "
+        "python -m skysift infer --config-json {params.cfg:q} --stamps {input.stamps:q} "
         "--models {input.models:q} --out {output:q} 2> {log:q}"
 
 
 rule gather:
     input:
-        per_shard("results/scores/{shard}.fits"),
+        per_shard(paths.SCORES),
     output:
-        catalog="results/catalog.fits",
-        csv="results/catalog.csv",
-        candidates=expand("results/candidates/{task}.csv", task=TASKS),
+        catalog=paths.CATALOG,
+        csv=paths.CATALOG_CSV,
+        candidates=expand(paths.CANDIDATES, task=TASKS),
     params:
         cfg=cfg("tasks", "infer", "models", "evaluate"),
+        candidates_dir=lambda wildcards, output: Path(output.candidates[0]).parent,
     conda:
         ENV
     log:
@@ -48,5 +46,5 @@ rule gather:
         mem_mb=8000,
         runtime=30,
     shell:
-        "{PY}.gather --config-json {params.cfg:q} --scores {input:q} --out {output.catalog:q} "
-        "--csv {output.csv:q} --candidates-dir results/candidates 2> {log:q}"
+        "python -m skysift gather --config-json {params.cfg:q} --scores {input:q} --out {output.catalog:q} "
+        "--csv {output.csv:q} --candidates-dir {params.candidates_dir:q} 2> {log:q}"

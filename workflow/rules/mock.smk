@@ -1,19 +1,14 @@
 # The built-in mock survey: writes tiles, catalog, truth and known lenses where survey: says.
 
 
-def known_lenses_file():
-    """[survey.known_lenses] when set (the mock writes it), else []; check and recover read it."""
-    return [config["survey"]["known_lenses"]] if config["survey"]["known_lenses"] else []
-
-
 if config["survey"]["kind"] == "mock":
 
     rule mock:
         output:
-            tiles=_mock.tile_paths(config),
+            tiles=plan.survey_files(config),
             catalog=config["survey"]["catalog"],
-            labels=labels_file(),
-            known_lenses=known_lenses_file(),
+            labels=plan.labels_files(config),
+            known_lenses=plan.known_lenses_files(config),
         params:
             cfg=cfg("survey", "mock"),
         conda:
@@ -27,4 +22,4 @@ if config["survey"]["kind"] == "mock":
             mem_mb=4000,
             runtime=30,
         shell:
-            "{PY}.mock --config-json {params.cfg:q} 2> {log:q}"
+            "python -m skysift mock --config-json {params.cfg:q} 2> {log:q}"

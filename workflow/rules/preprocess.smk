@@ -1,14 +1,11 @@
 # Dask-parallel normalisation into chunked HDF5, one file per shard.
 
-# infer.keep_stamps: false deletes each shard's stamps once infer and the training sets read them.
-STAMPS = "results/stamps/{shard}.h5"
-
 
 rule preprocess:
     input:
-        "results/cutouts/{shard}.h5",
+        paths.CUTOUTS,
     output:
-        STAMPS if config["infer"]["keep_stamps"] else temp(STAMPS),
+        stamps_output(),
     params:
         cfg=cfg("preprocess"),
     conda:
@@ -22,5 +19,5 @@ rule preprocess:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{PY}.preprocess --config-json {params.cfg:q} --in {input:q} --out {output:q} "
+        "python -m skysift preprocess --config-json {params.cfg:q} --in {input:q} --out {output:q} "
         "--threads {threads} 2> {log:q}"

@@ -1,24 +1,17 @@
 # Known-lens recovery: only when survey.known_lenses names a table (the mock writes one).
 
 
-def recover_targets():
-    """Outputs of rule recover for rule all: [] when survey.known_lenses is null."""
-    if not config["survey"]["known_lenses"]:
-        return []
-    return ["results/known_lenses.csv", "results/known_lenses.json"]
-
-
 if config["survey"]["known_lenses"]:
 
     rule recover:
         input:
-            catalog="results/catalog.fits",
-            rejects="results/rejects.ecsv",
-            known_lenses=known_lenses_file(),
+            catalog=paths.CATALOG,
+            rejects=paths.REJECTS,
+            known_lenses=plan.known_lenses_files(config),
             survey_catalog=config["survey"]["catalog"],
         output:
-            table="results/known_lenses.csv",
-            summary="results/known_lenses.json",
+            table=paths.KNOWN_LENSES,
+            summary=paths.KNOWN_LENSES_SUMMARY,
         params:
             cfg=cfg("survey", "tasks", "models", "training_set", "infer", "evaluate"),
         conda:
@@ -32,6 +25,6 @@ if config["survey"]["known_lenses"]:
             mem_mb=4000,
             runtime=10,
         shell:
-            "{PY}.recover --config-json {params.cfg:q} --catalog {input.catalog:q} "
+            "python -m skysift recover --config-json {params.cfg:q} --catalog {input.catalog:q} "
             "--rejects {input.rejects:q} --out {output.table:q} --summary {output.summary:q} "
             "2> {log:q}"

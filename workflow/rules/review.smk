@@ -1,20 +1,20 @@
 # Candidate review: each task's ranked candidates as an HTML gallery of colour composites
-# (registered for `snakemake --report`) and a grading sheet (python -m skysift.grades).
+# (registered for `snakemake --report`) and a grading sheet (python -m skysift.review.grades).
 
 
 rule review:
     input:
-        candidates="results/candidates/{task}.csv",
-        cutouts=per_shard("results/cutouts/{shard}.h5"),
+        candidates=paths.CANDIDATES,
+        cutouts=per_shard(paths.CUTOUTS),
     output:
         html=report(
-            "results/review/{task}.html",
+            paths.REVIEW_HTML,
             caption="../report/review_gallery.rst",
             category="Candidates",
             labels={"task": "{task}", "file": "gallery"},
         ),
         sheet=report(
-            "results/review/{task}_grades.csv",
+            paths.REVIEW_SHEET,
             caption="../report/review_sheet.rst",
             category="Candidates",
             labels={"task": "{task}", "file": "grading sheet"},
@@ -32,6 +32,6 @@ rule review:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{PY}.review --config-json {params.cfg:q} --task {wildcards.task} "
+        "python -m skysift review --config-json {params.cfg:q} --task {wildcards.task} "
         "--candidates {input.candidates:q} --cutouts {input.cutouts:q} "
         "--html {output.html:q} --sheet {output.sheet:q} 2> {log:q}"

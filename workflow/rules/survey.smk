@@ -6,13 +6,13 @@
 
 rule check:
     input:
-        tiles=SURVEY_FILES,
+        tiles=plan.survey_files(config),
         catalog=config["survey"]["catalog"],
-        labels=labels_file(),
-        known_lenses=known_lenses_file(),
+        labels=plan.labels_files(config),
+        known_lenses=plan.known_lenses_files(config),
     output:
-        report="results/check.json",
-        headers="results/tile_headers.json",
+        report=paths.CHECK,
+        headers=paths.TILE_HEADERS,
     params:
         cfg=cfg("survey", "tasks", "index", "strict"),
     conda:
@@ -26,22 +26,23 @@ rule check:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{PY}.check --config-json {params.cfg:q} --report {output.report:q} "
+        "python -m skysift check --config-json {params.cfg:q} --report {output.report:q} "
         "--headers {output.headers:q} 2> {log:q}"
 
 
 checkpoint survey_index:
     input:
-        check="results/check.json",
-        headers="results/tile_headers.json",
+        check=paths.CHECK,
+        headers=paths.TILE_HEADERS,
         catalog=config["survey"]["catalog"],
     output:
-        tiles="results/index/tiles.json",
-        assignment="results/index/assignment.fits",
-        rejects="results/index/rejects.ecsv",
-        shards="results/index/shards.json",
+        tiles=paths.INDEX_TILES,
+        assignment=paths.INDEX_ASSIGNMENT,
+        rejects=paths.INDEX_REJECTS,
+        shards=paths.INDEX_SHARDS,
     params:
         cfg=cfg("survey", "index", "strict"),
+        index_dir=lambda wildcards, output: Path(output.shards).parent,
     conda:
         ENV
     log:
@@ -53,7 +54,7 @@ checkpoint survey_index:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{PY}.index --config-json {params.cfg:q} --out-dir results/index "
+        "python -m skysift index --config-json {params.cfg:q} --out-dir {params.index_dir:q} "
         "--headers {input.headers:q} 2> {log:q}"
 
 
@@ -61,7 +62,7 @@ rule split:
     input:
         catalog=config["survey"]["catalog"],
     output:
-        "results/split.fits",
+        paths.SPLIT,
     params:
         cfg=cfg("survey", "split"),
     conda:
@@ -75,4 +76,4 @@ rule split:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{PY}.split --config-json {params.cfg:q} --out {output:q} 2> {log:q}"
+        "python -m skysift split --config-json {params.cfg:q} --out {output:q} 2> {log:q}"

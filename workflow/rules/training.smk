@@ -1,68 +1,18 @@
 # Training sets (labels, simulations or both), their augmentation, and every named model of every task.
 
 
-def training_set_files(wildcards):
-    """Files a training set reads besides stamps, cutouts, split and labels (training_set)."""
-    t = config["training_set"]
-    files = [config["survey"]["catalog"]] if t["hosts"]["catalog_cuts"] else []
-    files += [t["hosts"]["ids"]] if t["hosts"]["ids"] else []
-    if t["psf"]["model"] == "image" and t["psf"]["image"]:
-        files += [t["psf"]["image"].format(band=b) for b in BANDS]
-    return files
-
-
-def training_shard_files(pattern):
-    """Input function: ``pattern`` (with {shard}) for every shard training reads."""
-    return lambda wildcards: expand(pattern, shard=training_shards())
-
-
-def training_shards_record(wildcards):
-    """results/index/training_shards.json when training_set.shards is frozen: rewritten by
-    the index only when the recorded shards change, so it re-makes the training sets then."""
-    training_shards()  # after the survey_index checkpoint
-    frozen = config["training_set"]["shards"] == "frozen"
-    return [TRAINING_SHARDS_FILE] if frozen and Path(TRAINING_SHARDS_FILE).exists() else []
-
-
-def after_index(function):
-    """``function`` as an input function that waits for the survey index checkpoint.
-
-    Snakemake keeps the rerun reason of a job planned before a checkpoint ran: augment and
-    train, planned while the re-running index left the training set's inputs unknown, would
-    re-run though the index keeps the training shards. Waiting for the index, they are
-    planned again after it, from the training set as it then stands. In a new working
-    directory (no index yet) nothing waits, so a dry run still plans every rule.
-    """
-    def inputs(wildcards):
-        if Path("results/index/shards.json").exists():  # the checkpoint's output
-            shards()  # after the survey_index checkpoint
-        return function(wildcards)
-
-    return inputs
-
-
-# frozen: the split of an object is a hash of its id (split.salt, split.fractions, both in
-# params), so a split file rewritten for a grown catalog changes none of the recorded
-# shards' rows: its mtime alone re-makes nothing.
-TRAINING_SPLIT = (
-    ancient("results/split.fits")
-    if config["training_set"]["shards"] == "frozen"
-    else "results/split.fits"
-)
-
-
 rule training_set:
     input:
-        stamps=training_shard_files("results/stamps/{shard}.h5"),
-        cutouts=training_shard_files("results/cutouts/{shard}.h5"),
+        stamps=training_shard_files(paths.STAMPS),
+        cutouts=training_shard_files(paths.CUTOUTS),
         shards=training_shards_record,
-        split=TRAINING_SPLIT,
-        labels=labels_file(),
-        extra=training_set_files,
+        split=training_split(),
+        labels=plan.labels_files(config),
+        extra=plan.training_set_files(config),
     output:
-        trainset="results/train/{task}.h5",
+        trainset=paths.TRAINSET,
         gallery=report(
-            "results/train/{task}.gallery.png",
+            paths.TRAIN_GALLERY,
             caption="../report/training_gallery.rst",
             category="Training",
             subcategory="{task}",
@@ -81,16 +31,16 @@ rule training_set:
         mem_mb=8000,
         runtime=60,
     shell:
-        "{PY}.trainset --config-json {params.cfg:q} --task {wildcards.task} "
+        "python -m skysift trainset --config-json {params.cfg:q} --task {wildcards.task} "
         "--stamps {input.stamps:q} --cutouts {input.cutouts:q} --split {input.split:q} "
         "--out {output.trainset:q} --gallery {output.gallery:q} 2> {log:q}"
 
 
 rule augment:
     input:
-        after_index(lambda wildcards: f"results/train/{wildcards.task}.h5"),
+        after_index(lambda wildcards: paths.TRAINSET.format(task=wildcards.task)),
     output:
-        "results/train/{task}.augmented.h5",
+        paths.AUGMENTED,
     params:
         cfg=cfg("augment"),
     conda:
@@ -104,17 +54,17 @@ rule augment:
         mem_mb=8000,
         runtime=30,
     shell:
-        "{PY}.augment --config-json {params.cfg:q} --in {input:q} --out {output:q} 2> {log:q}"
+        "python -m skysift augment --config-json {params.cfg:q} --in {input:q} --out {output:q} 2> {log:q}"
 
 
 rule train:
     input:
         unpack(after_index(model_inputs)),
     output:
-        model="results/models/{task}/{model}.pt",
-        metrics="results/models/{task}/{model}.metrics.json",
+        model=paths.MODEL,
+        metrics=paths.MODEL_METRICS,
         curve=report(
-            "results/models/{task}/{model}.curve.png",
+            paths.MODEL_CURVE,
             caption="../report/training_curve.rst",
             category="Training",
             subcategory="{task}",
@@ -133,8 +83,8 @@ rule train:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=models_resources,
+        gpu=model_gpus,
     shell:
-        "{PY}.train --config-json {params.cfg:q} --task {wildcards.task} "
+        "python -m skysift train --config-json {params.cfg:q} --task {wildcards.task} "
         "--model {wildcards.model} {params.inputs} --out {output.model:q} "
         "--metrics {output.metrics:q} --curve {output.curve:q} 2> {log:q}"

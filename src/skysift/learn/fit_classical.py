@@ -1,0 +1,119 @@
+"""Fit the classical baseline (features + boosted trees) of one task: the train step's path for
+models whose architecture is ``classical`` (docs/models.md)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from skysift.errors import ConfigError, DataError
+from skysift.io import write_json
+from skysift.learn.checkpoints import (
+    save_checkpoint,
+)
+from skysift.learn.loader import open_data
+from skysift.learn.runinfo import derive_seed, finite_or_none, model_meta
+from skysift.learn.runtime import torch_runtime
+from skysift.metrics import auroc
+from skysift.modelspec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def train_classical(config: dict, spec: ModelSpec, trainset: str | Path,
+                    augmented: str | Path | None, out: str | Path, metrics_path: str | Path,
+                    curve_path: str | Path) -> dict:
+    """Fit, tune (validation split only) and freeze a ``classical`` model; same outputs as a CNN.
+
+    The checkpoint has the CNN keys (empty optimiser/scheduler/scaler/RNG states) with the
+    pickled trees in ``model_state.booster``; the metrics JSON has the CNN keys (no epochs)
+    plus ``classical`` (hyper-parameters, trials, importances); ``curve_path`` gets the
+    tuning trials and the permutation importances (PNG).
+    """
+    from skysift.learn import classical
+    from skysift.learn.features import compute_features, feature_names
+
+    if spec.members != 1:
+        raise ConfigError(f"models '{spec.name}': members={spec.members}, but a classical "
+                          "model is deterministic (one set of trees); set members: 1")
+    settings = spec.classical
+    data = open_data(trainset, augmented if settings["use_augmented"] else None)
+    if data.attrs.get("task", spec.task) != spec.task:
+        raise DataError(f"{trainset}: a training set for task '{data.attrs['task']}', not "
+                        f"'{spec.task}'; pass results/train/{spec.task}.h5")
+    meta = model_meta(config, spec, data.attrs, data.shape,
+                      {"trainset": str(trainset), "augmented": str(augmented or "")})
+    fspec = classical.feature_spec(settings, data.attrs)
+    names = feature_names(fspec)
+    seed = derive_seed(config["seed"], spec.task, "classical", spec.name)
+    t0 = time.perf_counter()
+    with torch_runtime(spec.train["threads"], deterministic=True):
+        x_train = np.concatenate([classical.read_features(s.path, s.rows, fspec)
+                                  for s in data.sources])
+        x_val = compute_features(data.x_val.numpy(), fspec)
+        feature_s = time.perf_counter() - t0
+        y_train, y_val = data.labels, data.y_val.numpy()
+        if not 0 < y_train.sum() < len(y_train):
+            raise DataError(f"{trainset}: the training examples hold {int(y_train.sum())} "
+                            f"positives of {len(y_train)}; a classifier needs both classes")
+        clf, params, trials = classical.fit_tuned(x_train, y_train, x_val, y_val, settings,
+                                                  seed)
+        fit_s = time.perf_counter() - t0 - feature_s
+        raw_val = clf.decision_function(x_val) if len(y_val) else np.zeros(0)
+        calib = classical.fit_calibration(raw_val, y_val, settings["calibrate"])
+        val_logits = classical.apply_calibration(raw_val, calib)
+        importances = classical.permutation_importances(
+            clf, x_val, y_val, names, settings["importance_repeats"], seed)
+    seconds = time.perf_counter() - t0
+    booster, sha = classical.booster_bytes(clf)
+    meta["parameters"] = classical.tree_nodes(clf)
+    meta["classical"] = {"features": fspec.to_dict(), "feature_names": names,
+                         "booster_sha256": sha, "hyperparameters": params,
+                         "calibration": calib, "sklearn_version": _sklearn_version()}
+    save_checkpoint(out, {"model_state": {"booster": booster}, "optimizer_state": {},
+                          "scheduler_state": {}, "scaler_state": {}, "rng_state": {},
+                          "epoch": 0, "best_epoch": 0, "member": 0, "member_records": [],
+                          "tuning": trials, "config": config, "meta": meta})
+    has_val = len(y_val) > 0
+    val_loss = _log_loss(val_logits, y_val) if has_val else math.nan
+    n_feat = len(x_train) + len(x_val)
+    metrics = {
+        "task": spec.task, "model": spec.name, "architecture": spec.architecture,
+        "members": 1, "parameters": meta["parameters"], "device": "cpu", "precision": "fp32",
+        "epochs": [], "member_records": [], "best_epoch": None,
+        "best_val_loss": finite_or_none(val_loss),
+        "best_val_auroc": finite_or_none(auroc(val_logits, y_val) if has_val else math.nan),
+        "early_stopped": False, "seconds": seconds,
+        "samples_per_s": len(x_train) * len(trials) / max(fit_s, 1e-9),
+        "n_train": data.n_original, "n_augmented": data.n_augmented, "n_val": len(y_val),
+        "balance": "sample", "pos_weight": float((len(y_train) - y_train.sum())
+                                                         / y_train.sum()),
+        "provenance": meta["provenance"],
+        "classical": {"hyperparameters": params, "trials": trials, "calibration": calib,
+                      "n_features": len(names), "feature_seconds": feature_s,
+                      "features_per_s": n_feat / max(feature_s, 1e-9), "fit_seconds": fit_s,
+                      "importances": importances},
+    }
+    write_json(metrics_path, metrics)
+    classical.write_importance_plot(curve_path, importances, trials, f"{spec.task}/{spec.name}")
+    log.info("trained %s/%s (classical, %d features, %d tree nodes, %s): val AUROC %s on %d "
+             "examples (%d augmented), %d val, features %.1f s (%.0f objects/s), %d trials "
+             "%.1f s -> %s", spec.task, spec.name, len(names), meta["parameters"], params,
+             metrics["best_val_auroc"], len(y_train), data.n_augmented, len(y_val), feature_s,
+             metrics["classical"]["features_per_s"], len(trials), fit_s, out)
+    return metrics
+
+
+def _log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean (unweighted) binary cross-entropy of logits."""
+    z = np.asarray(logits, dtype=np.float64)
+    return float(np.mean(np.logaddexp(0, z) - labels * z))
+
+
+def _sklearn_version() -> str:
+    import sklearn
+    return sklearn.__version__

@@ -1,0 +1,51 @@
+"""Where every step's outputs live, relative to the working directory: one definition.
+
+The rules (through :mod:`skysift.plan`), the CLIs' defaults and docs/formats.md use these
+names; ``{shard}``, ``{task}`` and ``{model}`` are filled by Snakemake's wildcards or
+:func:`str.format`.
+"""
+
+from __future__ import annotations
+
+RESULTS = "results"
+
+CHECK = "results/check.json"
+TILE_HEADERS = "results/tile_headers.json"
+
+INDEX_DIR = "results/index"
+INDEX_TILES = "results/index/tiles.json"
+INDEX_ASSIGNMENT = "results/index/assignment.fits"
+INDEX_REJECTS = "results/index/rejects.ecsv"
+INDEX_SHARDS = "results/index/shards.json"
+SHARD_ROWS = "results/index/shards/{shard}.fits"
+TRAINING_SHARDS = "results/index/training_shards.json"
+
+SPLIT = "results/split.fits"
+CUTOUTS = "results/cutouts/{shard}.h5"
+CUTOUT_REJECTS = "results/cutouts/{shard}.rejects.ecsv"
+REJECTS = "results/rejects.ecsv"
+STAMPS = "results/stamps/{shard}.h5"
+
+TRAINSET = "results/train/{task}.h5"
+TRAIN_GALLERY = "results/train/{task}.gallery.png"
+AUGMENTED = "results/train/{task}.augmented.h5"
+MODEL = "results/models/{task}/{model}.pt"
+MODEL_METRICS = "results/models/{task}/{model}.metrics.json"
+MODEL_CURVE = "results/models/{task}/{model}.curve.png"
+
+SCORES = "results/scores/{shard}.fits"
+CATALOG = "results/catalog.fits"
+CATALOG_CSV = "results/catalog.csv"
+CANDIDATES_DIR = "results/candidates"
+CANDIDATES = "results/candidates/{task}.csv"
+
+METRICS = "results/metrics.json"
+ROC = "results/roc.png"
+COMPLETENESS = "results/completeness.png"
+PURITY = "results/purity.png"
+RELIABILITY = "results/reliability.png"
+KNOWN_LENSES = "results/known_lenses.csv"
+KNOWN_LENSES_SUMMARY = "results/known_lenses.json"
+
+REVIEW_HTML = "results/review/{task}.html"
+REVIEW_SHEET = "results/review/{task}_grades.csv"

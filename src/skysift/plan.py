@@ -1,0 +1,183 @@
+"""Planning of the workflow: what every rule reads, writes and asks for, from the config.
+
+The rules in ``workflow/rules/*.smk`` are thin: their input functions, params and resources
+call these functions (Snakemake's own objects, such as a checkpoint's output, are passed in).
+Everything here is plain Python over the validated config, tested in tests/test_plan.py,
+so the workflow's decisions can be checked without running Snakemake.
+
+This module sits above every stage: it may import any of them, and none imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from skysift import modelspec, paths
+from skysift.sim.mockfiles import tile_paths as mock_tile_paths
+from skysift.survey.files import discover_tiles, mask_paths, tile_path
+
+#: Interpreter overhead of a cutouts job, MB (measured: imports, astropy, h5py).
+CUTOUTS_BASE_MB = 700
+#: One batch of stamps held by the cutouts step, MB (stamps.cutouts.BATCH_BYTES).
+CUTOUTS_BATCH_MB = 64
+
+
+def survey_files(config: Mapping) -> list[str]:
+    """Every tile (and mask) file the check reads: the mock's, or those matching the pattern.
+
+    For a user's survey this is a glob (no FITS is opened), so a tile missing a band fails
+    the plan before any job; the survey index checkpoint discovers the tiles again at run
+    time, which is how the tiles the mock writes are found.
+    """
+    survey = config["survey"]
+    if survey["kind"] == "mock":
+        return mock_tile_paths(config)
+    return tile_files(config, discover_tiles(survey["tiles"], survey["bands"]))
+
+
+def tile_files(config: Mapping, tiles: Iterable[str]) -> list[str]:
+    """The band files and mask files of ``tiles``, each once, in tile then band order."""
+    survey = config["survey"]
+    tiles = list(tiles)
+    files = [tile_path(survey["tiles"], t, b) for t in tiles for b in survey["bands"]]
+    files += [p for t in tiles for p in mask_paths(survey, t)]
+    return list(dict.fromkeys(files))  # a mask HDU inside the tile file names it twice
+
+
+def read_shards(shards_json: str | Path) -> dict[str, list[str]]:
+    """``{shard: [tiles]}`` from the survey index's ``shards.json``."""
+    with open(shards_json) as fh:
+        return {s["shard"]: s["tiles"] for s in json.load(fh)["shards"]}
+
+
+def training_shards(config: Mapping, shard_names: Sequence[str],
+                    record: str | Path = paths.TRAINING_SHARDS) -> list[str]:
+    """Shards the training sets read (``training_set.shards``).
+
+    ``all``: every shard. ``frozen``: those recorded in ``record`` (kept by the index while
+    they exist unchanged, so adding tiles re-makes no training set). An index written before
+    the record existed records none, and a stale record (a shard no longer exists) names
+    one that is gone: every shard then.
+    """
+    names = sorted(shard_names)
+    record = Path(record)
+    if config["training_set"]["shards"] == "all" or not record.exists():
+        return names
+    with open(record) as fh:
+        listed = json.load(fh)["shards"]
+    return listed if set(listed) <= set(names) else names
+
+
+def training_shards_record(config: Mapping, record: str | Path = paths.TRAINING_SHARDS
+                           ) -> list[str]:
+    """The record as an input of the training sets when ``training_set.shards`` is frozen
+    (rewritten by the index only when the recorded shards change), else nothing."""
+    frozen = config["training_set"]["shards"] == "frozen"
+    return [str(record)] if frozen and Path(record).exists() else []
+
+
+def cutouts_mem_mb(config: Mapping, tiles_json: str | Path, tiles: Iterable[str]) -> int:
+    """Memory of a cutouts job, MB: its largest tile's bands (float32 + mask + one band being
+    read, docs/formats.md), one batch of stamps, and the interpreter."""
+    wanted = set(tiles)
+    with open(tiles_json) as fh:
+        pixels = max(t["shape"][0] * t["shape"][1] for t in json.load(fh)["tiles"]
+                     if t["tile"] in wanted)
+    n_bands = len(config["survey"]["bands"])
+    return int(pixels * ((n_bands + 1) * 4 + n_bands + 8) / 1e6) + CUTOUTS_BATCH_MB \
+        + CUTOUTS_BASE_MB
+
+
+def config_json(config: Mapping, sections: Sequence[str]) -> str:
+    """JSON of the config sections a rule depends on (with ``seed``): a params entry, so
+    editing one of them re-runs the rule and editing another does not."""
+    return json.dumps({key: config[key] for key in ("seed", *sections)}, sort_keys=True)
+
+
+def labels_files(config: Mapping) -> list[str]:
+    """``[survey.labels]`` when set, else ``[]``."""
+    return [config["survey"]["labels"]] if config["survey"]["labels"] else []
+
+
+def known_lenses_files(config: Mapping) -> list[str]:
+    """``[survey.known_lenses]`` when set (the mock writes it), else ``[]``."""
+    return [config["survey"]["known_lenses"]] if config["survey"]["known_lenses"] else []
+
+
+def recover_targets(config: Mapping) -> list[str]:
+    """Outputs of rule ``recover``: none when ``survey.known_lenses`` is null."""
+    if not config["survey"]["known_lenses"]:
+        return []
+    return [paths.KNOWN_LENSES, paths.KNOWN_LENSES_SUMMARY]
+
+
+def select_inputs(config: Mapping) -> list[str]:
+    """``infer.select`` cuts on catalog columns: the catalog is then an input of infer."""
+    return [config["survey"]["catalog"]] if config["infer"]["select"] else []
+
+
+def training_set_files(config: Mapping) -> list[str]:
+    """Files a training set reads besides stamps, cutouts, split and labels."""
+    t, bands = config["training_set"], config["survey"]["bands"]
+    files = [config["survey"]["catalog"]] if t["hosts"]["catalog_cuts"] else []
+    files += [t["hosts"]["ids"]] if t["hosts"]["ids"] else []
+    if t["psf"]["model"] == "image" and t["psf"]["image"]:
+        files += [t["psf"]["image"].format(band=b) for b in bands]
+    return files
+
+
+def training_split_frozen(config: Mapping) -> bool:
+    """Whether the split is read as ``ancient`` by the training sets.
+
+    Frozen training shards: the split of an object is a hash of its id (``split.salt``,
+    ``split.fractions``, both in params), so a split file rewritten for a grown catalog
+    changes none of the recorded shards' rows: its mtime alone must re-make nothing.
+    """
+    return config["training_set"]["shards"] == "frozen"
+
+
+def model_inputs(config: Mapping, task: str, model: str) -> dict[str, str]:
+    """A trained model reads its task's training sets; an imported one its checkpoint only."""
+    spec = modelspec.find_spec(config, task, model)
+    if spec.checkpoint:
+        return {"checkpoint": spec.checkpoint}
+    return {"trainset": paths.TRAINSET.format(task=task),
+            "augmented": paths.AUGMENTED.format(task=task)}
+
+
+def model_args(inputs: Mapping[str, str]) -> str:
+    """``--trainset``/``--augmented`` for a trained model; nothing for an imported one."""
+    return " ".join(f"--{key} {shlex.quote(str(value))}" for key, value in inputs.items()
+                    if key in ("trainset", "augmented"))
+
+
+def model_config_json(config: Mapping, task: str, model: str) -> str:
+    """The config one model's training depends on: its task and its own entry, not the
+    whole lists, so adding a model or a task retrains nothing else."""
+    spec = modelspec.find_spec(config, task, model)
+    sections = {key: config[key] for key in ("seed", "augment", "train")}
+    sections["tasks"] = [t for t in config["tasks"] if t["name"] == spec.task]
+    sections["models"] = [spec.entry()]
+    return json.dumps(sections, sort_keys=True)
+
+
+def model_gpus(config: Mapping, task: str, model: str) -> int:
+    """GPUs a train job asks for: one when the model trains on ``cuda``."""
+    return 1 if modelspec.find_spec(config, task, model).train["device"] == "cuda" else 0
+
+
+def final_targets(config: Mapping) -> list[str]:
+    """What ``rule all`` asks for: catalog, metrics and figures, every model's curve,
+    candidates and review pages per task, and known-lens recovery when configured."""
+    tasks = [t["name"] for t in config["tasks"]]
+    targets = [paths.CHECK, paths.REJECTS, paths.CATALOG, paths.CATALOG_CSV, paths.METRICS,
+               paths.ROC, paths.COMPLETENESS, paths.PURITY, paths.RELIABILITY]
+    targets += [paths.MODEL_CURVE.format(task=s.task, model=s.name)
+                for s in modelspec.model_specs(config)]
+    targets += [paths.CANDIDATES.format(task=t) for t in tasks]
+    targets += recover_targets(config)
+    targets += [p.format(task=t) for t in tasks for p in (paths.REVIEW_HTML, paths.REVIEW_SHEET)]
+    return targets

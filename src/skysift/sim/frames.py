@@ -1,0 +1,189 @@
+"""The survey as simulated training sets see it: scanned once, frames built per host.
+
+:func:`scan` reads the per-object columns of every shard's raw cutouts (index, id, flags,
+tile, position, aperture photometry through each tile's zero point) and the blank-sky
+cutouts into a :class:`Survey`; :class:`Frames` builds the :class:`skysift.sim.paint.Frame` a
+simulator paints into for a host (pixel scale, PSF kernels per band, zero point, sky noise,
+gain from ``training_set.gain`` or a header key), caching per tile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from skysift.errors import DataError, SurveyError
+from skysift.io import open_h5, read_attr_json
+from skysift.sim.hosts import colour_slope, magnitudes, stamp_photometry
+from skysift.sim.paint import Frame, band_wavelengths, psf_kernels, reference_band
+from skysift.sim.trainfile import STAMP_DATASETS
+from skysift.survey.tiles import fits_file
+
+log = logging.getLogger(__name__)
+
+#: Datasets of the raw cutouts a scan reads.
+CUTOUT_DATASETS = ("images", "flags", "index", "id", "pos_xy", "tile")
+
+
+@dataclass
+class Survey:
+    """Per-object columns of every shard, from the raw cutouts, and per-shard attrs."""
+
+    stamps: list[str]
+    cutouts: list[str]
+    attrs: list[dict]
+    shard: np.ndarray
+    row: np.ndarray
+    cols: dict = field(default_factory=dict)  # index, id, flags, tile, pos_xy, flux, mag, ...
+    blank: dict = field(default_factory=dict)  # shard, row, tile, pos_xy, zeropoint, sky_sigma
+
+
+def _zeropoints(info: Mapping, bands: Sequence[str], fallback: float | None, path: str) -> list:
+    zps = [float(z) for z in info["zeropoint"]]
+    for b, z in enumerate(zps):
+        if not np.isfinite(z):
+            if fallback is None:
+                raise SurveyError(f"{path}: band {bands[b]} of a tile has no zero point "
+                                  "(survey.zeropoint_key); simulations need the flux units: "
+                                  "fix the header key or set training_set.zeropoint")
+            zps[b] = float(fallback)
+    return zps
+
+
+def scan(stamp_paths: Sequence[str], cutout_paths: Sequence[str], config: Mapping) -> Survey:
+    """Read ids, flags, positions of every object and measure its stamp photometry."""
+    if len(stamp_paths) != len(cutout_paths):
+        raise DataError(f"{len(stamp_paths)} stamps files but {len(cutout_paths)} cutouts files;"
+                        " pass one of each per shard, in the same order")
+    tcfg, bands = config["training_set"], list(config["survey"]["bands"])
+    ref, lam = reference_band(bands, tcfg["reference_band"]), band_wavelengths(bands)
+    chunk = int(config["preprocess"]["chunk_objects"])
+    parts, attrs, blanks = [], [], []
+    for spath, cpath in zip(stamp_paths, cutout_paths, strict=True):
+        with open_h5(cpath, required=CUTOUT_DATASETS) as fc, \
+                open_h5(spath, required=STAMP_DATASETS) as fs:
+            a = {key: read_attr_json(fs, key) for key in fs.attrs}
+            a["tile_info"] = read_attr_json(fc, "tile_info")
+            attrs.append(a)
+            col = {name: fc[name][()] for name in CUTOUT_DATASETS[1:]}
+            if not np.array_equal(col["index"], fs["index"][()]):
+                raise DataError(f"{spath} and {cpath} hold different objects; pass the stamps "
+                                "and cutouts of the same shards in the same order")
+            col["tile"] = np.char.decode(np.asarray(col["tile"], dtype=bytes), "utf-8")
+            zp_tile = {t: _zeropoints(a["tile_info"][t], bands, tcfg["zeropoint"], cpath)
+                       for t in np.unique(col["tile"])}
+            zp = np.array([zp_tile[t] for t in col["tile"]]).reshape(-1, len(bands))
+            m = len(col["index"])
+            col.update(flux=np.zeros((m, len(bands))), r50_arcsec=np.zeros(m),
+                       peak_offset_arcsec=np.zeros(m), sky_sigma=np.ones((m, len(bands))))
+            for start in range(0, m, chunk):
+                tiles = col["tile"][start:start + chunk]
+                raw = fc["images"][start:start + chunk]
+                scale = np.array([a["tile_info"][t]["pixscale_arcsec"] for t in tiles])
+                for pix in np.unique(scale):  # one pixel scale per tile: few groups
+                    rows = np.flatnonzero(scale == pix)
+                    phot = stamp_photometry(raw[rows], float(pix),
+                                            tcfg["hosts"]["aperture_arcsec"], ref)
+                    for name in ("flux", "r50_arcsec", "sky_sigma", "peak_offset_arcsec"):
+                        col[name][start + rows] = phot[name]
+            col["zeropoint"] = zp
+            fwhm = tcfg["psf"]["fwhm_arcsec"]
+            col["psf_fwhm_arcsec"] = np.array([
+                fwhm if fwhm is not None else a["tile_info"][t]["psf_fwhm_arcsec"][ref]
+                for t in col["tile"]], dtype=float)
+            col["mag"] = magnitudes(col["flux"], zp)
+            col["slope"] = colour_slope(col["mag"], lam, ref)
+            parts.append(col)
+            blanks.append(_scan_blank(fc, a, bands, tcfg, ref, cpath))
+    n = [len(c["index"]) for c in parts]
+    cols = {name: np.concatenate([c[name] for c in parts]) for name in parts[0]}
+    nb = [len(b["tile"]) for b in blanks]
+    blank = {name: np.concatenate([b[name] for b in blanks]) for name in blanks[0]}
+    blank.update(shard=np.repeat(np.arange(len(nb)), nb),
+                 row=np.concatenate([np.arange(m) for m in nb]))
+    return Survey([str(p) for p in stamp_paths], [str(p) for p in cutout_paths], attrs,
+                  np.repeat(np.arange(len(n)), n), np.concatenate([np.arange(m) for m in n]),
+                  cols, blank)
+
+
+def _scan_blank(fc: h5py.File, attrs: Mapping, bands: Sequence[str], tcfg: Mapping, ref: int,
+                path: str) -> dict:
+    """Tile, position, zero points and border noise of a cutouts file's blank-sky stamps."""
+    n_band = len(bands)
+    if "blank/images" not in fc or not len(fc["blank/images"]):
+        return {"tile": np.zeros(0, "U1"), "pos_xy": np.zeros((0, 2)),
+                "zeropoint": np.zeros((0, n_band)), "sky_sigma": np.ones((0, n_band))}
+    tiles = np.char.decode(np.asarray(fc["blank/tile"][()], dtype=bytes), "utf-8")
+    images = fc["blank/images"][()]
+    info = attrs["tile_info"]
+    sky = stamp_photometry(images, float(info[str(tiles[0])]["pixscale_arcsec"]),
+                           tcfg["hosts"]["aperture_arcsec"], ref)["sky_sigma"]
+    zp = np.array([_zeropoints(info[t], bands, tcfg["zeropoint"], path) for t in tiles])
+    return {"tile": tiles, "pos_xy": fc["blank/pos_xy"][()], "zeropoint": zp.reshape(-1, n_band),
+            "sky_sigma": sky}
+
+
+def _header_value(path: str, key: str) -> float | None:
+    with fits_file(path) as hdul:
+        for hdu in hdul:
+            if key in hdu.header:
+                try:
+                    return float(hdu.header[key])
+                except (TypeError, ValueError):
+                    return None
+    return None
+
+
+class Frames:
+    """Builds the :class:`skysift.sim.paint.Frame` of a host; caches PSF kernels and gains per tile."""
+
+    def __init__(self, config: Mapping, survey: Survey):
+        self.tcfg, self.survey = config["training_set"], survey
+        self.bands = list(config["survey"]["bands"])
+        self.ref = reference_band(self.bands, self.tcfg["reference_band"])
+        self.lam = band_wavelengths(self.bands)
+        self.size = int(survey.attrs[0]["stamp_size_pix"])
+        self._cache: dict = {}
+        self.n_no_gain = 0
+
+    def _tile(self, shard: int, tile: str) -> tuple:
+        key = (shard, tile)
+        if key not in self._cache:
+            info = self.survey.attrs[shard]["tile_info"][tile]
+            pix = float(info["pixscale_arcsec"])
+            kernels = psf_kernels(info["psf_fwhm_arcsec"], pix, self.bands, self.tcfg["psf"])
+            gain = self.tcfg["gain"]
+            if isinstance(gain, str):
+                values = [_header_value(p, gain) for p in info["paths"]]
+                if any(v is None or not v > 0 for v in values):
+                    (log.debug if self.n_no_gain else log.warning)(
+                        "tile %s: no positive header key %s in every band: simulated light "
+                        "gets no Poisson noise there (set training_set.gain; further tiles "
+                        "are counted in the summary)", tile, gain)
+                    self.n_no_gain += 1
+                    gain = None
+                else:
+                    gain = np.array(values)
+            elif gain is not None:
+                gain = np.full(len(self.bands), float(gain))
+            fwhm = np.asarray(info["psf_fwhm_arcsec"], dtype=float)
+            if self.tcfg["psf"]["fwhm_arcsec"] is not None:
+                fwhm = np.full(len(self.bands), float(self.tcfg["psf"]["fwhm_arcsec"]))
+            self._cache[key] = (pix, kernels, gain, fwhm)
+        return self._cache[key]
+
+    def frame(self, obj: int, blank: bool = False) -> tuple[Frame, float]:
+        """Frame of object ``obj`` (a position in the survey columns; in ``survey.blank``
+        when ``blank``) and its PSF FWHM (reference band)."""
+        c = self.survey.blank if blank else self.survey.cols
+        shard = c["shard"][obj] if blank else self.survey.shard[obj]
+        pix, kernels, gain, fwhm = self._tile(int(shard), str(c["tile"][obj]))
+        pos = c["pos_xy"][obj]
+        centre = tuple(float(self.size // 2 + p - np.floor(p + 0.5)) for p in pos)
+        return Frame(self.size, pix, centre, c["zeropoint"][obj], self.lam,
+                     np.maximum(c["sky_sigma"][obj], 1e-30), gain, kernels,
+                     self.ref), float(fwhm[self.ref])
