@@ -3,16 +3,16 @@
 Same input, same operations (random D4 element, sub-pixel shift, Gaussian noise), same
 process, on CUDA when available (else CPU); prints median seconds and the ratio.
 
-    python benchmarks/bench_augment.py [--batch 512] [--size 48] [--repeats 5]
+    python benchmarks/augment.py [--batch 512] [--size 48] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from timing import Stopwatch, rate
 
 from skysift.learn.symmetry import d4_apply
 from skysift.learn.transforms import augment_batch, subpixel_shift
@@ -34,14 +34,15 @@ def per_sample(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
-def timed(fn, *args) -> float:
+def synced(fn, *args) -> float:
+    """Seconds of ``fn(*args)``, the device synchronised before and after (``args[0]``'s)."""
     if args[0].device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn(*args)
-    if args[0].device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    with Stopwatch() as sw:
+        fn(*args)
+        if args[0].device.type == "cuda":
+            torch.cuda.synchronize()
+    return sw.seconds
 
 
 def main() -> None:
@@ -56,12 +57,12 @@ def main() -> None:
     augment_batch(x, CFG, gen), per_sample(x[:4], gen)  # warm-up (kernels, allocator)
     times: dict[str, list[float]] = {"loop": [], "batched": []}
     for _ in range(args.repeats):
-        times["loop"].append(timed(per_sample, x, gen))
-        times["batched"].append(timed(augment_batch, x, CFG, gen))
+        times["loop"].append(synced(per_sample, x, gen))
+        times["batched"].append(synced(augment_batch, x, CFG, gen))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"device={device} batch={args.batch} size={args.size} bands=3 repeats={args.repeats}")
     for name, sec in med.items():
-        print(f"{name:>8}: median {sec * 1e3:.1f} ms ({args.batch / sec:.0f} samples/s)")
+        print(f"{name:>8}: median {sec * 1e3:.1f} ms ({rate(args.batch, sec):.0f} samples/s)")
     print(f"speed-up batched/loop: {med['loop'] / med['batched']:.1f}x")
 
 

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.nddata import Cutout2D
 from astropy.wcs import WCS
+from timing import best_of, peak_rss_kib, timed
 
 from skysift.config import validate
 from skysift.stamps.cut import extract, stamp_origin
@@ -41,16 +40,6 @@ from skysift.stamps.cutouts import cut_objects
 from skysift.survey.tiles import read_tile
 
 BANDS = ["g", "r", "i"]
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    """Fastest of ``repeats`` calls (seconds) and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def make_tile(n_pix: int, n_band: int, n_obj: int, seed: int):
@@ -107,28 +96,14 @@ def write_bands(root: Path, images, wcs, compressed: bool) -> str:
     return str(root / f"{{tile}}_{{band}}{ext}")
 
 
-def peak_rss_kib() -> int:
-    """Peak resident memory of this process (KiB): VmHWM, which, unlike ru_maxrss, does not
-    inherit the parent's peak across fork + exec."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def child(workdir: str) -> int:
     """Peak RSS growth (MiB) of the real cutouts step on the tile in ``workdir``."""
     root = Path(workdir)
     config = json.loads((root / "config.json").read_text())
     rows = dict(np.load(root / "rows.npz"))
     base = peak_rss_kib()
-    start = time.perf_counter()
-    res = cut_objects(config, rows, root / "out.h5", root / "rejects.ecsv", "bench")
-    seconds = time.perf_counter() - start
+    seconds, res = timed(cut_objects, config, rows, root / "out.h5", root / "rejects.ecsv",
+                         "bench")
     peak = peak_rss_kib()
     print(json.dumps({"growth_mib": (peak - base) / 1024, "seconds": seconds,
                       "n": res["n_objects"]}))
@@ -205,12 +180,8 @@ def main() -> int:
             pattern = write_bands(root, images, wcs, compressed)
             config = validate({"survey": {"kind": "files", "tiles": pattern, "bands": BANDS,
                                           "catalog": "unused.fits", "labels": None}})
-            t_read = float("inf")
-            for _ in range(2):  # best of 2: the page cache is warm, one tile held at a time
-                stack = None
-                start = time.perf_counter()
-                stack = read_tile(config, "T")
-                t_read = min(t_read, time.perf_counter() - start)
+            # best of 2: the page cache is warm, one tile held at a time
+            t_read, stack = best_of(lambda c=config: read_tile(c, "T"), 2, release=True)
             t_cut, _ = best_of(lambda st=stack: extract(st.images, pos, s), args.repeats)
             del stack
             mem = memory_run(root, pattern, ra, dec, wcs, s)

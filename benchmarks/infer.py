@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 from astropy.table import Table
+from timing import Stopwatch, max_rss_kib, rate, timed
 
 from skysift.config import load
 from skysift.io import H5_LAYOUT_VERSION, compression_kw, write_attrs
@@ -118,14 +117,13 @@ def rates(args, tmp: Path, bands: int, size: int) -> dict:
     score(model, x[:args.batch], args.batch, device, precision)
     e2e, memory = [], []
     for _ in range(args.repeats):  # interleaved, so a load change on the machine hits both
-        t0 = time.perf_counter()
-        infer_tile(config, stamps, [ckpt], tmp / "scores.fits")
-        e2e.append(args.n / (time.perf_counter() - t0))
-        t0 = time.perf_counter()
-        score(model, x, args.batch, device, precision)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        memory.append(args.n / (time.perf_counter() - t0))
+        seconds, _ = timed(infer_tile, config, stamps, [ckpt], tmp / "scores.fits")
+        e2e.append(rate(args.n, seconds))
+        with Stopwatch() as sw:
+            score(model, x, args.batch, device, precision)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        memory.append(rate(args.n, sw.seconds))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"cpu, {args.threads} threads"
     e2e_s, mem_s = statistics.median(e2e), statistics.median(memory)
@@ -141,10 +139,9 @@ def peak_rss(args, tmp: Path, n: int, bands: int, size: int) -> dict:
     stamps = write_stamps(tmp / f"mem_{n}.h5", n, bands, size, args.compression)
     ckpt = write_checkpoint(tmp / "mem.pt", args.architecture, bands, size)
     out = tmp / f"mem_{n}.fits"
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", str(stamps), str(ckpt), str(out),
-                           *overrides(args)], capture_output=True, text=True, check=True)
-    seconds = time.perf_counter() - t0
+    seconds, proc = timed(subprocess.run, [sys.executable, __file__, "--child", str(stamps),
+                                           str(ckpt), str(out), *overrides(args)],
+                          capture_output=True, text=True, check=True)
     return {"n": n, "peak_rss_mib": round(int(proc.stdout.split()[-1]) / 1024, 1),
             "seconds": round(seconds, 1),
             "stamps_bytes_per_object": round(stamps.stat().st_size / n, 1),
@@ -169,12 +166,12 @@ def gather_run(tmp: Path, shards: int, per_shard: int) -> dict:
     paths = [write_scores(tmp / f"g{shards}_{i}.fits", i * per_shard, per_shard, rng)
              for i in range(shards)]
     out = tmp / f"gather{shards}"
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child-gather", str(out),
-                           *map(str, paths)], capture_output=True, text=True, check=True)
+    seconds, proc = timed(subprocess.run, [sys.executable, __file__, "--child-gather", str(out),
+                                           *map(str, paths)],
+                          capture_output=True, text=True, check=True)
     return {"shards": shards, "objects": shards * per_shard,
             "peak_rss_mib": round(int(proc.stdout.split()[-1]) / 1024, 1),
-            "seconds": round(time.perf_counter() - t0, 1),
+            "seconds": round(seconds, 1),
             "catalog_fits_bytes_per_object": round(
                 (out / "catalog.fits").stat().st_size / (shards * per_shard), 1),
             "catalog_csv_bytes_per_object": round(
@@ -189,7 +186,7 @@ def child(argv: list[str]) -> int:
     else:
         stamps, ckpt, out, *sets = argv[1:]
         infer_tile(load(overrides=sets), stamps, [ckpt], out)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+    print(max_rss_kib())  # KiB on Linux
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: simulated training examples per second per core (skysift.sim.inject, skysift.sim.simulate).
+"""Benchmark: simulated training examples per second per core (skysift.sim.{inject,simulate}).
 
 One thread, the default training_set config, a 48-px 3-band stamp at 0.263"/px with a 0.95"
 Gaussian PSF; each kind is rendered into the same raw stamp with its own seed. The
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from timing import Stopwatch, rate  # noqa: E402
 
 from skysift import config as skyconfig  # noqa: E402
 from skysift.sim import mock  # noqa: E402
@@ -45,29 +45,29 @@ def main() -> None:
     host = Host(np.array([1500.0, 3000.0, 4500.0]), 21.3, 2.0, 0.8)
 
     ctx = mock.model_context(config)
-    t0 = time.perf_counter()
-    for i in range(args.n):
-        obj, _ = make_lens(np.random.default_rng(i), ctx)
-        render(obj, c, c, ctx.cd_arcsec, ctx.fwhm_arcsec)
-    base = args.n / (time.perf_counter() - t0)
+    with Stopwatch() as sw:
+        for i in range(args.n):
+            obj, _ = make_lens(np.random.default_rng(i), ctx)
+            render(obj, c, c, ctx.cd_arcsec, ctx.fwhm_arcsec)
+    base = rate(args.n, sw.seconds)
     print(f"baseline mock lens (make_lens + render): {base:7.1f} /s/core")
 
     inject_lens(raw, frame, tcfg["lens"], tcfg["supersample"], np.random.default_rng(0))  # warm
     rates = {}
-    t0 = time.perf_counter()
     snr = []
-    for i in range(args.n):
-        _, params = inject_lens(raw, frame, tcfg["lens"], tcfg["supersample"],
-                                np.random.default_rng(i))
-        snr.append(params["arc_snr"])
-    rates["lens"] = args.n / (time.perf_counter() - t0)
-    for kind in ("merger", "projection", "ring", "spiral", "pair"):
-        t0 = time.perf_counter()
+    with Stopwatch() as sw:
         for i in range(args.n):
-            simulate(kind, raw, frame, host, tcfg, np.random.default_rng(i))
-        rates[kind] = args.n / (time.perf_counter() - t0)
-    for kind, rate in rates.items():
-        print(f"{kind:>10}: {rate:7.1f} stamps/s/core  ({rate / base:5.2f} x baseline)")
+            _, params = inject_lens(raw, frame, tcfg["lens"], tcfg["supersample"],
+                                    np.random.default_rng(i))
+            snr.append(params["arc_snr"])
+    rates["lens"] = rate(args.n, sw.seconds)
+    for kind in ("merger", "projection", "ring", "spiral", "pair"):
+        with Stopwatch() as sw:
+            for i in range(args.n):
+                simulate(kind, raw, frame, host, tcfg, np.random.default_rng(i))
+        rates[kind] = rate(args.n, sw.seconds)
+    for kind, per_s in rates.items():
+        print(f"{kind:>10}: {per_s:7.1f} stamps/s/core  ({per_s / base:5.2f} x baseline)")
     print(f"lens arc S/N quantiles 5/50/95%: {np.percentile(snr, [5, 50, 95]).round(1)}")
 
 

@@ -16,11 +16,11 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import rate, timed
 
 from skysift import config as skyconfig
 from skysift import metrics
@@ -76,14 +76,11 @@ def main() -> int:
     precision = resolve_precision(config["train"]["precision"], device)
     for entry in entries:
         stem = out / f"{args.task}_{entry['name']}"
-        t0 = time.perf_counter()
-        m = train_model(config, args.task, entry["name"], args.trainset, args.augmented,
-                        f"{stem}.pt", f"{stem}.metrics.json", f"{stem}.curve.png")
-        seconds = time.perf_counter() - t0
+        seconds, m = timed(train_model, config, args.task, entry["name"], args.trainset,
+                           args.augmented, f"{stem}.pt", f"{stem}.metrics.json",
+                           f"{stem}.curve.png")
         model, _ = load_model(f"{stem}.pt", device)
-        t1 = time.perf_counter()
-        logits = score(model, x_test, 512, device, precision)
-        infer_s = time.perf_counter() - t1
+        infer_s, logits = timed(score, model, x_test, 512, device, precision)
         res = metrics.bootstrap(logits, y_test, args.n_boot, 0.95, 12345, metrics.ALL_METRICS)
         tta = (np.full_like(logits, np.nan) if args.no_tta
                else score(model, x_test, 512, device, precision, tta=True))
@@ -96,7 +93,7 @@ def main() -> int:
                "members": entry["members"], "parameters": m["parameters"],
                "epochs": len(m["epochs"]), "best_epoch": m["best_epoch"],
                "train_images_per_s": m["samples_per_s"], "train_seconds": seconds,
-               "infer_images_per_s": len(y_test) / infer_s, "device": m["device"],
+               "infer_images_per_s": rate(len(y_test), infer_s), "device": m["device"],
                "precision": m["precision"], "n_test_pos": int(y_test.sum()),
                "n_test_neg": int((y_test == 0).sum()), "val_auroc": m["best_val_auroc"],
                **{k: v for k, v in res.items()},

@@ -10,27 +10,17 @@ and the write rate against a plain sequential h5py write of the same output byte
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
+from timing import median_of, rate
 
 from skysift import config as skyconfig
 from skysift import io
 from skysift.stamps.normalise import normalise
 from skysift.stamps.preprocess import preprocess_file
-
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -57,7 +47,7 @@ def main() -> None:
                                   **io.compression_kw(cfg["compression"]))
                 fh.create_dataset("mask", data=mask, chunks=chunks, **io.compression_kw("lzf"))
 
-        t_plain = timed(plain_write, args.repeats)
+        t_plain, _ = median_of(plain_write, args.repeats)
         print(f"{args.objects} stamps of 3x{args.size}^2 ({out_bytes / 1e6:.0f} MB out)")
         print(f"plain sequential write of the output: {t_plain:.2f} s "
               f"({out_bytes / 1e6 / t_plain:.0f} MB/s)")
@@ -65,10 +55,10 @@ def main() -> None:
             t = {}
             for workers in (1, 2):
                 conf_s = skyconfig.load(overrides=[f"preprocess.scheduler={scheduler}"])
-                t[workers] = timed(lambda c=conf_s, w=workers: preprocess_file(
+                t[workers], _ = median_of(lambda c=conf_s, w=workers: preprocess_file(
                     src, Path(tmp) / "out.h5", c["preprocess"], c, threads=w), args.repeats)
             print(f"{scheduler:12s} 1 worker {t[1]:.2f} s, 2 workers {t[2]:.2f} s: "
-                  f"speed-up {t[1] / t[2]:.2f}x; {args.objects / t[2]:.0f} stamps/s; "
+                  f"speed-up {t[1] / t[2]:.2f}x; {rate(args.objects, t[2]):.0f} stamps/s; "
                   f"{t_plain / t[2]:.2f} of the plain write rate")
 
 

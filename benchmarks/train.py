@@ -24,12 +24,12 @@ import argparse
 import json
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timing import Stopwatch, rate
 
 from skysift.config import load
 from skysift.io import write_stamps
@@ -129,15 +129,13 @@ def real_trainer(arch: str, data: TrainData, config: dict, batch: int, steps: in
     return Trainer(model, data, loader, cfg, device, precision, torch.Generator().manual_seed(0))
 
 
-def timed(device, fn) -> tuple[float, float | None, int]:
+def measure(device, fn) -> tuple[float, float | None, int]:
     """(seconds, mean GPU utilisation, examples) of one call of ``fn`` returning examples."""
     sync(device)
-    with Utilisation(device) as util:
-        t0 = time.perf_counter()
+    with Utilisation(device) as util, Stopwatch() as sw:
         n = fn()
         sync(device)
-        seconds = time.perf_counter() - t0
-    return seconds, util.mean, n
+    return sw.seconds, util.mean, n
 
 
 def compare(arch: str, trainset, config: dict, args, device, precision) -> dict:
@@ -156,9 +154,9 @@ def compare(arch: str, trainset, config: dict, args, device, precision) -> dict:
 
     mem, real = [], []
     for _ in range(args.repeats):
-        mem.append(timed(device, memory))
-        real.append(timed(device, lambda: trainer.train_epoch(augment)[1]))
-    rates = {name: [n / s for s, _, n in runs] for name, runs in (("m", mem), ("r", real))}
+        mem.append(measure(device, memory))
+        real.append(measure(device, lambda: trainer.train_epoch(augment)[1]))
+    rates = {name: [rate(n, s) for s, _, n in runs] for name, runs in (("m", mem), ("r", real))}
     utils = {name: [u for _, u, _ in runs if u is not None] for name, runs in
              (("m", mem), ("r", real))}
     ratio = [r / m for r, m in zip(rates["r"], rates["m"], strict=True)]

@@ -41,6 +41,17 @@ def tiny_run(tmp_path_factory) -> Path:
     return workdir
 
 
+WORKFLOW = REPO / "tests" / "workflow"
+
+
+def pytest_collection_modifyitems(items):
+    """Every test of tests/workflow is end to end (marker ``e2e``): ``make test-fast`` and
+    ``pytest -m "not e2e"`` leave them out."""
+    for item in items:
+        if WORKFLOW in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(autouse=True)
 def _reset_logging():
     """CLIs' main() installs a stderr handler (as a program should); drop it after each test."""

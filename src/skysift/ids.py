@@ -27,7 +27,8 @@ def id_keys(ids, source: str = "id column") -> np.ndarray:
     -------
     (n,) int64 keys for integer ids, str keys otherwise (``S`` bytes and bytes in an object
     array decoded as UTF-8, any other object by ``str``); unsigned ids above 2**63 - 1 become
-    their decimal text, as the catalog step stores them (:func:`skysift.survey.catalog.catalog_ids`).
+    their decimal text, as the catalog step stores them
+    (:func:`skysift.survey.catalog.catalog_ids`).
 
     Raises
     ------

@@ -2,7 +2,7 @@
 
 The rules in ``workflow/rules/*.smk`` are thin: their input functions, params and resources
 call these functions (Snakemake's own objects, such as a checkpoint's output, are passed in).
-Everything here is plain Python over the validated config, tested in tests/test_plan.py,
+Everything here is plain Python over the validated config, tested in tests/core/test_plan.py,
 so the workflow's decisions can be checked without running Snakemake.
 
 This module sits above every stage: it may import any of them, and none imports it.

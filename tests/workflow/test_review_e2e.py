@@ -100,6 +100,7 @@ def _header(driver, name):
     return names.index(name), heads[names.index(name)]
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("task", TASKS)
 def test_gallery_in_headless_chromium_images_load_and_sorting_works(tiny_run, browser, task):
     browser.get((tiny_run / "results" / "review" / f"{task}.html").as_uri())

@@ -28,11 +28,11 @@ ALLOWED_OVERRIDES = {"slurm-status-command", "slurm-init-seconds-before-status-c
                      "set-resources.*.slurm_partition", "set-resources.*.slurm_extra",
                      "set-resources.*.mem_mb", "default-resources.mem_mb", "jobs"}
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(
     not (os.environ.get("CI") == "true" or os.environ.get("SKYSIFT_TEST_SLURM") == "1")
     or os.geteuid() != 0 or shutil.which("apt-get") is None,
     reason="brings up a real SLURM cluster: needs root and apt; runs when CI=true or "
-           "SKYSIFT_TEST_SLURM=1")
+           "SKYSIFT_TEST_SLURM=1")]
 
 
 def ci_profile(shipped: dict, partition: str, node_mem_mb: int) -> dict:

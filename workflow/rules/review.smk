@@ -1,5 +1,5 @@
 # Candidate review: each task's ranked candidates as an HTML gallery of colour composites
-# (registered for `snakemake --report`) and a grading sheet (python -m skysift.review.grades).
+# (registered for `snakemake --report`) and a grading sheet (skysift grades).
 
 
 rule review:

@@ -28,8 +28,8 @@ test split only::
 counts labelled rows of the task whose id is not in the catalog (e.g. rejected off every tile).
 Undefined values (a test split without both classes, a threshold of -inf) are written as null.
 
-Completeness (:mod:`skysift.evaluate.completeness`): the threshold of each model is the loosest logit
-threshold with at most ``floor(evaluate.completeness_fpr * n_neg)`` false positives on the
+Completeness (:mod:`skysift.evaluate.completeness`): the threshold of each model is the loosest
+logit threshold with at most ``floor(evaluate.completeness_fpr * n_neg)`` false positives on the
 test negatives (the TPR0 threshold when there are fewer than ``1 / completeness_fpr``), and
 the positives above it are counted in the bins of ``evaluate.completeness_bins`` (Wilson
 intervals at ``evaluate.ci``; ``n_unbinned`` positives have no value or one outside the
@@ -39,8 +39,8 @@ the labels table is ``available: false`` with the reason, logged, not an error.
 Purity at ``evaluate.prevalence[task]`` (pi): ``t pi / (t pi + f (1 - pi))`` at the TPR0, TPR10
 and completeness_fpr thresholds; ``purity_ci`` combines the Wilson intervals of t and f.
 
-Calibration (:mod:`skysift.evaluate.calibration`): the probability the catalog would give at the test
-split's own positive fraction, ``prior.probability(logit, n_pos / (n_pos + n_neg))``, against
+Calibration (:mod:`skysift.evaluate.calibration`): the probability the catalog would give at the
+test split's own positive fraction, ``prior.probability(logit, n_pos / (n_pos + n_neg))``, against
 the labels in ``evaluate.calibration_bins`` bins (``evaluate.calibration_binning``); ``ece_ci``
 is a stratified bootstrap, ``ece_null`` the ECE a perfectly calibrated model would show.
 
@@ -83,8 +83,6 @@ def task_seed(seed: int, task: str) -> int:
     return derive_seed(int(seed), task, sep=":", fold="shift")
 
 
-
-
 def evaluate_task(scores: np.ndarray, labels: np.ndarray, n_boot: int, ci: float,
                   seed: int) -> dict:
     """Metrics of one task on the test objects, with stratified bootstrap intervals.
@@ -123,19 +121,7 @@ def json_safe(value):
     return value
 
 
-
-
 # --- I/O at the edges ------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
 
 def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
              ) -> tuple[dict, dict]:
@@ -153,17 +139,8 @@ def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
     label_keys, label_values_by_task, bin_columns = read_labels(config, binnings)
     catalog = read_catalog(catalog_path, {f"{s.task}/{s.name}": s.column for s in specs})
     index = np.asarray(catalog["index"], dtype=np.int64)
-    split = split_of(index, split_path)
-    test = split == TEST_SPLIT
-    log.info("%s: %d objects, %d train, %d val, %d test", catalog_path, index.size,
-             int((split == 0).sum()), int((split == 1).sum()), int(test.sum()))
-    cat_keys = id_keys(catalog["id"], f"{catalog_path}: column 'id'")
-    if mixed(cat_keys, label_keys):
-        log.warning("catalog ids are %s but label ids are %s: matching them as decimal text",
-                    cat_keys.dtype, label_keys.dtype)
-    pos_all = match_ids(cat_keys, label_keys)
-    in_catalog = np.zeros(label_keys.size, dtype=bool)
-    in_catalog[pos_all[pos_all >= 0]] = True
+    test = _test_mask(index, split_path, catalog_path)
+    pos_all, in_catalog = _match_labels(catalog["id"], label_keys, catalog_path)
     pos = pos_all[test]
     ecfg = config["evaluate"]
     results: dict[str, dict] = {t["name"]: {} for t in config["tasks"]}
@@ -172,39 +149,80 @@ def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
         task, column = spec.task, spec.column
         values = label_values_by_task[task]
         labels = np.where(pos >= 0, values[np.maximum(pos, 0)], np.nan)
-        scores = np.asarray(np.ma.getdata(catalog[column])[test], dtype=np.float64)
-        bad = np.isfinite(labels) & ~np.isfinite(scores)
-        if bad.any():
-            raise DataError(f"{catalog_path}: {int(bad.sum())} labelled test objects have "
-                            f"non-finite '{column}' (e.g. index {index[test][bad][:5].tolist()}); "
-                            "re-run infer for their tiles")
+        scores = _test_scores(catalog, column, test, labels, index, catalog_path)
         seed = task_seed(config["seed"], task)
         res = evaluate_task(scores, labels, ecfg["n_bootstrap"], ecfg["ci"], seed)
         label_col = next(t["label"] for t in config["tasks"] if t["name"] == task)
         res.update(model=spec.name, primary=spec.name == primary[task], score_column=column,
                    label_column=label_col, n_catalog=int(index.size),
                    n_labels_unmatched=int((np.isfinite(values) & ~in_catalog).sum()))
-        first = not results[task]
-        if not (res["n_pos"] and res["n_neg"]) and first:
-            log.warning("task %s: the test split has %d positives and %d negatives; "
-                        "metrics need both classes and are written as null", task,
-                        res["n_pos"], res["n_neg"])
-        if res["n_labels_unmatched"] and first:
-            log.info("task %s: %d labelled objects are not in the catalog (rejected or off "
-                     "the survey)", task, res["n_labels_unmatched"])
+        if not results[task]:
+            _log_task_counts(task, res)
         labelled = np.isfinite(labels)
         task_bins = [b for b in binnings if b["task"] == task]
-        rows = pos[labelled]  # labels-table row of each labelled test object
-        cols = {}
-        for b in task_bins:
-            col = bin_columns[(task, b["name"])]
-            cols[b["name"]] = col if isinstance(col, str) else col[rows]
+        cols = _task_bin_columns(task, task_bins, bin_columns, pos[labelled])
         res.update(model_extras(scores[labelled], labels[labelled].astype(np.int8), task_bins,
                                 cols, ecfg, prior.prevalence_of(config, task), seed))
         results[task][spec.name] = res
         _add_figures(figures, task, spec.name, res, scores[labelled], labels[labelled],
                      task_bins)
     return results, figures
+
+
+def _test_mask(index: np.ndarray, split_path: str | Path, catalog_path: str | Path
+               ) -> np.ndarray:
+    """(n,) bool: which catalog rows (``index`` (n,)) are in the test split; logs the counts."""
+    split = split_of(index, split_path)
+    test = split == TEST_SPLIT
+    log.info("%s: %d objects, %d train, %d val, %d test", catalog_path, index.size,
+             int((split == 0).sum()), int((split == 1).sum()), int(test.sum()))
+    return test
+
+
+def _match_labels(ids, label_keys: np.ndarray, catalog_path: str | Path
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels-table row of each catalog id (n,), -1 if none; which label rows are matched)."""
+    cat_keys = id_keys(ids, f"{catalog_path}: column 'id'")
+    if mixed(cat_keys, label_keys):
+        log.warning("catalog ids are %s but label ids are %s: matching them as decimal text",
+                    cat_keys.dtype, label_keys.dtype)
+    pos_all = match_ids(cat_keys, label_keys)
+    in_catalog = np.zeros(label_keys.size, dtype=bool)
+    in_catalog[pos_all[pos_all >= 0]] = True
+    return pos_all, in_catalog
+
+
+def _test_scores(catalog, column: str, test: np.ndarray, labels: np.ndarray,
+                 index: np.ndarray, catalog_path: str | Path) -> np.ndarray:
+    """(n_test,) float64 logits of ``column``; DataError when a labelled one is not finite."""
+    scores = np.asarray(np.ma.getdata(catalog[column])[test], dtype=np.float64)
+    bad = np.isfinite(labels) & ~np.isfinite(scores)
+    if bad.any():
+        raise DataError(f"{catalog_path}: {int(bad.sum())} labelled test objects have "
+                        f"non-finite '{column}' (e.g. index {index[test][bad][:5].tolist()}); "
+                        "re-run infer for their tiles")
+    return scores
+
+
+def _log_task_counts(task: str, res: Mapping) -> None:
+    """Log (once per task) a test split without both classes and the unmatched labels."""
+    if not (res["n_pos"] and res["n_neg"]):
+        log.warning("task %s: the test split has %d positives and %d negatives; "
+                    "metrics need both classes and are written as null", task,
+                    res["n_pos"], res["n_neg"])
+    if res["n_labels_unmatched"]:
+        log.info("task %s: %d labelled objects are not in the catalog (rejected or off "
+                 "the survey)", task, res["n_labels_unmatched"])
+
+
+def _task_bin_columns(task: str, task_bins: Sequence[Mapping], bin_columns: Mapping,
+                      rows: np.ndarray) -> dict:
+    """{bin name: its values at the labels-table ``rows`` (n,), or why it is unavailable}."""
+    cols = {}
+    for b in task_bins:
+        col = bin_columns[(task, b["name"])]
+        cols[b["name"]] = col if isinstance(col, str) else col[rows]
+    return cols
 
 
 def model_extras(scores: np.ndarray, labels: np.ndarray, bins: Sequence[Mapping],
@@ -242,7 +260,7 @@ def _add_figures(figures: dict, task: str, model: str, res: Mapping, scores: np.
 # --- command line ----------------------------------------------------------------------
 
 def parser():
-    """The ``python -m skysift.evaluate.evaluate`` argument parser."""
+    """The ``skysift evaluate`` argument parser."""
     p = cli.parser("Metrics (AUROC, TPR0, TPR10, TPR at FPR 1e-3 with bootstrap intervals) "
                    "and ROC curves of every model on the test split.")
     p.add_argument("--catalog", required=True, help="scores catalog (results/catalog.fits)")

@@ -22,7 +22,7 @@ candidate lists of :mod:`skysift.score.gather`). Writes ``results/known_lenses.c
 known lens) and ``results/known_lenses.json`` (counts, the recovered fraction among the
 matched lenses with a Wilson interval at ``evaluate.ci``, rank quantiles, provenance).
 
-    python -m skysift.evaluate.recover --config-json J --catalog results/catalog.fits \\
+    skysift recover --config-json J --catalog results/catalog.fits \\
         --rejects results/rejects.ecsv --out results/known_lenses.csv \\
         --summary results/known_lenses.json
 """
@@ -41,7 +41,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.table import MaskedColumn, Table
 
-from skysift import cli
+from skysift import cli, paths
 from skysift.errors import ConfigError, DataError, SurveyError
 from skysift.io import provenance, read_table, require_columns, write_json
 from skysift.metrics import wilson_interval
@@ -314,19 +314,19 @@ def _body(args) -> int:
 
 
 def parser():
-    """Command-line parser of ``python -m skysift.evaluate.recover``."""
+    """Command-line parser of ``skysift recover``."""
     p = cli.parser("Report how many known lenses (survey.known_lenses) the run recovers.")
-    p.add_argument("--catalog", default="results/catalog.fits", help="the gathered catalog")
-    p.add_argument("--rejects", default="results/rejects.ecsv", help="the merged rejects")
-    p.add_argument("--out", default="results/known_lenses.csv",
+    p.add_argument("--catalog", default=paths.CATALOG, help="the gathered catalog")
+    p.add_argument("--rejects", default=paths.REJECTS, help="the merged rejects")
+    p.add_argument("--out", default=paths.KNOWN_LENSES,
                    help="one row per known lens (CSV)")
-    p.add_argument("--summary", default="results/known_lenses.json",
+    p.add_argument("--summary", default=paths.KNOWN_LENSES_SUMMARY,
                    help="counts, recovered fraction and rank quantiles (JSON)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m skysift.evaluate.recover``; returns the exit code."""
+    """Run ``skysift recover``; returns the exit code."""
     return cli.run(_body, parser(), argv)
 
 

@@ -5,7 +5,7 @@ a seed reproduces a batch exactly on a given device. The CLI writes ``augment.co
 augmented copies of the train split (``results/train/{task}.augmented.h5``,
 docs/formats.md), each copy seeded from (config seed, task, copy number).
 
-    python -m skysift.learn.augment --config-json J --in results/train/NAME.h5 \
+    skysift augment --config-json J --in results/train/NAME.h5 \
         --out results/train/NAME.augmented.h5
 """
 
@@ -110,7 +110,7 @@ def augment_file(in_path: str | Path, out_path: str | Path, config: Mapping,
 
 
 def parser() -> argparse.ArgumentParser:
-    """Command-line arguments of ``python -m skysift.learn.augment``."""
+    """Command-line arguments of ``skysift augment``."""
     p = cli.parser("Write augmented copies of the train split of a training set.")
     p.add_argument("--in", dest="in_path", required=True, help="training set HDF5 file")
     p.add_argument("--out", required=True, help="augmented HDF5 file to write")
@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m skysift.learn.augment``; returns the exit code."""
+    """Entry point of ``skysift augment``; returns the exit code."""
     return cli.run(_run, parser(), argv)
 
 

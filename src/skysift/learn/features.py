@@ -275,53 +275,38 @@ def _elliptical_median(x: np.ndarray, valid: np.ndarray, rell: np.ndarray, nbins
     return np.take_along_axis(med, b, -1)
 
 
-def _batch(x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    n, nb, s, _ = x.shape
-    if nb != len(spec.bands):
-        raise ValueError(f"stamps have {nb} bands, the feature spec {len(spec.bands)}")
-    valid_b = np.isfinite(x)
+def _channels(x: np.ndarray, valid_b: np.ndarray, border_pix: int) -> tuple[np.ndarray, ...]:
+    """Sky-subtracted channels, valid (n, C, s, s), sky noise, sky median (n, C); C = bands+det."""
+    s = x.shape[-1]
     nvalid = valid_b.sum(axis=1)
     xb = np.where(valid_b, x, 0.0).astype(np.float64)
     det = np.where(nvalid > 0, xb.sum(axis=1) / np.maximum(nvalid, 1), 0.0)
     ch = np.concatenate([xb, det[:, None]], axis=1)               # (n, C, s, s)
     valid = np.concatenate([valid_b, (nvalid > 0)[:, None]], axis=1)
-    ry, rx = np.mgrid[:s, :s] - (s - 1) / 2
-    r = np.hypot(ry, rx)
     yy, xx = np.mgrid[:s, :s]
     edge = np.minimum(np.minimum(yy, xx), np.minimum(s - 1 - yy, s - 1 - xx))
-    border = edge < spec.border_pix
+    border = edge < border_pix
     bvals = np.where(valid[..., border], ch[..., border], np.nan)
     skymed = np.nan_to_num(_nanmedian(bvals))
     sky = np.nan_to_num(MAD_TO_SIGMA * _nanmedian(np.abs(bvals - skymed[..., None])))
-    ch = np.where(valid, ch - skymed[..., None, None], 0.0)
-    feats: list[np.ndarray] = []
+    return np.where(valid, ch - skymed[..., None, None], 0.0), valid, sky, skymed
 
-    # apertures and annuli
-    edges = np.r_[0.0, np.asarray(spec.radii_arcsec) / spec.pixscale_arcsec]
-    nk = len(edges) - 1
-    ann = np.digitize(r, edges) - 1                                 # -1 never (r >= 0)
-    onehot = (ann.ravel()[:, None] == np.arange(nk)).astype(np.float64)   # (m, nk)
-    flat, vflat = ch.reshape(n, -1, s * s), valid.reshape(n, -1, s * s).astype(np.float64)
+
+def _apertures(flat: np.ndarray, vflat: np.ndarray, onehot: np.ndarray, disc: np.ndarray,
+               nb: int) -> list[np.ndarray]:
+    """``ann``, ``col``, ``apflux``, ``peak`` of flat channels (n, C, m); onehot (m, nk)."""
+    n = len(flat)
     sums, counts = flat @ onehot, vflat @ onehot
-    mean = sums / np.maximum(counts, 1)
-    mean = np.where(counts > 0, mean, np.nan)
-    feats += [mean[:, :nb].reshape(n, -1)]
-    feats += [(mean[:, :nb - 1] - mean[:, 1:nb]).reshape(n, -1)]
-    area = onehot.sum(axis=0)
-    feats += [np.nansum(mean[:, :nb] * area, axis=-1)]
-    disc = (r < edges[1]).ravel()
+    mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    feats = [mean[:, :nb].reshape(n, -1), (mean[:, :nb - 1] - mean[:, 1:nb]).reshape(n, -1)]
+    feats += [np.nansum(mean[:, :nb] * onehot.sum(axis=0), axis=-1)]  # apflux: mean x area
     peak = np.where(vflat[:, :nb, disc] > 0, flat[:, :nb, disc], -np.inf).max(axis=-1)
-    feats += [np.where(np.isfinite(peak), peak, np.nan)]
+    return feats + [np.where(np.isfinite(peak), peak, np.nan)]
 
-    # curve of growth, concentration
-    big = s / 2 - 3
-    inside = r < big
-    rads = growth_radii(flat[..., inside.ravel()], r[inside], (0.2, 0.5, 0.8))
-    with np.errstate(all="ignore"):
-        conc = 5 * np.log10(rads[2] / rads[0])
-    absum = np.maximum(np.abs(np.where(inside, ch, 0)).sum(axis=(-2, -1)), 1e-12)
 
-    # asymmetry with centre search; symmetric residuals about the best centre
+def _asymmetry(ch: np.ndarray, valid: np.ndarray, inside: np.ndarray, sky: np.ndarray,
+               absum: np.ndarray) -> tuple[np.ndarray, ...]:
+    """asym, asymbg, centre shift (n, C) at the best centre, and |I - I180| there (n, C, s, s)."""
     chv = np.where(valid & inside, ch, 0.0).astype(np.float32)  # float32: the costly loop
     rot_ch = _rotations(ch.astype(np.float32), CENTRE_STEPS)
     rot_ok = _rotations(valid, CENTRE_STEPS)
@@ -344,11 +329,12 @@ def _batch(x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
         if rows.any():
             both = rot_ok[off][rows] & valid[rows] & inside
             best_res[rows] = np.where(both, np.abs(chv[rows] - rot_ch[off][rows]), 0)
-    asym_bg = best_a - best_npix * 2 * sky / np.sqrt(np.pi) / absum
+    return best_a, best_a - best_npix * 2 * sky / np.sqrt(np.pi) / absum, best_shift, best_res
 
-    # Gini and M20 on the pixels above seg_nsigma sky sigmas
-    seg = valid & inside & (ch > spec.seg_nsigma * sky[..., None, None])
-    segf, chf = seg.reshape(n, -1, s * s), flat
+
+def _gini_m20(chf: np.ndarray, segf: np.ndarray, ry: np.ndarray, rx: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Gini and M20 (n, C) of flat channels (n, C, m) on the segmentation ``segf`` (n, C, m)."""
     g = gini(chf, segf)
     f = np.where(segf, chf, 0.0)
     ftot = f.sum(axis=-1)
@@ -360,18 +346,39 @@ def _batch(x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
         fs, ms = np.take_along_axis(f, order, -1), np.take_along_axis(mi, order, -1)
         before = np.cumsum(fs, axis=-1) - fs
         m20 = np.log10((ms * (before < 0.2 * ftot[..., None])).sum(-1) / mi.sum(-1))
-    m20 = np.where((segf.sum(-1) >= 2) & (ftot > 0), m20, np.nan)
+    return g, np.where((segf.sum(-1) >= 2) & (ftot > 0), m20, np.nan)
 
-    # smoothness (clumpiness) outside the central disc
+
+def _batch(x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Features (n, len(feature_names(spec))) float32 of stamps x (n, band, s, s)."""
+    n, nb, s, _ = x.shape
+    if nb != len(spec.bands):
+        raise ValueError(f"stamps have {nb} bands, the feature spec {len(spec.bands)}")
+    valid_b = np.isfinite(x)
+    ch, valid, sky, skymed = _channels(x, valid_b, spec.border_pix)
+    ry, rx = np.mgrid[:s, :s] - (s - 1) / 2
+    r = np.hypot(ry, rx)
+    edges = np.r_[0.0, np.asarray(spec.radii_arcsec) / spec.pixscale_arcsec]
+    ann = np.digitize(r, edges) - 1                                 # -1 never (r >= 0)
+    onehot = (ann.ravel()[:, None] == np.arange(len(edges) - 1)).astype(np.float64)  # (m, nk)
+    flat, vflat = ch.reshape(n, -1, s * s), valid.reshape(n, -1, s * s).astype(np.float64)
+    feats = _apertures(flat, vflat, onehot, (r < edges[1]).ravel(), nb)
+    big = s / 2 - 3
+    inside = r < big
+    rads = growth_radii(flat[..., inside.ravel()], r[inside], (0.2, 0.5, 0.8))
+    with np.errstate(all="ignore"):
+        conc = 5 * np.log10(rads[2] / rads[0])
+    absum = np.maximum(np.abs(np.where(inside, ch, 0)).sum(axis=(-2, -1)), 1e-12)
+    best_a, asym_bg, best_shift, best_res = _asymmetry(ch, valid, inside, sky, absum)
+    seg = valid & inside & (ch > spec.seg_nsigma * sky[..., None, None])
+    g, m20 = _gini_m20(flat, seg.reshape(n, -1, s * s), ry, rx)
     k = max(1, int(round(spec.smooth_arcsec / spec.pixscale_arcsec)) // 2 * 2 + 1)
     smooth = uniform_filter(ch, size=(1, 1, k, k), mode="nearest")
-    ring = valid & inside & (r >= edges[1])
+    ring = valid & inside & (r >= edges[1])  # clumpiness outside the central disc
     smoothness = np.where(ring, np.maximum(ch - smooth, 0), 0).sum(axis=(-2, -1)) / absum
-    for stat in (rads[0], rads[1], rads[2], conc, best_a, asym_bg, g, m20, smoothness):
-        feats.append(stat)
+    feats += [rads[0], rads[1], rads[2], conc, best_a, asym_bg, g, m20, smoothness]
     q, rell = _ellipse(ch[:, -1], ry, rx, inside)
     feats += [best_shift[:, -1:], q[:, None]]
-
     # residual flux per annulus: 180° rotation, elliptical median model
     feats += [(best_res.reshape(n, -1, s * s) @ onehot / absum[..., None]).reshape(n, -1)]
     sel = inside.ravel()
@@ -379,9 +386,7 @@ def _batch(x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
                                int(np.ceil(big)) + 1)
     pos = np.maximum(flat[..., sel] - model, 0) * vflat[..., sel]
     feats += [(pos @ onehot[sel] / absum[..., None]).reshape(n, -1)]
-
-    radial, pooled = hog_pooled(ch[:, -1], big, spec.hog_bins)
-    feats += [radial.reshape(n, -1), pooled]
+    feats += [h.reshape(n, -1) for h in hog_pooled(ch[:, -1], big, spec.hog_bins)]
     psf = (np.full(nb, np.nan) if spec.psf_fwhm_arcsec is None
            else np.asarray(spec.psf_fwhm_arcsec, dtype=np.float64))
     feats += [sky[:, :nb], skymed[:, :nb], np.broadcast_to(psf, (n, nb)),
@@ -389,4 +394,3 @@ def _batch(x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
               1 - valid_b.mean(axis=(1, 2, 3))[:, None]]
     out = np.concatenate([np.asarray(a, dtype=np.float64).reshape(n, -1) for a in feats], axis=1)
     return out.astype(np.float32)
-

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,13 +17,35 @@ from skysift.io import write_json
 from skysift.learn.checkpoints import (
     save_checkpoint,
 )
-from skysift.learn.loader import open_data
+from skysift.learn.loader import TrainData, open_data
 from skysift.learn.runinfo import derive_seed, finite_or_none, model_meta
 from skysift.learn.runtime import torch_runtime
 from skysift.metrics import auroc
 from skysift.modelspec import ModelSpec
 
+if TYPE_CHECKING:
+    from skysift.learn.features import FeatureSpec
+
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Fitted:
+    """A tuned, calibrated classifier and its inputs: features (n, n_features), labels (n,)."""
+
+    x_train: np.ndarray
+    x_val: np.ndarray
+    y_train: np.ndarray
+    y_val: np.ndarray
+    clf: object
+    params: dict
+    trials: list[dict]
+    calib: dict
+    val_logits: np.ndarray
+    importances: list[dict]
+    feature_s: float
+    fit_s: float
+    seconds: float
 
 
 def train_classical(config: dict, spec: ModelSpec, trainset: str | Path,
@@ -35,21 +59,49 @@ def train_classical(config: dict, spec: ModelSpec, trainset: str | Path,
     tuning trials and the permutation importances (PNG).
     """
     from skysift.learn import classical
-    from skysift.learn.features import compute_features, feature_names
+    from skysift.learn.features import feature_names
 
+    data = _open_classical(spec, trainset, augmented)
+    meta = model_meta(config, spec, data.attrs, data.shape,
+                      {"trainset": str(trainset), "augmented": str(augmented or "")})
+    fspec = classical.feature_spec(spec.classical, data.attrs)
+    names = feature_names(fspec)
+    seed = derive_seed(config["seed"], spec.task, "classical", spec.name)
+    fit = _fit(data, spec, fspec, names, seed, trainset)
+    _save(out, fit, fspec, names, config, meta)
+    metrics = _metrics(spec, data, fit, names, meta)
+    write_json(metrics_path, metrics)
+    classical.write_importance_plot(curve_path, fit.importances, fit.trials,
+                                    f"{spec.task}/{spec.name}")
+    log.info("trained %s/%s (classical, %d features, %d tree nodes, %s): val AUROC %s on %d "
+             "examples (%d augmented), %d val, features %.1f s (%.0f objects/s), %d trials "
+             "%.1f s -> %s", spec.task, spec.name, len(names), meta["parameters"], fit.params,
+             metrics["best_val_auroc"], len(fit.y_train), data.n_augmented, len(fit.y_val),
+             fit.feature_s, metrics["classical"]["features_per_s"], len(fit.trials), fit.fit_s,
+             out)
+    return metrics
+
+
+def _open_classical(spec: ModelSpec, trainset: str | Path, augmented: str | Path | None
+                    ) -> TrainData:
+    """The training data of a one-member classical model, checked to be for its task."""
     if spec.members != 1:
         raise ConfigError(f"models '{spec.name}': members={spec.members}, but a classical "
                           "model is deterministic (one set of trees); set members: 1")
-    settings = spec.classical
-    data = open_data(trainset, augmented if settings["use_augmented"] else None)
+    data = open_data(trainset, augmented if spec.classical["use_augmented"] else None)
     if data.attrs.get("task", spec.task) != spec.task:
         raise DataError(f"{trainset}: a training set for task '{data.attrs['task']}', not "
                         f"'{spec.task}'; pass results/train/{spec.task}.h5")
-    meta = model_meta(config, spec, data.attrs, data.shape,
-                      {"trainset": str(trainset), "augmented": str(augmented or "")})
-    fspec = classical.feature_spec(settings, data.attrs)
-    names = feature_names(fspec)
-    seed = derive_seed(config["seed"], spec.task, "classical", spec.name)
+    return data
+
+
+def _fit(data: TrainData, spec: ModelSpec, fspec: FeatureSpec, names: list[str], seed: int,
+         trainset: str | Path) -> _Fitted:
+    """Compute the features, tune and calibrate the trees, rank the features (timed)."""
+    from skysift.learn import classical
+    from skysift.learn.features import compute_features
+
+    settings = spec.classical
     t0 = time.perf_counter()
     with torch_runtime(spec.train["threads"], deterministic=True):
         x_train = np.concatenate([classical.read_features(s.path, s.rows, fspec)
@@ -69,43 +121,50 @@ def train_classical(config: dict, spec: ModelSpec, trainset: str | Path,
         importances = classical.permutation_importances(
             clf, x_val, y_val, names, settings["importance_repeats"], seed)
     seconds = time.perf_counter() - t0
-    booster, sha = classical.booster_bytes(clf)
-    meta["parameters"] = classical.tree_nodes(clf)
+    return _Fitted(x_train, x_val, y_train, y_val, clf, params, trials, calib, val_logits,
+                   importances, feature_s, fit_s, seconds)
+
+
+def _save(out: str | Path, fit: _Fitted, fspec: FeatureSpec, names: list[str], config: dict,
+          meta: dict) -> None:
+    """Write the checkpoint (CNN keys, pickled trees); adds the tree facts to ``meta``."""
+    from skysift.learn import classical
+
+    booster, sha = classical.booster_bytes(fit.clf)
+    meta["parameters"] = classical.tree_nodes(fit.clf)
     meta["classical"] = {"features": fspec.to_dict(), "feature_names": names,
-                         "booster_sha256": sha, "hyperparameters": params,
-                         "calibration": calib, "sklearn_version": _sklearn_version()}
+                         "booster_sha256": sha, "hyperparameters": fit.params,
+                         "calibration": fit.calib, "sklearn_version": _sklearn_version()}
     save_checkpoint(out, {"model_state": {"booster": booster}, "optimizer_state": {},
                           "scheduler_state": {}, "scaler_state": {}, "rng_state": {},
                           "epoch": 0, "best_epoch": 0, "member": 0, "member_records": [],
-                          "tuning": trials, "config": config, "meta": meta})
+                          "tuning": fit.trials, "config": config, "meta": meta})
+
+
+def _metrics(spec: ModelSpec, data: TrainData, fit: _Fitted, names: list[str], meta: dict) -> dict:
+    """The metrics JSON: the CNN keys (no epochs) plus ``classical``."""
+    y_train, y_val = fit.y_train, fit.y_val
     has_val = len(y_val) > 0
-    val_loss = _log_loss(val_logits, y_val) if has_val else math.nan
-    n_feat = len(x_train) + len(x_val)
-    metrics = {
+    val_loss = _log_loss(fit.val_logits, y_val) if has_val else math.nan
+    n_feat = len(fit.x_train) + len(fit.x_val)
+    return {
         "task": spec.task, "model": spec.name, "architecture": spec.architecture,
         "members": 1, "parameters": meta["parameters"], "device": "cpu", "precision": "fp32",
         "epochs": [], "member_records": [], "best_epoch": None,
         "best_val_loss": finite_or_none(val_loss),
-        "best_val_auroc": finite_or_none(auroc(val_logits, y_val) if has_val else math.nan),
-        "early_stopped": False, "seconds": seconds,
-        "samples_per_s": len(x_train) * len(trials) / max(fit_s, 1e-9),
+        "best_val_auroc": finite_or_none(auroc(fit.val_logits, y_val) if has_val else math.nan),
+        "early_stopped": False, "seconds": fit.seconds,
+        "samples_per_s": len(fit.x_train) * len(fit.trials) / max(fit.fit_s, 1e-9),
         "n_train": data.n_original, "n_augmented": data.n_augmented, "n_val": len(y_val),
         "balance": "sample", "pos_weight": float((len(y_train) - y_train.sum())
                                                          / y_train.sum()),
         "provenance": meta["provenance"],
-        "classical": {"hyperparameters": params, "trials": trials, "calibration": calib,
-                      "n_features": len(names), "feature_seconds": feature_s,
-                      "features_per_s": n_feat / max(feature_s, 1e-9), "fit_seconds": fit_s,
-                      "importances": importances},
+        "classical": {"hyperparameters": fit.params, "trials": fit.trials,
+                      "calibration": fit.calib, "n_features": len(names),
+                      "feature_seconds": fit.feature_s,
+                      "features_per_s": n_feat / max(fit.feature_s, 1e-9),
+                      "fit_seconds": fit.fit_s, "importances": fit.importances},
     }
-    write_json(metrics_path, metrics)
-    classical.write_importance_plot(curve_path, importances, trials, f"{spec.task}/{spec.name}")
-    log.info("trained %s/%s (classical, %d features, %d tree nodes, %s): val AUROC %s on %d "
-             "examples (%d augmented), %d val, features %.1f s (%.0f objects/s), %d trials "
-             "%.1f s -> %s", spec.task, spec.name, len(names), meta["parameters"], params,
-             metrics["best_val_auroc"], len(y_train), data.n_augmented, len(y_val), feature_s,
-             metrics["classical"]["features_per_s"], len(trials), fit_s, out)
-    return metrics
 
 
 def _log_loss(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -1,4 +1,5 @@
-"""Training examples for ``skysift.learn.train``: from RAM, or streamed from HDF5 by DataLoader workers.
+"""Training examples for ``skysift.learn.train``: from RAM, or streamed from HDF5 by DataLoader
+workers.
 
 A training run reads the train split (0) of ``results/train/{task}.h5`` plus the augmented
 copies, and the validation split (1). Every epoch is planned in the training process from

@@ -44,18 +44,12 @@ __all__ = ["derive_seed", "main", "parser", "train_model"]
 log = logging.getLogger(__name__)
 
 
-
-
-
-
 def _augmenter(config: dict, normalisation) -> Augment | None:
     acfg = config["augment"]
     if not acfg["on_the_fly"]:
         return None
     from skysift.learn.transforms import augment_batch
     return lambda x, generator: augment_batch(x, acfg, generator, normalisation)
-
-
 
 
 def write_curve(path: str | Path, histories: Sequence[Sequence[dict]], title: str) -> None:
@@ -116,7 +110,8 @@ def _member_record(trainer: Trainer, member: int) -> dict:
     best = trainer.history[trainer.best_epoch - 1] if trainer.best_epoch else {}
     return {"member": member, "best_epoch": trainer.best_epoch,
             "best_val_loss": finite_or_none(best.get("val_loss")),
-            "best_val_auroc": finite_or_none(best.get("val_auroc")), "early_stopped": trainer.stopped,
+            "best_val_auroc": finite_or_none(best.get("val_auroc")),
+            "early_stopped": trainer.stopped,
             "epochs": [{k: finite_or_none(v) for k, v in h.items()} for h in trainer.history]}
 
 
@@ -143,13 +138,7 @@ def train_model(config: dict, task: str, model: str, trainset: str | Path | None
     tcfg = spec.train
     device = resolve_device(tcfg["device"])
     precision = resolve_precision(tcfg["precision"], device)
-    data = open_data(trainset, augmented)
-    if data.attrs.get("task", task) != task:
-        raise DataError(f"{trainset}: a training set for task '{data.attrs['task']}', not "
-                        f"'{task}'; pass results/train/{task}.h5")
-    if len(data.y_val) == 0:
-        log.warning("%s: no validation examples (split 1); training all %d epochs without "
-                    "early stopping or validation AUROC", trainset, tcfg["epochs"])
+    data = _open_train_data(trainset, augmented, task, tcfg["epochs"])
     out, last = Path(out), Path(str(out) + ".last")
     meta = model_meta(config, spec, data.attrs, data.shape,
                       {"trainset": str(trainset), "augmented": str(augmented or "")})
@@ -160,32 +149,12 @@ def train_model(config: dict, task: str, model: str, trainset: str | Path | None
     t0 = time.perf_counter()
     with torch_runtime(tcfg["threads"], deterministic=device.type == "cpu"):
         loader = make_loader(data, tcfg["data"], tcfg["ram_gb"], tcfg["workers"], device)
-        for member in range(len(states), spec.members):
-            trainer = _member_trainer(config, spec, data, loader, member, device, precision)
-            if ckpt is not None and ckpt["member"] == member:
-                trainer.load_state_dict(ckpt)
-            for _ in cli.progress(range(trainer.epoch, tcfg["epochs"]), desc=f"train {model}"):
-                if trainer.stopped:
-                    break
-                rec = trainer.run_epoch(augment)
-                log.info("%s/%s member %d epoch %d/%d: train loss %.4f, val loss %.4f, val "
-                         "AUROC %.4f, %.0f samples/s", task, model, member, rec["epoch"],
-                         tcfg["epochs"], rec["train_loss"], rec["val_loss"], rec["val_auroc"],
-                         rec["samples_per_s"])
-                save_checkpoint(last, {**trainer.state_dict(), "member": member,
-                                       "done_states": states, "member_records": records,
-                                       "config": config, "meta": meta})
-            states.append(trainer.best_state)
-            records.append(_member_record(trainer, member))
+        trainer, member = _train_members(config, spec, data, loader, device, precision, augment,
+                                         ckpt, states, records, last, meta)
         final = prepare_model(_assemble(spec, data, states), device)
         val_logits = score_tensor(final, data.x_val, tcfg["batch_size"], device, precision)
     seconds = time.perf_counter() - t0
-    state = trainer.state_dict()
-    state["trainer_state"].pop("best_model_state")
-    state["model_state"] = cpu_state(final)
-    meta["parameters"] = count_parameters(final)
-    save_checkpoint(out, {**state, "best_epoch": records[0]["best_epoch"], "member": member,
-                          "member_records": records, "config": config, "meta": meta})
+    _save_final(out, trainer, final, member, records, config, meta)
     metrics = _metrics(spec, trainer, records, data, val_logits, meta, seconds)
     write_json(metrics_path, metrics)
     write_curve(curve_path, [r["epochs"] for r in records], f"{task}/{model}")
@@ -196,6 +165,56 @@ def train_model(config: dict, task: str, model: str, trainset: str | Path | None
              len(data.labels), data.n_augmented, len(data.y_val), seconds,
              metrics["samples_per_s"], device, precision, out)
     return metrics
+
+
+def _open_train_data(trainset: str | Path, augmented: str | Path | None, task: str,
+                     epochs: int) -> TrainData:
+    """The training data, checked to be for ``task``; warns when it has no validation split."""
+    data = open_data(trainset, augmented)
+    if data.attrs.get("task", task) != task:
+        raise DataError(f"{trainset}: a training set for task '{data.attrs['task']}', not "
+                        f"'{task}'; pass results/train/{task}.h5")
+    if len(data.y_val) == 0:
+        log.warning("%s: no validation examples (split 1); training all %d epochs without "
+                    "early stopping or validation AUROC", trainset, epochs)
+    return data
+
+
+def _train_members(config: dict, spec: ModelSpec, data: TrainData, loader, device: torch.device,
+                   precision: str, augment: Augment | None, ckpt: dict | None,
+                   states: list[dict], records: list[dict], last: Path, meta: dict
+                   ) -> tuple[Trainer, int]:
+    """Train the members not in ``states`` yet (appended to states, records); saves ``last``."""
+    tcfg = spec.train
+    for member in range(len(states), spec.members):
+        trainer = _member_trainer(config, spec, data, loader, member, device, precision)
+        if ckpt is not None and ckpt["member"] == member:
+            trainer.load_state_dict(ckpt)
+        for _ in cli.progress(range(trainer.epoch, tcfg["epochs"]), desc=f"train {spec.name}"):
+            if trainer.stopped:
+                break
+            rec = trainer.run_epoch(augment)
+            log.info("%s/%s member %d epoch %d/%d: train loss %.4f, val loss %.4f, val "
+                     "AUROC %.4f, %.0f samples/s", spec.task, spec.name, member, rec["epoch"],
+                     tcfg["epochs"], rec["train_loss"], rec["val_loss"], rec["val_auroc"],
+                     rec["samples_per_s"])
+            save_checkpoint(last, {**trainer.state_dict(), "member": member,
+                                   "done_states": states, "member_records": records,
+                                   "config": config, "meta": meta})
+        states.append(trainer.best_state)
+        records.append(_member_record(trainer, member))
+    return trainer, member
+
+
+def _save_final(out: Path, trainer: Trainer, final: torch.nn.Module, member: int,
+                records: list[dict], config: dict, meta: dict) -> None:
+    """Write the final checkpoint (the assembled model); sets ``meta["parameters"]``."""
+    state = trainer.state_dict()
+    state["trainer_state"].pop("best_model_state")
+    state["model_state"] = cpu_state(final)
+    meta["parameters"] = count_parameters(final)
+    save_checkpoint(out, {**state, "best_epoch": records[0]["best_epoch"], "member": member,
+                          "member_records": records, "config": config, "meta": meta})
 
 
 def _metrics(spec: ModelSpec, trainer: Trainer, records: list[dict], data: TrainData,
@@ -219,12 +238,6 @@ def _metrics(spec: ModelSpec, trainer: Trainer, records: list[dict], data: Train
         "balance": trainer.balance, "pos_weight": trainer.pos_weight,
         "provenance": meta["provenance"],
     }
-
-
-
-
-
-
 
 
 def import_model(config: dict, spec: ModelSpec, out: str | Path, metrics_path: str | Path,
@@ -266,7 +279,7 @@ def import_model(config: dict, spec: ModelSpec, out: str | Path, metrics_path: s
 
 
 def parser():
-    """The ``python -m skysift.learn.train`` argument parser."""
+    """The ``skysift train`` argument parser."""
     p = cli.parser("Train one named model of one task (or import its checkpoint).")
     p.add_argument("--task", required=True, help="task name (config tasks[].name)")
     p.add_argument("--model", help="model name (config models[].name); default: the task's "

@@ -285,7 +285,7 @@ def render_page(task: str, cands: Candidates, uris: Sequence[str], flags: Sequen
             f"stretch {stretch:.4g} (image units), Q {q:g}. Click a header to sort.")
     grading = (f"To grade: copy <code>{e(sheet_name)}</code> to <code>filled.csv</code> and "
                "fill its column grade: A certain, B probable, C possible, N not a lens "
-               "(empty: not graded); keep ids as text. Then <code>python -m skysift.review.grades "
+               "(empty: not graded); keep ids as text. Then <code>skysift grades "
                f"--sheet filled.csv --candidates {e(sheet_name)} --out purity.json</code> "
                "reports purity by grade.")
     footer = " · ".join(f"{e(str(k))} {e(str(v))}" for k, v in prov.items())
@@ -328,7 +328,7 @@ def review_task(config: Mapping, task: str, candidates: str | Path,
 
 
 def parser():
-    """The ``python -m skysift.review.gallery`` argument parser."""
+    """The ``skysift review`` argument parser."""
     p = cli.parser("HTML gallery and grading sheet of one task's ranked candidates.")
     p.add_argument("--task", required=True, help="task name (config tasks[].name)")
     p.add_argument("--candidates", required=True, help="results/candidates/{task}.csv")

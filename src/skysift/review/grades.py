@@ -1,4 +1,4 @@
-"""Read back a graded candidate sheet and report purity by grade (``python -m skysift.review.grades``).
+"""Read back a graded candidate sheet and report purity by grade (``skysift grades``).
 
 The sheet is ``results/review/{task}_grades.csv`` (rule ``review``) with its ``grade`` column
 filled by a person: A (certain lens), B (probable), C (possible), N (not a lens), empty for
@@ -66,7 +66,7 @@ def grade_sheet(config: Mapping, sheet: str | Path, candidates: str | Path | Non
 
 
 def parser():
-    """The ``python -m skysift.review.grades`` argument parser."""
+    """The ``skysift grades`` argument parser."""
     p = cli.parser("Purity by grade of a filled candidate grading sheet.")
     p.add_argument("--sheet", required=True, help="the filled sheet (CSV, column grade)")
     p.add_argument("--candidates",

@@ -276,54 +276,19 @@ def gather(config: dict, score_paths: Sequence[str | Path], out: str | Path,
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     # sorted keys and ranks spilled to disk: ~36 bytes per object and ranked model
     with tempfile.TemporaryDirectory(prefix="gather-", dir=Path(out).parent) as spill:
-        first = read_scores(names[0])
-        missing = [c for c in ranked if c not in first.colnames]
-        if missing:
-            raise DataError(f"{names[0]}: no score columns {missing}; run infer with every "
-                            "model of config models (snakemake --forcerun infer gather)")
+        first = _first_table(names[0], ranked)
         shards = _Shards(names, ranked, Path(spill))
         shards.ranks()
         prov = provenance(config, n_inputs=len(names))
         cards = header_cards(prov) + shards.cards
-        candidates = {task: [] for task in primary}
-        columns = None
-        with atomic_output(out) as fits_tmp, atomic_output(csv) as csv_tmp, \
-                open(fits_tmp, "wb") as ffh, open(csv_tmp, "w", encoding="utf-8",
-                                                    newline="") as cfh:
-            stream = None
-            for i, name in enumerate(names):
-                table = add_columns(read_scores(name), config,
-                                    {c: shards.rank_column(i, c) for c in ranked})
-                if stream is None and (len(table) or i == len(names) - 1):
-                    stream = FitsStream(ffh, _for_fits(table[:0], shards.widths),
-                                        sum(shards.sizes), cards)
-                    cfh.write(_csv_text(table[:0], header=True))
-                    columns = [{"name": c, "dtype": str(table[c].dtype)} for c in table.colnames]
-                if stream is not None and len(table):
-                    stream.append(_for_fits(table, shards.widths))
-                    cfh.write(_csv_text(table, header=False))
-                for task, col in primary.items():
-                    rank = np.asarray(table[col.replace("score_", "rank_", 1)])
-                    candidates[task].append(table[(rank >= 1) & (rank <= top_k)])
-            stream.close()
+        candidates, columns = _write_catalog(config, shards, primary, top_k, cards, out, csv)
     counts = {"n_rows": int(sum(shards.sizes)), "n_files": len(names),
               "n_empty_files": sum(1 for n in shards.sizes if not n),
               "n_tiles": len(shards.tiles), "n_selected": shards.n_selected,
               "flags": shards.flags, "tasks": {}}
     for task, col in primary.items():
-        cand = vstack(candidates[task], metadata_conflicts="silent") if candidates[task] \
-            else first[:0]
-        rank = np.asarray(cand[col.replace("score_", "rank_", 1)])
-        cand = cand[np.argsort(rank, kind="stable")]
-        cand.add_column(np.arange(1, len(cand) + 1, dtype=np.int64), name="rank", index=0)
-        write_csv(cand, Path(candidates_dir) / f"{task}.csv")
-        n_bad = shards.nonfinite[col]
-        if n_bad:
-            log.warning("%s: %d objects have non-finite %s (unselected or failed) and are "
-                        "never candidates", task, n_bad, col)
-        counts["tasks"][task] = {"n_candidates": len(cand), "top_k": top_k, "ranked_by": col,
-                                 "n_nonfinite": n_bad,
-                                 "prevalence": prior.prevalence_of(config, task)}
+        counts["tasks"][task] = _write_candidates(config, task, col, candidates[task], first,
+                                                  shards.nonfinite[col], top_k, candidates_dir)
     write_json(Path(csv).with_suffix(".json"), {
         "provenance": prov, "models": dict(shards.cards), "inputs": names, "counts": counts,
         "columns": columns})
@@ -336,8 +301,63 @@ def gather(config: dict, score_paths: Sequence[str | Path], out: str | Path,
     return counts
 
 
+def _first_table(path: str, ranked: Sequence[str]) -> Table:
+    """The first score file's table, checked to hold every ranked score column."""
+    first = read_scores(path)
+    missing = [c for c in ranked if c not in first.colnames]
+    if missing:
+        raise DataError(f"{path}: no score columns {missing}; run infer with every "
+                        "model of config models (snakemake --forcerun infer gather)")
+    return first
+
+
+def _write_catalog(config: Mapping, shards: _Shards, primary: Mapping[str, str], top_k: int,
+                   cards: Sequence[tuple[str, object]], out: str | Path, csv: str | Path
+                   ) -> tuple[dict[str, list[Table]], list[dict] | None]:
+    """Write the catalog FITS and CSV shard by shard; returns the candidate rows, the columns."""
+    names, ranked = shards.paths, shards.ranked
+    candidates = {task: [] for task in primary}
+    columns = None
+    with atomic_output(out) as fits_tmp, atomic_output(csv) as csv_tmp, \
+            open(fits_tmp, "wb") as ffh, open(csv_tmp, "w", encoding="utf-8",
+                                                newline="") as cfh:
+        stream = None
+        for i, name in enumerate(names):
+            table = add_columns(read_scores(name), config,
+                                {c: shards.rank_column(i, c) for c in ranked})
+            if stream is None and (len(table) or i == len(names) - 1):
+                stream = FitsStream(ffh, _for_fits(table[:0], shards.widths),
+                                    sum(shards.sizes), cards)
+                cfh.write(_csv_text(table[:0], header=True))
+                columns = [{"name": c, "dtype": str(table[c].dtype)} for c in table.colnames]
+            if stream is not None and len(table):
+                stream.append(_for_fits(table, shards.widths))
+                cfh.write(_csv_text(table, header=False))
+            for task, col in primary.items():
+                rank = np.asarray(table[col.replace("score_", "rank_", 1)])
+                candidates[task].append(table[(rank >= 1) & (rank <= top_k)])
+        stream.close()
+    return candidates, columns
+
+
+def _write_candidates(config: Mapping, task: str, col: str, parts: Sequence[Table],
+                      first: Table, n_bad: int, top_k: int, candidates_dir: str | Path
+                      ) -> dict:
+    """Write ``candidates/{task}.csv`` (by rank, 1-based ``rank`` first); returns its counts."""
+    cand = vstack(parts, metadata_conflicts="silent") if parts else first[:0]
+    rank = np.asarray(cand[col.replace("score_", "rank_", 1)])
+    cand = cand[np.argsort(rank, kind="stable")]
+    cand.add_column(np.arange(1, len(cand) + 1, dtype=np.int64), name="rank", index=0)
+    write_csv(cand, Path(candidates_dir) / f"{task}.csv")
+    if n_bad:
+        log.warning("%s: %d objects have non-finite %s (unselected or failed) and are "
+                    "never candidates", task, n_bad, col)
+    return {"n_candidates": len(cand), "top_k": top_k, "ranked_by": col, "n_nonfinite": n_bad,
+            "prevalence": prior.prevalence_of(config, task)}
+
+
 def parser():
-    """The ``python -m skysift.score.gather`` argument parser."""
+    """The ``skysift gather`` argument parser."""
     p = cli.parser("Gather every shard's scores into one catalog and rank candidates.")
     p.add_argument("--scores", nargs="+", required=True, help="results/scores/*.fits")
     p.add_argument("--out", required=True, help="catalog FITS, results/catalog.fits")

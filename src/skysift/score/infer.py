@@ -299,7 +299,7 @@ def infer_tile(config: dict, stamps: str | Path, model_paths: Sequence[str | Pat
 
 
 def parser():
-    """The ``python -m skysift.score.infer`` argument parser."""
+    """The ``skysift infer`` argument parser."""
     p = cli.parser("Score the stamps of one file with every named model.")
     p.add_argument("--stamps", required=True, help="a stamps file, results/stamps/*.h5")
     p.add_argument("--models", nargs="+", required=True,

@@ -139,7 +139,8 @@ def _header_value(path: str, key: str) -> float | None:
 
 
 class Frames:
-    """Builds the :class:`skysift.sim.paint.Frame` of a host; caches PSF kernels and gains per tile."""
+    """Builds the :class:`skysift.sim.paint.Frame` of a host; caches PSF kernels and gains per
+    tile."""
 
     def __init__(self, config: Mapping, survey: Survey):
         self.tcfg, self.survey = config["training_set"], survey

@@ -19,7 +19,8 @@ Geometry: offsets (``xi``, ``eta``) in arcsec along the stamp's +x and +y pixel 
 host's true position; orientations are drawn isotropically, so the sky's orientation does
 not matter. Colours: a power-law SED, f_nu proportional to lambda**slope, through each band's
 effective wavelength (:data:`skysift.sim.objects.BAND_WAVELENGTH_NM`). PSFs, the stamp's
-:class:`~skysift.sim.paint.Frame`, supersampled rendering and Poisson noise: :mod:`skysift.sim.paint`.
+:class:`~skysift.sim.paint.Frame`, supersampled rendering and Poisson noise:
+:mod:`skysift.sim.paint`.
 """
 
 from __future__ import annotations

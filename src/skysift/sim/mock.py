@@ -357,7 +357,7 @@ def make_survey(config: dict) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    """Command line of ``python -m skysift.sim.mock``."""
+    """Command line of ``skysift mock``."""
     return cli.parser("Write the mock survey (tiles, catalog, truth) to the paths in survey:.")
 
 

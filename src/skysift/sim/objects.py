@@ -4,7 +4,7 @@ Each ``make_*`` draws one object from a seeded generator and the mock config (th
 :class:`Context`): its components (light models of :mod:`skysift.sim.render` with fluxes per
 band in ADU) and its truth row (magnitudes, colours, lens and merger parameters). Colours
 follow a two-slope SED in log(wavelength) (:class:`Photometry`); the draws' order is part
-of the mock's identity (tests/test_mock_identity.py), so reordering them changes every tile.
+of the mock's identity (tests/sim/test_mock_identity.py), so reordering them changes every tile.
 """
 
 from __future__ import annotations

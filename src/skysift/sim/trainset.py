@@ -9,7 +9,7 @@ raw cutouts plus real and simulated hard negatives (:mod:`skysift.sim.trainsim`)
 every row carries the split of its object (a hash of its id) and a gallery PNG of random
 examples of every class is written beside it.
 
-    python -m skysift.sim.trainset --config-json J --task NAME --stamps results/stamps/*.h5 \
+    skysift trainset --config-json J --task NAME --stamps results/stamps/*.h5 \
         --cutouts results/cutouts/*.h5 --split results/split.fits \
         --out results/train/NAME.h5 --gallery results/train/NAME.gallery.png
 """
@@ -77,6 +77,45 @@ def _scan(paths: Sequence[str], labels: LabelIndex) -> tuple[list[_Selected], li
     return selected, attrs, shape
 
 
+def _check_counts(cols: dict, config: Mapping, task_name: str, task: dict) -> dict:
+    """{split: {neg, pos}} of the labelled rows; raises on repeated rows or a one-class train."""
+    uniq, n_seen = np.unique(cols["index"], return_counts=True)
+    if (n_seen > 1).any():
+        raise DataError(f"catalog rows {uniq[n_seen > 1][:5].tolist()} appear in several stamps "
+                        "files; pass each tile's stamps once")
+    counts = counts_by_split(cols["label"], cols["split"])
+    if counts["train"]["pos"] == 0 or counts["train"]["neg"] == 0:
+        raise SurveyError(
+            f"task '{task_name}': the train split has {counts['train']['pos']} positives and "
+            f"{counts['train']['neg']} negatives among {cols['label'].size} labelled objects "
+            f"with stamps; training needs both: add labelled objects to "
+            f"{config['survey']['labels']} (column '{task['label']}') or check that "
+            "survey.labels_id_column holds the catalog ids")
+    return counts
+
+
+def _copy_stamps(appender: ChunkAppender, selected: Sequence[_Selected], chunk: int) -> None:
+    """Append images and mask (k, band, s, s) of the selected rows, a file chunk at a time."""
+    for sel in selected:
+        if sel.rows.size == 0:
+            continue
+        with open_h5(sel.path, required=STAMP_DATASETS) as fh:
+            for start in range(0, sel.n, chunk):
+                rows = sel.rows[(sel.rows >= start) & (sel.rows < start + chunk)] - start
+                if rows.size:
+                    appender.append({name: fh[name][start:start + chunk][rows]
+                                     for name in ("images", "mask")})
+
+
+def _write_columns(fout: h5py.File, cols: dict, n_labelled: int) -> None:
+    """The per-row datasets (n_labelled,) of a labels-only set: all labelled, on a galaxy."""
+    for name in ("flags", "index", "id", "label", "split"):
+        fout.create_dataset(name, data=cols[name])
+    fout.create_dataset("origin", data=np.full(n_labelled, LABELLED, np.uint8))
+    fout.create_dataset("sim", data=np.zeros(n_labelled, "S16"))
+    fout.create_dataset("background", data=np.full(n_labelled, b"galaxy", "S8"))
+
+
 def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
                    out_path: str | Path, config: Mapping, task_name: str) -> dict:
     """Write ``results/train/{task}.h5`` from stamps, labels and split; return a summary.
@@ -93,18 +132,7 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
     selected, attrs, shape = _scan(paths, labels)
     cols = {k: np.concatenate([s.columns[k] for s in selected]) for k in selected[0].columns}
     cols["split"] = lookup_split(cols["index"], split_index, split_codes, split_path)
-    uniq, n_seen = np.unique(cols["index"], return_counts=True)
-    if (n_seen > 1).any():
-        raise DataError(f"catalog rows {uniq[n_seen > 1][:5].tolist()} appear in several stamps "
-                        "files; pass each tile's stamps once")
-    counts = counts_by_split(cols["label"], cols["split"])
-    if counts["train"]["pos"] == 0 or counts["train"]["neg"] == 0:
-        raise SurveyError(
-            f"task '{task_name}': the train split has {counts['train']['pos']} positives and "
-            f"{counts['train']['neg']} negatives among {cols['label'].size} labelled objects "
-            f"with stamps; training needs both: add labelled objects to "
-            f"{config['survey']['labels']} (column '{task['label']}') or check that "
-            "survey.labels_id_column holds the catalog ids")
+    counts = _check_counts(cols, config, task_name, task)
     n_total = int(sum(s.n for s in selected))
     n_labelled = int(cols["label"].size)
     chunk = int(config["preprocess"]["chunk_objects"])
@@ -121,21 +149,9 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
         appender = ChunkAppender(
             {"images": fout.create_dataset("images", (n_labelled,) + shape, np.float32, **kw),
              "mask": fout.create_dataset("mask", (n_labelled,) + shape, np.uint8, **kw)}, chunk)
-        for sel in selected:
-            if sel.rows.size == 0:
-                continue
-            with open_h5(sel.path, required=STAMP_DATASETS) as fh:
-                for start in range(0, sel.n, chunk):
-                    rows = sel.rows[(sel.rows >= start) & (sel.rows < start + chunk)] - start
-                    if rows.size:
-                        appender.append({name: fh[name][start:start + chunk][rows]
-                                         for name in ("images", "mask")})
+        _copy_stamps(appender, selected, chunk)
         appender.close()
-        for name in ("flags", "index", "id", "label", "split"):
-            fout.create_dataset(name, data=cols[name])
-        fout.create_dataset("origin", data=np.full(n_labelled, LABELLED, np.uint8))
-        fout.create_dataset("sim", data=np.zeros(n_labelled, "S16"))
-        fout.create_dataset("background", data=np.full(n_labelled, b"galaxy", "S8"))
+        _write_columns(fout, cols, n_labelled)
         write_attrs(fout, header)
     return {"n_labelled": n_labelled, "n_unlabelled": n_total - n_labelled, "counts": counts,
             "n_labels_without_stamp": int((~labels.matched).sum())
@@ -219,7 +235,7 @@ def write_gallery(train_path: str | Path, png_path: str | Path, n_per_class: int
 
 
 def parser() -> argparse.ArgumentParser:
-    """Command-line arguments of ``python -m skysift.sim.trainset``."""
+    """Command-line arguments of ``skysift trainset``."""
     p = cli.parser("Build one task's training set: labels, simulations in the survey's own "
                    "cutouts, or both (training_set.use).")
     p.add_argument("--task", required=True, help="task name (config tasks[].name)")
@@ -289,7 +305,7 @@ def _run_labels(args: argparse.Namespace, config: dict) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m skysift.sim.trainset``; returns the exit code."""
+    """Entry point of ``skysift trainset``; returns the exit code."""
     return cli.run(_run, parser(), argv)
 
 

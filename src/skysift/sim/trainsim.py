@@ -6,9 +6,9 @@ For a task named ``training_set.lens_task`` (``merger_task``) and ``training_set
 
 - hosts (:func:`skysift.sim.hosts.select_hosts`) are real galaxies of the survey; each simulated
   example draws a host (with replacement), a kind and a seed, and renders the kind into the
-  host's *raw* cutout (:func:`skysift.sim.inject.inject_lens`, :func:`skysift.sim.simulate.simulate`),
-  which is then normalised exactly like the real stamps (:func:`skysift.stamps.preprocess.normalise`
-  with the stamps' recorded ``normalisation``);
+  host's *raw* cutout (:func:`skysift.sim.inject.inject_lens`,
+  :func:`skysift.sim.simulate.simulate`), which is then normalised exactly like the real stamps
+  (:func:`skysift.stamps.preprocess.normalise` with the stamps' recorded ``normalisation``);
 - merger task: ``merger.blank_fraction`` of the mergers and chance projections are drawn
   as two simulated galaxies (the primary with a random host's photometry) on a real
   blank-sky cutout (group ``blank/`` of the cutouts), and the same fraction of the real
@@ -91,9 +91,8 @@ class Plan:
     sim_blank: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
-def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str,
-              kind: str, rng: np.random.Generator) -> Plan:
-    """Choose the real rows and the simulations of one task (see the module docstring)."""
+def _hosts(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str) -> tuple:
+    """Per object (n,): found and label, known positive, eligible, host; and the host cuts."""
     tcfg, c = config["training_set"], survey.cols
     n = len(c["index"])
     found, label = (labels.lookup(c["id"]) if labels is not None
@@ -109,15 +108,30 @@ def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: 
         raise SurveyError(f"task '{task}': no object may host a simulation among {n} (removed "
                           f"by each cut in turn: {removed}, known positives: "
                           f"{int(known_pos.sum())}); loosen training_set.hosts")
-    both = tcfg["use"] == "both"
-    labelled = np.flatnonzero(found) if both else np.zeros(0, np.int64)
-    pool = eligible & ~(found if both else np.zeros(n, bool))
+    return found, label, known_pos, eligible, hosts, removed
+
+
+def _real_negatives(pool: np.ndarray, hosts: np.ndarray, tcfg: Mapping,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (r,) of the real negatives drawn from ``pool``; those (h,) from hosts lead."""
     n_real = int(pool.sum()) if tcfg["max_negatives"] is None else min(
         int(tcfg["max_negatives"]), int(pool.sum()))
     from_hosts = rng.permutation(np.flatnonzero(pool & hosts))[
         :int(round(tcfg["host_negative_fraction"] * n_real))]
     rest = np.setdiff1d(np.flatnonzero(pool), from_hosts)
     real = np.concatenate([from_hosts, rng.permutation(rest)[:n_real - from_hosts.size]])
+    return real, from_hosts
+
+
+def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str,
+              kind: str, rng: np.random.Generator) -> Plan:
+    """Choose the real rows and the simulations of one task (see the module docstring)."""
+    tcfg, n = config["training_set"], len(survey.cols["index"])
+    found, label, known_pos, eligible, hosts, removed = _hosts(survey, labels, config, task)
+    both = tcfg["use"] == "both"
+    labelled = np.flatnonzero(found) if both else np.zeros(0, np.int64)
+    pool = eligible & ~(found if both else np.zeros(n, bool))
+    real, from_hosts = _real_negatives(pool, hosts, tcfg, rng)
     n_neg = real.size + int((label[labelled] == 0).sum())
     kinds = list(tcfg["hard_negatives"][kind])
     f = tcfg["hard_negative_fraction"] if kinds else 0.0
@@ -247,17 +261,9 @@ def blank_splits(survey: Survey, config: Mapping) -> np.ndarray:
     return assign_split(names, config["split"]["fractions"], config["split"]["salt"])
 
 
-def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[str | Path],
-                    split_path: str | Path, out_path: str | Path, config: Mapping,
-                    task_name: str, kind: str) -> dict:
-    """Write the simulated training set of one task (``kind`` lens or merger); return a summary.
-
-    Returns
-    -------
-    dict with the plan's counts (``n_hosts``, ``n_real_negatives``, ``n_simulated``, ...),
-    ``counts`` ({split: {neg, pos}}), ``origin_counts``, ``kind_counts``, the arc S/N
-    quantiles and ``visible_fraction`` (lens), ``n_rows`` and ``sim_seconds``.
-    """
+def _inputs(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[str | Path],
+            split_path: str | Path, config: Mapping, task_name: str, kind: str) -> tuple:
+    """Task entry and config, survey, plan, split (n,) of each object, frames, source images."""
     task_pos, task = find_task(config, task_name)
     tcfg = config["training_set"]
     labels = None
@@ -274,6 +280,83 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
     frames = Frames(config, survey)
     images = (load_source_images(tcfg["lens"]["source_images"], config["survey"]["bands"])
               if kind == "lens" else [])
+    return task, tcfg, survey, plan, split_of, frames, images
+
+
+def _shard_columns(survey: Survey, plan: Plan, k: int, real: np.ndarray, in_shard: np.ndarray,
+                   objs: np.ndarray, on_blank: np.ndarray, p: dict, split_of: np.ndarray,
+                   blank_split: np.ndarray) -> tuple[dict, dict]:
+    """Columns and params (r + m,) of shard ``k``'s rows: real objects, then simulations."""
+    bl = np.r_[np.full(real.size, -1), on_blank]
+    block = {"flags": np.where(bl >= 0, 0, survey.cols["flags"][objs]).astype(np.uint8),
+             "index": np.where(bl >= 0, -1, survey.cols["index"][objs]),
+             "id": _blank_ids(survey.cols["id"][objs], bl >= 0),
+             "split": np.where(bl >= 0, blank_split[np.maximum(bl, 0)]
+                               if blank_split.size else 0, split_of[objs]).astype(np.uint8),
+             "background": np.r_[np.full(real.size, GALAXY, "S8"), p.pop("background")],
+             "label": np.r_[plan.real_label[survey.shard[plan.real] == k],
+                            plan.sim_label[in_shard]].astype(np.uint8),
+             "origin": np.r_[plan.real_origin[survey.shard[plan.real] == k], np.where(
+                 plan.sim_label[in_shard] == 1, SIMULATED, HARD)].astype(np.uint8),
+             "sim": np.r_[np.zeros(real.size, "S16"),
+                          np.char.encode(plan.sim_kind[in_shard], "utf-8")],
+             "seed": np.r_[np.zeros(real.size, np.uint64), plan.sim_seed[in_shard]]}
+    params = {name: np.concatenate([np.full(real.size, np.nan, np.float32), v])
+              if name != "merger_stage" else np.r_[np.zeros(real.size, "S16"), v]
+              for name, v in p.items()}
+    return block, params
+
+
+def _write_shards(appender: ChunkAppender, survey: Survey, plan: Plan, frames: Frames,
+                  images: Sequence[np.ndarray], norm: dict, split_of: np.ndarray,
+                  blank_split: np.ndarray, sim_shard: np.ndarray, tcfg: Mapping, seed: int,
+                  task_name: str) -> tuple[dict, dict, float]:
+    """Append each shard's rows, shuffled, to images and mask: (columns, params, seconds)."""
+    cols: dict[str, list] = {k: [] for k in ("flags", "index", "id", "label", "split",
+                                             "origin", "sim", "seed", "background")}
+    pcols: dict[str, list] = {k: [] for k in PARAMS + ("merger_stage",)}
+    sim_seconds = 0.0
+    for k in range(len(survey.stamps)):
+        real = plan.real[survey.shard[plan.real] == k]
+        in_shard = sim_shard == k
+        hosts, on_blank = plan.sim_host[in_shard], plan.sim_blank[in_shard]
+        if real.size + hosts.size == 0:
+            continue
+        with open_h5(survey.stamps[k]) as fs, open_h5(survey.cutouts[k]) as fc:
+            r_img = _read_rows(fs["images"], survey.row[real])
+            r_mask = _read_rows(fs["mask"], survey.row[real])
+            t0 = time.perf_counter()
+            raw, p = render_sims(_read_raw(fc, survey, hosts, on_blank), hosts,
+                                 plan.sim_kind[in_shard], plan.sim_seed[in_shard], survey,
+                                 frames, tcfg, images, on_blank)
+            s_img, s_mask = normalise(raw, norm) if hosts.size else (raw, raw.astype(np.uint8))
+            sim_seconds += time.perf_counter() - t0
+        objs = np.concatenate([real, hosts])
+        block, params = _shard_columns(survey, plan, k, real, in_shard, objs, on_blank, p,
+                                       split_of, blank_split)
+        perm = np.random.default_rng(derive_seed(seed, task_name, str(k))).permutation(objs.size)
+        appender.append({"images": np.concatenate([r_img, s_img])[perm],
+                         "mask": np.concatenate([r_mask, s_mask])[perm]})
+        for name, v in block.items():
+            cols[name].append(v[perm])
+        for name, v in params.items():
+            pcols[name].append(v[perm])
+    return cols, pcols, sim_seconds
+
+
+def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[str | Path],
+                    split_path: str | Path, out_path: str | Path, config: Mapping,
+                    task_name: str, kind: str) -> dict:
+    """Write the simulated training set of one task (``kind`` lens or merger); return a summary.
+
+    Returns
+    -------
+    dict with the plan's counts (``n_hosts``, ``n_real_negatives``, ``n_simulated``, ...),
+    ``counts`` ({split: {neg, pos}}), ``origin_counts``, ``kind_counts``, the arc S/N
+    quantiles and ``visible_fraction`` (lens), ``n_rows`` and ``sim_seconds``.
+    """
+    task, tcfg, survey, plan, split_of, frames, images = _inputs(
+        stamp_paths, cutout_paths, split_path, config, task_name, kind)
     n_rows = plan.real.size + plan.sim_host.size
     shape = tuple(survey.attrs[0]["stamp_size_pix"] for _ in range(2))
     shape = (len(config["survey"]["bands"]),) + shape
@@ -281,64 +364,18 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
     header = merge_attrs(survey.attrs, survey.stamps)
     header.pop("tile_info", None)
     norm = header["normalisation"]
-    cols: dict[str, list] = {k: [] for k in ("flags", "index", "id", "label", "split",
-                                             "origin", "sim", "seed", "background")}
     sim_shard = np.where(plan.sim_blank >= 0, survey.blank["shard"][np.maximum(plan.sim_blank, 0)]
                          if len(survey.blank["shard"]) else -1, survey.shard[plan.sim_host])
     blank_split = blank_splits(survey, config)
-    pcols: dict[str, list] = {k: [] for k in PARAMS + ("merger_stage",)}
-    sim_seconds = 0.0
     kw = dict(chunks=(max(min(chunk, n_rows), 1),) + shape, compression="gzip",
               compression_opts=1, shuffle=True)
     with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as fout:
         appender = ChunkAppender(
             {"images": fout.create_dataset("images", (n_rows,) + shape, np.float32, **kw),
              "mask": fout.create_dataset("mask", (n_rows,) + shape, np.uint8, **kw)}, chunk)
-        for k in range(len(survey.stamps)):
-            real = plan.real[survey.shard[plan.real] == k]
-            in_shard = sim_shard == k
-            hosts, on_blank = plan.sim_host[in_shard], plan.sim_blank[in_shard]
-            if real.size + hosts.size == 0:
-                continue
-            with open_h5(survey.stamps[k]) as fs, open_h5(survey.cutouts[k]) as fc:
-                r_img = _read_rows(fs["images"], survey.row[real])
-                r_mask = _read_rows(fs["mask"], survey.row[real])
-                t0 = time.perf_counter()
-                raw, p = render_sims(_read_raw(fc, survey, hosts, on_blank), hosts,
-                                     plan.sim_kind[in_shard], plan.sim_seed[in_shard], survey,
-                                     frames, tcfg, images, on_blank)
-                s_img, s_mask = normalise(raw, norm) if hosts.size else (raw, raw.astype(
-                    np.uint8))
-                sim_seconds += time.perf_counter() - t0
-            objs = np.concatenate([real, hosts])
-            bl = np.r_[np.full(real.size, -1), on_blank]
-            block = {"flags": np.where(bl >= 0, 0, survey.cols["flags"][objs]).astype(np.uint8),
-                     "index": np.where(bl >= 0, -1, survey.cols["index"][objs]),
-                     "id": _blank_ids(survey.cols["id"][objs], bl >= 0),
-                     "split": np.where(bl >= 0, blank_split[np.maximum(bl, 0)]
-                                       if blank_split.size else 0, split_of[objs]
-                                       ).astype(np.uint8),
-                     "background": np.r_[np.full(real.size, GALAXY, "S8"),
-                                         p.pop("background")],
-                     "label": np.r_[plan.real_label[survey.shard[plan.real] == k],
-                                    plan.sim_label[in_shard]].astype(np.uint8),
-                     "origin": np.r_[plan.real_origin[survey.shard[plan.real] == k],
-                                     np.where(plan.sim_label[in_shard] == 1, SIMULATED,
-                                              HARD)].astype(np.uint8),
-                     "sim": np.r_[np.zeros(real.size, "S16"),
-                                  np.char.encode(plan.sim_kind[in_shard], "utf-8")],
-                     "seed": np.r_[np.zeros(real.size, np.uint64), plan.sim_seed[in_shard]]}
-            params = {name: np.concatenate([np.full(real.size, np.nan, np.float32), v])
-                      if name != "merger_stage" else np.r_[np.zeros(real.size, "S16"), v]
-                      for name, v in p.items()}
-            perm = np.random.default_rng(derive_seed(config["seed"], task_name, str(k))
-                                         ).permutation(objs.size)
-            appender.append({"images": np.concatenate([r_img, s_img])[perm],
-                             "mask": np.concatenate([r_mask, s_mask])[perm]})
-            for name, v in block.items():
-                cols[name].append(v[perm])
-            for name, v in params.items():
-                pcols[name].append(v[perm])
+        cols, pcols, sim_seconds = _write_shards(appender, survey, plan, frames, images, norm,
+                                                 split_of, blank_split, sim_shard, tcfg,
+                                                 config["seed"], task_name)
         appender.close()
         data = {name: np.concatenate(v) for name, v in cols.items()}
         for name, v in data.items():

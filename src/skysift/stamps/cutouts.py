@@ -11,7 +11,7 @@ sum is not finite (edge, NaN, masked) are looked at pixel by pixel. Memory: one 
 bands, plus one bool per pixel and band with a mask; the arrays are reused from tile to
 tile) plus one batch of stamps; the shard's stamps stream to disk.
 
-    python -m skysift.stamps.cutouts --config-json J --shard s0000 --index-dir results/index \
+    skysift cutouts --config-json J --shard s0000 --index-dir results/index \
         --out results/cutouts/s0000.h5 [--rejects results/cutouts/s0000.rejects.ecsv]
 """
 
@@ -84,6 +84,63 @@ class _Writer:
         self.n += len(stamps)
 
 
+def _tile_runs(rows: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """Tiles (t,) in the order of ``rows``, and the start (t + 1,) of each tile's run of rows."""
+    tiles, starts = np.unique(rows["tile"], return_index=True)
+    order = np.argsort(starts)
+    return tiles[order].tolist(), np.append(starts[order], len(rows["tile"]))
+
+
+def _tile_info(stack, sel: np.ndarray, empty: list[str]) -> dict:
+    """Entry of one tile in attr ``tile_info``: geometry, photometry, files, object counts."""
+    return {"pixscale_arcsec": stack.pixscale_arcsec, "shape": list(stack.shape),
+            "psf_fwhm_arcsec": stack.psf_fwhm_arcsec,
+            "zeropoint": stack.zeropoint, "paths": stack.paths,
+            "n_objects": 0 if empty else len(sel),
+            "n_rejected": len(sel) if empty else 0}
+
+
+def _reject_tile(config: dict, tile: str, stack, bands: list[str], empty: list[str],
+                 sel: np.ndarray) -> tuple[np.ndarray, str]:
+    """(rows, reason) of a tile with a band without valid pixels; an error when strict."""
+    why = f"tile {tile} band {empty[0]}: no valid pixel (all NaN or masked)"
+    if config.get("strict"):
+        raise SurveyError(f"{stack.paths[bands.index(empty[0])]}: {why}; fix or "
+                          "remove the tile, or set strict: false to reject its "
+                          f"{len(sel)} objects")
+    log.warning("%s: rejecting its %d objects", why, len(sel))
+    return sel, why
+
+
+def _cut_tile(writer: _Writer, stack, rows: dict, sel: np.ndarray, size: int, batch: int,
+              buf: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cut and write the stamps of one tile's rows ``sel`` in batches: [(rows, flags (b,))]."""
+    kept = []
+    pos = np.column_stack([rows["x_pix"][sel], rows["y_pix"][sel]]).astype(np.float64)
+    for lo in range(0, len(sel), batch):
+        part = pos[lo:lo + batch]
+        stamps, flags = extract(stack.images, part, size, stack.masked, out=buf[:len(part)])
+        writer.append(stamps)
+        kept.append((sel[lo:lo + batch], flags))
+    return kept
+
+
+def _file_attrs(config: dict, bands: list[str], tiles: list[str], label: str, size: int,
+                info: dict, n_blank: int) -> dict:
+    """Attributes of the cutouts file: bands, tiles, per-tile medians, layout, provenance."""
+    per_tile = list(info.values())
+    return {
+        "bands": bands, "tiles": tiles, "shard": label, "stamp_size_pix": size,
+        "pixscale_arcsec": _median([i["pixscale_arcsec"] for i in per_tile]),
+        "psf_fwhm_arcsec": _median([i["psf_fwhm_arcsec"] for i in per_tile]),
+        "zeropoint": _median([i["zeropoint"] for i in per_tile]),
+        "tile_info": info, "flag_bits": FLAG_BITS, "layout_version": LAYOUT_VERSION,
+        "n_blank": n_blank,
+        "blank_min_distance_arcsec": config["cutouts"]["blank_min_distance_arcsec"],
+        **provenance(config, step="cutouts", shard=label,
+                     inputs=[p for i in per_tile for p in i["paths"]])}
+
+
 def cut_objects(config: dict, rows: dict[str, np.ndarray], out: str | Path,
                 rejects_out: str | Path, label: str) -> dict:
     """Cut the stamps of ``rows`` (assignment columns, sorted by tile) into ``out``.
@@ -97,9 +154,7 @@ def cut_objects(config: dict, rows: dict[str, np.ndarray], out: str | Path,
     bands = list(config["survey"]["bands"])
     chunk = config["preprocess"]["chunk_objects"]
     batch = max(1, BATCH_BYTES // (len(bands) * size * size * 4))
-    tiles, starts = np.unique(rows["tile"], return_index=True)
-    order = np.argsort(starts)
-    tiles, starts = tiles[order].tolist(), np.append(starts[order], len(rows["tile"]))
+    tiles, starts = _tile_runs(rows)
     kept, rejected, info, counts, pool = [], [], {}, dict.fromkeys(FLAG_BITS, 0), {}
     blanks: list[tuple[str, np.ndarray, np.ndarray]] = []
     buf = np.empty((min(batch, len(rows["tile"])), len(bands), size, size), np.float32)
@@ -112,44 +167,18 @@ def cut_objects(config: dict, rows: dict[str, np.ndarray], out: str | Path,
             stack = read_tile(config, tile, pool)
             empty = [b for b, img in zip(bands, stack.images, strict=True)
                      if not band_has_valid(img)]
-            info[tile] = {"pixscale_arcsec": stack.pixscale_arcsec, "shape": list(stack.shape),
-                          "psf_fwhm_arcsec": stack.psf_fwhm_arcsec,
-                          "zeropoint": stack.zeropoint, "paths": stack.paths,
-                          "n_objects": 0 if empty else len(sel),
-                          "n_rejected": len(sel) if empty else 0}
+            info[tile] = _tile_info(stack, sel, empty)
             pool.update(images=stack.images, masked=stack.masked)
             if empty:
-                why = f"tile {tile} band {empty[0]}: no valid pixel (all NaN or masked)"
-                if config.get("strict"):
-                    raise SurveyError(f"{stack.paths[bands.index(empty[0])]}: {why}; fix or "
-                                      "remove the tile, or set strict: false to reject its "
-                                      f"{len(sel)} objects")
-                log.warning("%s: rejecting its %d objects", why, len(sel))
-                rejected.append((sel, why))
+                rejected.append(_reject_tile(config, tile, stack, bands, empty, sel))
                 continue
-            pos = np.column_stack([rows["x_pix"][sel], rows["y_pix"][sel]]).astype(np.float64)
-            for lo in range(0, len(sel), batch):
-                part = pos[lo:lo + batch]
-                stamps, flags = extract(stack.images, part, size, stack.masked,
-                                        out=buf[:len(part)])
-                writer.append(stamps)
-                kept.append((sel[lo:lo + batch], flags))
+            kept.extend(_cut_tile(writer, stack, rows, sel, size, batch, buf))
             blanks.append((tile, *blank_stamps(config, tile, stack, rows)))
         keep = np.concatenate([k for k, _ in kept]) if kept else np.zeros(0, np.int64)
         flags = np.concatenate([f for _, f in kept]) if kept else np.zeros(0, np.uint8)
         _write_columns(fh, rows, keep, flags, tiles)
         n_blank = _write_blank(fh, blanks, size, len(bands), tiles)
-        per_tile = list(info.values())
-        write_attrs(fh, {
-            "bands": bands, "tiles": tiles, "shard": label, "stamp_size_pix": size,
-            "pixscale_arcsec": _median([i["pixscale_arcsec"] for i in per_tile]),
-            "psf_fwhm_arcsec": _median([i["psf_fwhm_arcsec"] for i in per_tile]),
-            "zeropoint": _median([i["zeropoint"] for i in per_tile]),
-            "tile_info": info, "flag_bits": FLAG_BITS, "layout_version": LAYOUT_VERSION,
-            "n_blank": n_blank,
-            "blank_min_distance_arcsec": config["cutouts"]["blank_min_distance_arcsec"],
-            **provenance(config, step="cutouts", shard=label,
-                         inputs=[p for i in per_tile for p in i["paths"]])})
+        write_attrs(fh, _file_attrs(config, bands, tiles, label, size, info, n_blank))
     for name, bit in FLAG_BITS.items():
         counts[name] = int(np.count_nonzero(flags & bit))
     _write_rejects(rejects_out, rows, rejected, config)
@@ -257,13 +286,13 @@ def _body(args) -> int:
 
 
 def parser():
-    """Command-line parser of ``python -m skysift.stamps.cutouts``."""
+    """Command-line parser of ``skysift cutouts``."""
     p = cli.parser("Cut multi-band stamps around the objects of one shard (or one tile).")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--shard", help="shard name, from shards.json of the index")
     which.add_argument("--tile", help="one tile (the {tile} of survey.tiles), for checks by hand")
     p.add_argument("--index-dir", default="results/index",
-                   help="directory written by python -m skysift.survey.index")
+                   help="directory written by skysift index")
     p.add_argument("--out", required=True, help="output HDF5, e.g. results/cutouts/{shard}.h5")
     p.add_argument("--rejects", help="objects rejected here (ECSV); default: beside --out, "
                    "NAME.rejects.ecsv")

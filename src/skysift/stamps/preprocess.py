@@ -5,7 +5,7 @@ chunks gives bit-identical results; :func:`preprocess_file` runs it with dask ov
 ``preprocess.chunk_objects`` objects and writes ``results/stamps/{tile}.h5``
 (docs/formats.md).
 
-    python -m skysift.stamps.preprocess --config-json J --in results/cutouts/T.h5 \
+    skysift preprocess --config-json J --in results/cutouts/T.h5 \
         --out results/stamps/T.h5 --threads N
 """
 
@@ -187,7 +187,7 @@ def preprocess_file(in_path: str | Path, out_path: str | Path, cfg: Mapping, con
 
 
 def parser() -> argparse.ArgumentParser:
-    """Command-line arguments of ``python -m skysift.stamps.preprocess``."""
+    """Command-line arguments of ``skysift preprocess``."""
     p = cli.parser("Normalise raw stamps (results/cutouts/T.h5 -> results/stamps/T.h5).")
     p.add_argument("--in", dest="in_path", required=True, help="cutouts HDF5 file")
     p.add_argument("--out", required=True, help="stamps HDF5 file to write")
@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m skysift.stamps.preprocess``; returns the exit code."""
+    """Entry point of ``skysift preprocess``; returns the exit code."""
     return cli.run(_run, parser(), argv)
 
 

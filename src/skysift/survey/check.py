@@ -11,7 +11,7 @@ objects) are listed in the report.
 It also writes what it read from the headers to a summary (``--headers``) from which the
 survey index rebuilds every tile exactly, so a run reads each header once.
 
-    python -m skysift.survey.check --config-json J --report results/check.json \
+    skysift check --config-json J --report results/check.json \
         [--headers results/tile_headers.json] [--strict]
 """
 
@@ -217,7 +217,7 @@ def _body(args) -> int:
 
 
 def parser():
-    """Command-line parser of ``python -m skysift.survey.check``."""
+    """Command-line parser of ``skysift check``."""
     p = cli.parser("Check tiles, bands, catalog and labels before any heavy work; report all "
                    "problems.")
     p.add_argument("--report", help="JSON report to write when there is no error, e.g. "

@@ -69,6 +69,54 @@ def _tile_cap(wcs: WCS, shape: tuple[int, int]) -> tuple[np.ndarray, float] | No
     return vec[-1], 2.0 * math.sin(angle / 2.0)
 
 
+def _coords(ra_deg: np.ndarray, dec_deg: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """RA (n,) wrapped into [0, 360) (wraps logged), dec (n,), masks (n,) finite and valid."""
+    ra = np.asarray(ra_deg, dtype=np.float64)
+    dec = np.asarray(dec_deg, dtype=np.float64)
+    finite = np.isfinite(ra) & np.isfinite(dec)
+    valid = finite & (np.abs(np.where(finite, dec, 0.0)) <= 90.0)
+    n_wrapped = int(np.count_nonzero(finite & ((ra < 0) | (ra >= 360))))
+    if n_wrapped:
+        log.info("%d objects with RA outside [0, 360) wrapped into it", n_wrapped)
+    return normalise_ra(ra), dec, finite, valid
+
+
+def _frame_points(frame, ra: np.ndarray, dec: np.ndarray, valid_rows: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, cKDTree | None]:
+    """Lon, lat (v,) of the valid objects in ``frame``; k-d tree of their unit vectors."""
+    if isinstance(frame, ICRS):
+        lon, lat = ra[valid_rows], dec[valid_rows]
+    else:
+        sph = SkyCoord(ra[valid_rows] * u.deg, dec[valid_rows] * u.deg,
+                       frame="icrs").transform_to(frame).spherical
+        lon, lat = sph.lon.deg, sph.lat.deg
+    return lon, lat, cKDTree(_unit(lon, lat)) if len(lon) else None
+
+
+def _on_tile(wcs: WCS, shape: tuple[int, int], lon: np.ndarray, lat: np.ndarray,
+             best: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel x, y (c,) on one tile, edge distance, and whether inside and farther than best."""
+    ny, nx = shape
+    world = [None, None]
+    world[wcs.wcs.lng], world[wcs.wcs.lat] = lon, lat
+    x, y = wcs.all_world2pix(world[0], world[1], 0, quiet=True)
+    with np.errstate(invalid="ignore"):
+        inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+        dist = np.minimum(np.minimum(x + 0.5, nx - 0.5 - x), np.minimum(y + 0.5, ny - 0.5 - y))
+        win = inside & (dist > best)
+    return x, y, dist, win
+
+
+def _reasons(finite: np.ndarray, valid: np.ndarray, tile_idx: np.ndarray) -> np.ndarray:
+    """Rejection reason (n,) of every object, empty where it was assigned a tile."""
+    reason = np.full(tile_idx.size, "", dtype="<U32")
+    reason[valid & (tile_idx < 0)] = REASON_OFF
+    reason[finite & ~valid] = REASON_DEC
+    reason[~finite] = REASON_NONFINITE
+    return reason
+
+
 def assign_objects(ra_deg: np.ndarray, dec_deg: np.ndarray,
                    footprints: Sequence[tuple[WCS, tuple[int, int]]]
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -90,15 +138,8 @@ def assign_objects(ra_deg: np.ndarray, dec_deg: np.ndarray,
     distance is ``min(x + 0.5, nx - 0.5 - x, y + 0.5, ny - 0.5 - y)``; ties go to the first
     tile. Candidates are prefiltered with a k-d tree on unit vectors (no RA seam).
     """
-    ra = np.asarray(ra_deg, dtype=np.float64)
-    dec = np.asarray(dec_deg, dtype=np.float64)
+    ra, dec, finite, valid = _coords(ra_deg, dec_deg)
     n = ra.size
-    finite = np.isfinite(ra) & np.isfinite(dec)
-    valid = finite & (np.abs(np.where(finite, dec, 0.0)) <= 90.0)
-    n_wrapped = int(np.count_nonzero(finite & ((ra < 0) | (ra >= 360))))
-    if n_wrapped:
-        log.info("%d objects with RA outside [0, 360) wrapped into it", n_wrapped)
-    ra = normalise_ra(ra)
     tile_idx = np.full(n, -1, np.int64)
     x_pix, y_pix = np.full(n, np.nan), np.full(n, np.nan)
     best = np.full(n, -np.inf)
@@ -108,13 +149,7 @@ def assign_objects(ra_deg: np.ndarray, dec_deg: np.ndarray,
         frame = celestial_frame(wcs)
         key = repr(frame)
         if key not in frames:
-            if isinstance(frame, ICRS):
-                lon, lat = ra[valid_rows], dec[valid_rows]
-            else:
-                sph = SkyCoord(ra[valid_rows] * u.deg, dec[valid_rows] * u.deg,
-                               frame="icrs").transform_to(frame).spherical
-                lon, lat = sph.lon.deg, sph.lat.deg
-            frames[key] = (lon, lat, cKDTree(_unit(lon, lat)) if len(lon) else None)
+            frames[key] = _frame_points(frame, ra, dec, valid_rows)
         lon, lat, tree = frames[key]
         if tree is None:
             break
@@ -123,20 +158,11 @@ def assign_objects(ra_deg: np.ndarray, dec_deg: np.ndarray,
                 if cap else np.arange(len(lon)))
         if not len(cand):
             continue
-        world = [None, None]
-        world[wcs.wcs.lng], world[wcs.wcs.lat] = lon[cand], lat[cand]
-        x, y = wcs.all_world2pix(world[0], world[1], 0, quiet=True)
-        with np.errstate(invalid="ignore"):
-            inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
-            dist = np.minimum(np.minimum(x + 0.5, nx - 0.5 - x), np.minimum(y + 0.5, ny - 0.5 - y))
-            rows = valid_rows[cand]
-            win = inside & (dist > best[rows])
+        rows = valid_rows[cand]
+        x, y, dist, win = _on_tile(wcs, (ny, nx), lon[cand], lat[cand], best[rows])
         rows = rows[win]
         tile_idx[rows], x_pix[rows], y_pix[rows], best[rows] = t, x[win], y[win], dist[win]
-    reason = np.full(n, "", dtype="<U32")
-    reason[valid & (tile_idx < 0)] = REASON_OFF
-    reason[finite & ~valid] = REASON_DEC
-    reason[~finite] = REASON_NONFINITE
+    reason = _reasons(finite, valid, tile_idx)
     return tile_idx, x_pix, y_pix, reason
 
 

@@ -12,8 +12,8 @@ Headers are read once per run: ``skysift check`` writes what it read to a header
 (tiles whose WCS the summary cannot hold exactly, and every tile when run without a
 summary, are read again).
 
-Shards are stable (``index.keep_shards``, :mod:`skysift.survey.shards`): each shard's rows also go to
-``shards/{shard}.fits``, which survives the next index run; a shard whose tiles all still
+Shards are stable (``index.keep_shards``, :mod:`skysift.survey.shards`): each shard's rows also go
+to ``shards/{shard}.fits``, which survives the next index run; a shard whose tiles all still
 exist keeps its name and its objects (an object a new overlapping tile would take stays with
 its old tile, which also contains it), and its file is not rewritten, so adding tiles makes
 new shards and re-runs only them. The price: after tiles are added, the shards (and which
@@ -25,7 +25,7 @@ with all the tiles; both cut every object once. ``keep_shards: false`` rebuilds 
 every one of them still exists with the same rows, so adding tiles re-makes no training set,
 retrains no model and re-scores no old shard (:func:`skysift.survey.shards.plan_training_shards`).
 
-    python -m skysift.survey.index --config-json J --out-dir results/index [--headers H] [--strict]
+    skysift index --config-json J --out-dir results/index [--headers H] [--strict]
 """
 
 from __future__ import annotations
@@ -139,6 +139,58 @@ class SurveyIndex:
     n_pinned: int = 0  # objects kept with their previous tile
 
 
+def _refuse_rejects(config: dict, catalog, reason: np.ndarray) -> None:
+    """Under ``strict``, raise SurveyError when a catalog row cannot be cut (``reason`` (n,))."""
+    rejected = reason != ""
+    if config.get("strict") and rejected.any():
+        rows = np.flatnonzero(rejected)
+        counts = ", ".join(f"{n} {why}" for why, n in
+                           sorted(Counter(reason[rows].tolist()).items()))
+        raise SurveyError(f"{catalog.path}: {rows.size} rows cannot be cut ({counts}; e.g. "
+                          f"row {rows[0]}: {reason[rows[0]]}); fix their coordinates or the "
+                          "tile list, or set strict: false to list them in the rejects")
+
+
+def _refuse_unassigned(catalog, headers: Sequence[TileHeader], tile_idx: np.ndarray,
+                       index: np.ndarray) -> None:
+    """Raise SurveyError when no catalog object lies on any tile (``tile_idx`` (n,) all -1)."""
+    if not (tile_idx >= 0).any():
+        raise SurveyError(f"{catalog.path}: none of its {index.size} objects lies on any of the "
+                          f"{len(headers)} tiles (e.g. tile {headers[0].tile} covers "
+                          f"{footprint_radec(headers[0].wcs, headers[0].shape)}); check "
+                          "survey.columns.ra/dec (degrees) and survey.tiles")
+
+
+def _tile_rows(catalog, index: np.ndarray, ra: np.ndarray, tile_idx: np.ndarray,
+               x_pix: np.ndarray, y_pix: np.ndarray, names: np.ndarray, n_tiles: int
+               ) -> tuple[np.ndarray, dict[str, dict]]:
+    """Objects per tile (n_tiles,), and each tile's assignment columns, sorted by index."""
+    ok = np.flatnonzero(tile_idx >= 0)
+    ok = ok[np.lexsort((index[ok], tile_idx[ok]))]
+    counts = np.bincount(tile_idx[ok], minlength=n_tiles)
+    # FITS strings are bytes: string ids go in as their UTF-8 encoding, verbatim
+    columns = {"index": index[ok], "id": id_array(catalog.ids[ok]), "ra": ra[ok],
+               "dec": catalog.dec_deg[ok], "tile": names[tile_idx[ok]], "x_pix": x_pix[ok],
+               "y_pix": y_pix[ok]}
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    tile_rows = {str(names[t]): {c: v[bounds[t]:bounds[t + 1]] for c, v in columns.items()}
+                 for t in np.flatnonzero(counts)}
+    return counts, tile_rows
+
+
+def _shard_parts(plan: Sequence, tile_rows: Mapping[str, dict]) -> tuple[list[dict], list[dict]]:
+    """Rows of each planned shard (its tiles' rows in turn) and its entry of shards.json."""
+    parts, shards, start = [], [], 0
+    for name, group in plan:
+        rows = concat([tile_rows[t] for t in group])
+        n = len(rows["index"])
+        shards.append({"shard": name, "tiles": group, "n_objects": n, "rows": [start, start + n],
+                       "digest": rows_digest(rows)})
+        parts.append(rows)
+        start += n
+    return parts, shards
+
+
 def build_index(config: dict, headers: Sequence[TileHeader] | None = None,
                 previous: Mapping[str, dict] | None = None) -> SurveyIndex:
     """Assign, reject and shard the catalog over the tiles of ``headers`` (read when None).
@@ -158,42 +210,16 @@ def build_index(config: dict, headers: Sequence[TileHeader] | None = None,
     footprints = [(h.wcs, h.shape) for h in headers]
     ra = normalise_ra(catalog.ra_deg)
     tile_idx, x_pix, y_pix, reason = assign_objects(ra, catalog.dec_deg, footprints)
-    rejected = reason != ""
-    if config.get("strict") and rejected.any():
-        rows = np.flatnonzero(rejected)
-        counts = ", ".join(f"{n} {why}" for why, n in
-                           sorted(Counter(reason[rows].tolist()).items()))
-        raise SurveyError(f"{catalog.path}: {rows.size} rows cannot be cut ({counts}; e.g. "
-                          f"row {rows[0]}: {reason[rows[0]]}); fix their coordinates or the "
-                          "tile list, or set strict: false to list them in the rejects")
+    _refuse_rejects(config, catalog, reason)
     index = np.arange(len(catalog.ids), dtype=np.int64)
-    if not (tile_idx >= 0).any():
-        raise SurveyError(f"{catalog.path}: none of its {index.size} objects lies on any of the "
-                          f"{len(headers)} tiles (e.g. tile {headers[0].tile} covers "
-                          f"{footprint_radec(headers[0].wcs, headers[0].shape)}); check "
-                          "survey.columns.ra/dec (degrees) and survey.tiles")
+    _refuse_unassigned(catalog, headers, tile_idx, index)
     names = np.array([h.tile for h in headers], dtype=str)
     n_pinned = pin_to_previous(previous, names.tolist(), catalog.ids, ra, catalog.dec_deg,
                                footprints, tile_idx, x_pix, y_pix) if previous else 0
-    ok = np.flatnonzero(tile_idx >= 0)
-    ok = ok[np.lexsort((index[ok], tile_idx[ok]))]
-    counts = np.bincount(tile_idx[ok], minlength=len(headers))
-    # FITS strings are bytes: string ids go in as their UTF-8 encoding, verbatim
-    columns = {"index": index[ok], "id": id_array(catalog.ids[ok]), "ra": ra[ok],
-               "dec": catalog.dec_deg[ok], "tile": names[tile_idx[ok]], "x_pix": x_pix[ok],
-               "y_pix": y_pix[ok]}
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    tile_rows = {str(names[t]): {c: v[bounds[t]:bounds[t + 1]] for c, v in columns.items()}
-                 for t in np.flatnonzero(counts)}
+    counts, tile_rows = _tile_rows(catalog, index, ra, tile_idx, x_pix, y_pix, names,
+                                   len(headers))
     plan = plan_shards(names.tolist(), tile_rows, config["index"]["tiles_per_shard"], previous)
-    parts, shards, start = [], [], 0
-    for name, group in plan:
-        rows = concat([tile_rows[t] for t in group])
-        n = len(rows["index"])
-        shards.append({"shard": name, "tiles": group, "n_objects": n, "rows": [start, start + n],
-                       "digest": rows_digest(rows)})
-        parts.append(rows)
-        start += n
+    parts, shards = _shard_parts(plan, tile_rows)
     bad = np.flatnonzero(tile_idx < 0)
     rejects = Table({"index": index[bad], "id": catalog.ids[bad],
                      "reason": reason[bad].astype(str)})
@@ -317,7 +343,10 @@ def _body(args) -> int:
 
 
 def parser():
-    """Command-line parser of ``python -m skysift.survey.index`` (also ``python -m skysift.survey.tiles``)."""
+    """Command-line parser of ``skysift index``.
+
+    Also that of ``python -m skysift.survey.tiles``.
+    """
     p = cli.parser("Index the survey: footprints, object -> tile assignment, rejects, shards.")
     p.add_argument("--out-dir", default="results/index",
                    help="directory of tiles.json, assignment.fits, rejects.ecsv, shards.json, "

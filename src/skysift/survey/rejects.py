@@ -6,7 +6,7 @@ without any valid pixel (``results/cutouts/{shard}.rejects.ecsv``). This step me
 with the ``stage`` that rejected each, so that every catalog row is in the final catalog or
 here, and logs the accounting.
 
-    python -m skysift.survey.rejects --config-json J --index-dir results/index \
+    skysift rejects --config-json J --index-dir results/index \
         --cutouts results/cutouts/*.rejects.ecsv --out results/rejects.ecsv
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table, vstack
 
-from skysift import cli
+from skysift import cli, paths
 from skysift.errors import DataError
 from skysift.io import atomic_output, provenance, read_table
 
@@ -84,9 +84,9 @@ def _body(args) -> int:
 
 
 def parser():
-    """Command-line parser of ``python -m skysift.survey.rejects``."""
+    """Command-line parser of ``skysift rejects``."""
     p = cli.parser("Merge the index's and the cutouts' rejects into one table.")
-    p.add_argument("--index-dir", default="results/index", help="the survey index directory")
+    p.add_argument("--index-dir", default=paths.INDEX_DIR, help="the survey index directory")
     p.add_argument("--cutouts", nargs="*", default=[],
                    help="results/cutouts/{shard}.rejects.ecsv of every shard")
     p.add_argument("--out", required=True, help="merged table, e.g. results/rejects.ecsv")

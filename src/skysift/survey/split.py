@@ -7,7 +7,7 @@ top 53 bits divided by 2**53 give ``u`` in [0, 1) (``uint64 / 2**64`` rounded do
 test. The split is therefore the same on every machine, in every run and in any catalog
 order, and an object keeps its split when the catalog grows.
 
-    python -m skysift.survey.split --config-json J --out results/split.fits
+    skysift split --config-json J --out results/split.fits
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def write_split(path: str | Path, split: np.ndarray, header: Mapping) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    """Command-line arguments of ``python -m skysift.survey.split``."""
+    """Command-line arguments of ``skysift split``."""
     p = cli.parser("Assign every catalog object to train/val/test by a keyed hash of its id.")
     p.add_argument("--out", required=True, help="split table to write (results/split.fits)")
     return p
@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m skysift.survey.split``; returns the exit code."""
+    """Entry point of ``skysift split``; returns the exit code."""
     return cli.run(_run, parser(), argv)
 
 

@@ -90,7 +90,8 @@ def build_model(architecture: str, in_channels: int, stamp_size_pix: int,
         Unknown architecture (the message lists the valid ones) or stamps too small.
     """
     if architecture == CLASSICAL:
-        raise ConfigError("a 'classical' model is fitted by skysift.learn.train (skysift.learn.classical), "
+        raise ConfigError("a 'classical' model is fitted by skysift.learn.train "
+                          "(skysift.learn.classical), "
                           "not built: train it, or load its checkpoint with "
                           "skysift.learn.checkpoints.load_model")
     if architecture not in ARCHITECTURES:

@@ -1,4 +1,5 @@
-"""Tests of skysift.survey.index: assignment (overlaps, RA wrap, any WCS), rejects, shards, the CLI."""
+"""Tests of skysift.survey.index: assignment (overlaps, RA wrap, any WCS), rejects, shards,
+the CLI."""
 
 from __future__ import annotations
 

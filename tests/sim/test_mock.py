@@ -144,7 +144,8 @@ def test_same_seed_gives_bit_identical_tiles(survey, tmp_path):
     config, _ = survey
     again = tiny_config(tmp_path)
     mock.make_survey(again)
-    for first, second in zip(mockfiles.tile_paths(config), mockfiles.tile_paths(again), strict=True):
+    for first, second in zip(mockfiles.tile_paths(config), mockfiles.tile_paths(again),
+                             strict=True):
         assert np.array_equal(fits.getdata(first), fits.getdata(second))
     a, b = read_table(config["survey"]["catalog"]), read_table(again["survey"]["catalog"])
     assert np.array_equal(a["objid"], b["objid"]) and np.array_equal(a["mag_r"], b["mag_r"])
@@ -257,7 +258,8 @@ def test_known_lenses_leave_the_survey_bit_identical(survey, tmp_path):
     config, _ = survey
     again = tiny_config(tmp_path, survey={"known_lenses": str(tmp_path / "known.fits")})
     mock.make_survey(again)
-    for first, second in zip(mockfiles.tile_paths(config), mockfiles.tile_paths(again), strict=True):
+    for first, second in zip(mockfiles.tile_paths(config), mockfiles.tile_paths(again),
+                             strict=True):
         assert np.array_equal(fits.getdata(first), fits.getdata(second))
     for key in ("catalog", "labels"):
         a, b = read_table(config["survey"][key]), read_table(again["survey"][key])

@@ -15,7 +15,7 @@ from skysift import __main__ as entry
 from skysift.config import load
 from skysift.survey import check
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "config" / "examples").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "config" / "examples").glob("*.yaml"))
 
 
 def _survey(root):

@@ -1,4 +1,5 @@
-"""Tests of skysift.survey.tiles and skysift.survey.catalog: tile discovery, FITS tiles (plain, fpack,
+"""Tests of skysift.survey.files, skysift.survey.tiles and skysift.survey.catalog: tile
+discovery, FITS tiles (plain, fpack,
 masks), the catalog (column mapping, verbatim ids, duplicates)."""
 
 from __future__ import annotations

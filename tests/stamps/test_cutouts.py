@@ -1,4 +1,5 @@
-"""Tests of skysift.stamps.cutouts: stamp geometry on any WCS, flags, masks, shards, rejects, the CLI."""
+"""Tests of skysift.stamps.cutouts: stamp geometry on any WCS, flags, masks, shards, rejects,
+the CLI."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from skysift.__main__ import STEPS
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "skysift"
 
 #: Layers from the bottom up: a module may import its own layer and those below it.

@@ -59,7 +59,7 @@ def test_cli_bad_config_exits_2(capsys, tmp_path):
     assert "cutouts.stamp_size_pix" in capsys.readouterr().err
 
 
-SHIPPED = sorted((Path(__file__).parent.parent / "config").glob("**/*.yaml"))
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "config").glob("**/*.yaml"))
 
 
 @pytest.mark.parametrize("path", [p for p in SHIPPED if p.name != "schema.yaml"],
@@ -70,7 +70,7 @@ def test_every_shipped_config_validates(path):
 
 def test_field_benchmark_is_the_dense_one_at_real_sky_density_with_visible_mergers():
     """docs/models.md: same objects, seed and split; 8.5 galaxies per arcmin2; tidal S/N 15."""
-    root = Path(__file__).parent.parent / "config"
+    root = Path(__file__).resolve().parents[2] / "config"
     dense = config.load(str(root / "mock_benchmark.yaml"))
     field = config.load(str(root / "mock_benchmark_field.yaml"))
     for key in ("seed", "split"):

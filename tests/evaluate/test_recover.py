@@ -1,4 +1,5 @@
-"""Tests of skysift.evaluate.recover: position matching, ranks, Wilson interval, statuses, the CLI."""
+"""Tests of skysift.evaluate.recover: position matching, ranks, Wilson interval, statuses,
+the CLI."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The expected digests were recorded on the code before ``simulate.Knots`` and
 ``mock_render.Blobs`` were merged into one class (task G of issue 4). Each digest covers a
 file's content, not its bytes: pixel data and every header card except provenance (git
 commit, config hash and version change with every commit and every new schema key), and
-every table column. Run ``python tests/test_mock_identity.py`` to print the digests.
+every table column. Run ``python tests/sim/test_mock_identity.py`` to print the digests.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ PROVENANCE = {"SKYSIFT_VERSION", "GIT_COMMIT", "CONFIG_HASH", "SEED", "H5_LAYOUT
 SETTINGS = ("seed=11", "mock.n_tiles=2", "mock.tile_size_pix=120", "mock.n_galaxies_per_tile=24",
             "mock.n_stars_per_tile=4", "mock.lens_fraction=0.25", "mock.merger_fraction=0.5")
 
-#: Recorded on the unmodified code (git ed67cb8) with ``python tests/test_mock_identity.py``.
+#: Recorded on the unmodified code (git ed67cb8) with ``python tests/sim/test_mock_identity.py``.
 EXPECTED: dict[str, str] = {
     "tiles/m000_g.fits": "2cf9c92fadbc0a56fd1cd561d2ce9e85751835283b9def2bbb6324a3b9b3cbe6",
     "tiles/m000_i.fits": "245653e9ac29eff0ff7e6ba3731c60af52583aeddc032d5d2bc8b9cde778a40d",

@@ -1,4 +1,5 @@
-"""Tests of skysift.sim.simulate (mergers, hard negatives) and skysift.sim.hosts (photometry, selection)."""
+"""Tests of skysift.sim.simulate (mergers, hard negatives) and skysift.sim.hosts (photometry,
+selection)."""
 
 import json
 

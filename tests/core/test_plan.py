@@ -1,0 +1,114 @@
+"""The workflow's planning (skysift.plan): what each rule reads, asks for and passes, from the
+config alone, without running Snakemake."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from survey_helpers import make_config, make_wcs, write_tile
+
+from skysift import config as skyconfig
+from skysift import paths, plan
+
+
+def _config(**sections):
+    return skyconfig.load(json_text=json.dumps(sections))
+
+
+def test_mock_survey_files_are_every_tile_and_band():
+    cfg = _config(mock={"n_tiles": 2})
+    files = plan.survey_files(cfg)
+    assert files == [f"data/mock/tiles/m00{t}_{b}.fits" for t in (0, 1) for b in "gri"]
+
+
+def test_user_survey_files_come_from_the_pattern_with_masks_once(tmp_path):
+    cfg = make_config(tmp_path)
+    for tile in ("t1", "t0"):
+        write_tile(tmp_path, tile, make_wcs(10.0, 0.0, (20, 20)), (20, 20))
+    files = plan.survey_files(cfg)
+    assert files == [str(tmp_path / "tiles" / f"{t}_{b}.fits") for t in ("t0", "t1")
+                     for b in cfg["survey"]["bands"]]
+    cfg["survey"]["mask"] = {"kind": "weight", "hdu": "WGT", "file": None, "bad_bits": 0}
+    assert plan.tile_files(cfg, ["t0"]) == files[:2]  # the mask HDU lives in the tile file
+
+
+def test_training_shards_follow_the_frozen_record(tmp_path):
+    record = tmp_path / "training_shards.json"
+    cfg = _config(training_set={"shards": "frozen"})
+    assert plan.training_shards(cfg, ["s2", "s1"], record) == ["s1", "s2"]  # no record yet
+    assert plan.training_shards_record(cfg, record) == []
+    record.write_text(json.dumps({"shards": ["s1"]}))
+    assert plan.training_shards(cfg, ["s1", "s2"], record) == ["s1"]
+    assert plan.training_shards_record(cfg, record) == [str(record)]
+    assert plan.training_shards(cfg, ["s2", "s3"], record) == ["s2", "s3"]  # stale: all
+    every = _config(training_set={"shards": "all"})
+    assert plan.training_shards(every, ["s1", "s2"], record) == ["s1", "s2"]
+    assert plan.training_shards_record(every, record) == []
+
+
+def test_cutouts_memory_scales_with_the_largest_tile_of_the_shard(tmp_path):
+    tiles_json = tmp_path / "tiles.json"
+    tiles_json.write_text(json.dumps({"tiles": [{"tile": "a", "shape": [1000, 1000]},
+                                                {"tile": "b", "shape": [4000, 4000]}]}))
+    cfg = _config()
+    small = plan.cutouts_mem_mb(cfg, tiles_json, ["a"])
+    big = plan.cutouts_mem_mb(cfg, tiles_json, ["a", "b"])
+    per_pixel = (3 + 1) * 4 + 3 + 8  # bytes: float32 bands + mask + one band read + buffers
+    assert small == int(1e6 * per_pixel / 1e6) + plan.CUTOUTS_BATCH_MB + plan.CUTOUTS_BASE_MB
+    assert big - small == int(16e6 * per_pixel / 1e6) - int(1e6 * per_pixel / 1e6)
+
+
+def test_config_json_holds_the_seed_and_only_the_named_sections():
+    cfg = _config(seed=5)
+    text = plan.config_json(cfg, ("split",))
+    assert json.loads(text) == {"seed": 5, "split": cfg["split"]}
+    cfg["train"]["epochs"] = 99  # another section: the params of the rule do not change
+    assert plan.config_json(cfg, ("split",)) == text
+
+
+def test_model_inputs_args_and_config_of_one_model():
+    cfg = _config(models=[{"name": "cnn", "architecture": "baseline3"},
+                          {"name": "ext", "architecture": "baseline3",
+                           "checkpoint": "/m/{task}.pt"}])
+    inputs = plan.model_inputs(cfg, "lens", "cnn")
+    assert inputs == {"trainset": "results/train/lens.h5",
+                      "augmented": "results/train/lens.augmented.h5"}
+    assert shlex.split(plan.model_args(inputs)) == [
+        "--trainset", "results/train/lens.h5", "--augmented", "results/train/lens.augmented.h5"]
+    assert plan.model_inputs(cfg, "merger", "ext") == {"checkpoint": "/m/merger.pt"}
+    assert plan.model_args({"checkpoint": "/m/merger.pt"}) == ""
+    one = json.loads(plan.model_config_json(cfg, "lens", "cnn"))
+    assert [t["name"] for t in one["tasks"]] == ["lens"]
+    assert [m["name"] for m in one["models"]] == ["cnn"]
+    assert plan.model_gpus(cfg, "lens", "cnn") == 0
+    cfg["train"]["device"] = "cuda"
+    assert plan.model_gpus(cfg, "lens", "cnn") == 1
+
+
+def test_final_targets_name_every_product_once():
+    cfg = _config()
+    targets = plan.final_targets(cfg)
+    assert len(targets) == len(set(targets))
+    for task in ("lens", "merger"):
+        assert f"results/candidates/{task}.csv" in targets
+        assert f"results/review/{task}.html" in targets
+        assert f"results/models/{task}/baseline3.curve.png" in targets
+    assert paths.KNOWN_LENSES in targets  # the mock writes a known-lens table
+    cfg["survey"]["known_lenses"] = None
+    assert paths.KNOWN_LENSES not in plan.final_targets(cfg)
+
+
+def test_optional_inputs_appear_only_when_configured():
+    cfg = _config()
+    assert plan.labels_files(cfg) == [cfg["survey"]["labels"]]
+    assert plan.select_inputs(cfg) == []
+    cfg["infer"]["select"] = [{"column": "mag_r", "max": 23.0}]
+    assert plan.select_inputs(cfg) == [cfg["survey"]["catalog"]]
+    cfg["survey"]["labels"] = None
+    assert plan.labels_files(cfg) == []
+    assert plan.training_set_files(cfg) == []
+    cfg["training_set"]["hosts"].update(catalog_cuts={"mag_r": [16, 21]}, ids="hosts.csv")
+    cfg["training_set"]["psf"].update(model="image", image="psf_{band}.fits")
+    assert plan.training_set_files(cfg) == [cfg["survey"]["catalog"], "hosts.csv",
+                                            "psf_g.fits", "psf_r.fits", "psf_i.fits"]
