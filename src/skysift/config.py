@@ -72,6 +72,7 @@ def validate(config: dict, source: str = "config") -> dict:
             f"{source}: key '{where}': {err.message}{_suggest(err)}; "
             f"see config/schema.yaml for every key, its type and default"
         )
+    _resolve_mock_paths(config)
     fr = config["split"]["fractions"]
     if abs(fr["train"] + fr["val"] + fr["test"] - 1.0) > 1e-6:
         raise ConfigError(f"{source}: split.fractions must sum to 1, got {fr}")
@@ -84,6 +85,19 @@ def validate(config: dict, source: str = "config") -> dict:
                           "state the expected fraction of positives of every task, e.g. "
                           f"evaluate: {{prevalence: {{{missing[0]}: 0.001}}}}")
     return config
+
+
+def _resolve_mock_paths(config: dict) -> None:
+    """With ``survey.kind: mock``, null labels and known lenses take what the mock writes
+    (``mock.truth``, ``mock.known_lenses``); a ``files`` survey inherits nothing of the mock."""
+    survey, mock = config["survey"], config["mock"]
+    if survey["kind"] != "mock":
+        return
+    if survey["labels"] is None:
+        catalog = Path(survey["catalog"])
+        survey["labels"] = mock["truth"] or str(catalog.with_name(f"{catalog.stem}_truth.fits"))
+    if survey["known_lenses"] is None:
+        survey["known_lenses"] = mock["known_lenses"]
 
 
 def deep_update(base: dict, other: Mapping) -> dict:

@@ -41,6 +41,8 @@ class ModelSpec:
     members: int = 1
     checkpoint: str | None = None
     primary: bool = False
+    #: weights to start from: another model's checkpoint (results/models/...) or a file
+    init: str | None = None
     train: dict = field(default_factory=dict, compare=False, hash=False)
     raw: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -78,6 +80,28 @@ def _checkpoint_for(entry: Mapping, task: str, tasks: list[str], pos: int) -> st
                           "braces") from None
 
 
+def _init_for(config: Mapping, entry: Mapping, task: str, pos: int) -> str | None:
+    """The weights file a model starts from: another model's checkpoint, or a path."""
+    init = entry.get("init")
+    if not init:
+        return None
+    if init == entry["name"]:
+        raise ConfigError(f"models[{pos}] ('{init}').init names the model itself; name "
+                          "another model of the run or a weights file")
+    for other in config["models"]:
+        if other["name"] != init:
+            continue
+        if task not in (other.get("tasks") or [t["name"] for t in config["tasks"]]):
+            raise ConfigError(f"models[{pos}] ('{entry['name']}').init is '{init}', which does "
+                              f"not serve task '{task}'; add the task to its tasks")
+        if other["architecture"] == "classical" or other.get("init") == entry["name"]:
+            raise ConfigError(f"models[{pos}] ('{entry['name']}').init is '{init}', a classical "
+                              "model or one initialised from this one; name a CNN trained "
+                              "before it")
+        return paths.MODEL.format(task=task, model=init)
+    return init.format(task=task)
+
+
 def model_specs(config: Mapping) -> list[ModelSpec]:
     """Every (task, model) pair of the config, in config order (entry, then task order).
 
@@ -108,7 +132,7 @@ def model_specs(config: Mapping) -> list[ModelSpec]:
                 members=int(entry.get("members", 1)),
                 checkpoint=_checkpoint_for(entry, task, list(tasks), pos),
                 primary=bool(entry.get("primary", False)), train=train,
-                raw=copy.deepcopy(dict(entry))))
+                init=_init_for(config, entry, task, pos), raw=copy.deepcopy(dict(entry))))
     for task in task_names:
         marked = [s.name for s in specs if s.task == task and s.primary]
         if len(marked) > 1:

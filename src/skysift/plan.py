@@ -144,12 +144,16 @@ def model_inputs(config: Mapping, task: str, model: str) -> dict[str, str]:
     spec = modelspec.find_spec(config, task, model)
     if spec.checkpoint:
         return {"checkpoint": spec.checkpoint}
-    return {"trainset": paths.TRAINSET.format(task=task),
-            "augmented": paths.AUGMENTED.format(task=task)}
+    inputs = {"trainset": paths.TRAINSET.format(task=task),
+              "augmented": paths.AUGMENTED.format(task=task)}
+    if spec.init:  # another model's checkpoint (trained first) or a local weights file
+        inputs["init"] = spec.init
+    return inputs
 
 
 def model_args(inputs: Mapping[str, str]) -> str:
-    """``--trainset``/``--augmented`` for a trained model; nothing for an imported one."""
+    """``--trainset``/``--augmented`` for a trained model; nothing for an imported one (the
+    ``init`` weights are an input for the order of jobs; the train step reads the config)."""
     return " ".join(f"--{key} {shlex.quote(str(value))}" for key, value in inputs.items()
                     if key in ("trainset", "augmented"))
 
@@ -167,6 +171,12 @@ def model_config_json(config: Mapping, task: str, model: str) -> str:
 def model_gpus(config: Mapping, task: str, model: str) -> int:
     """GPUs a train job asks for: one when the model trains on ``cuda``."""
     return 1 if modelspec.find_spec(config, task, model).train["device"] == "cuda" else 0
+
+
+def model_metrics_files(config: Mapping) -> list[str]:
+    """Every trained model's metrics JSON: evaluate reports their simulated test rows."""
+    return [paths.MODEL_METRICS.format(task=s.task, model=s.name)
+            for s in modelspec.model_specs(config)]
 
 
 def final_targets(config: Mapping) -> list[str]:

@@ -85,3 +85,17 @@ def test_field_benchmark_is_the_dense_one_at_real_sky_density_with_visible_merge
     assert 8.0 < density(field["mock"]) < 9.0 and density(dense["mock"]) > 55
     assert field["mock"]["merger"]["tidal_snr_min"] == 15.0
     assert dense["mock"]["merger"]["tidal_snr_min"] == 0.0
+
+
+def test_a_files_survey_inherits_no_mock_labels_or_known_lenses():
+    """Snakemake merges a user's --configfile over config/config.yaml: a ``files`` survey must
+    not pick up the mock's truth table or known-lens table from there or from the schema."""
+    shipped = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+    user = {"survey": {"kind": "files", "tiles": "d/{tile}_{band}.fits", "catalog": "c.fits"}}
+    cfg = config.load(shipped, json_text=__import__("json").dumps(user))
+    assert cfg["survey"]["labels"] is None and cfg["survey"]["known_lenses"] is None
+    mock = config.load(shipped)
+    assert mock["survey"]["labels"] == "data/mock/catalog_truth.fits"  # beside the catalog
+    assert mock["survey"]["known_lenses"] == mock["mock"]["known_lenses"]
+    own = config.load(json_text='{"survey": {"labels": "mine.fits"}}')
+    assert own["survey"]["labels"] == "mine.fits"  # a mock with labels of its own keeps them

@@ -39,7 +39,8 @@ def test_rendering_is_deterministic_and_escapes_table_cells():
     assert page.startswith("# Configuration reference\n")
     rows = [line for line in page.splitlines() if line.startswith("| `")]
     assert all(line.replace("\\|", "").count("|") == 6 for line in rows)
-    assert "| `survey.labels` | string \\| null | `\"data/mock/truth.fits\"` |" in page
+    assert "| `mock.known_lenses` | string \\| null | `\"data/mock/known_lenses.csv\"` |" in page
+    assert "| `survey.labels` | string \\| null | `null` |" in page
     assert "| `tasks[].label` | string | — (required) |" in page
 
 

@@ -153,7 +153,7 @@ def test_missing_score_column_exits_2_and_writes_nothing(tmp_path, capsys):
 def test_labels_null_exits_2_saying_labels_are_needed(tmp_path, capsys):
     cfg, catalog, split = write_inputs(tmp_path, np.arange(7))
     cfg = json.loads(cfg)
-    cfg["survey"]["labels"] = None
+    cfg["survey"].update(kind="files", labels=None)  # a mock's null labels are its truth
     assert run_main(tmp_path, json.dumps(cfg), catalog, split) == 2
     assert "evaluation needs labels" in capsys.readouterr().err
     assert not (tmp_path / "out" / "metrics.json").exists()

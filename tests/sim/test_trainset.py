@@ -191,7 +191,7 @@ def simsurvey(tmp_path_factory):
         tmp_path / "truth.fits")
     cfg = {"survey": {"labels": str(tmp_path / "truth.fits"), "bands": ["g", "r"]},
            "preprocess": {"chunk_objects": 8},
-           "training_set": {"max_negatives": 12, "gain": 4.0, "supersample": 2,
+           "training_set": {"use": "simulated", "max_negatives": 12, "gain": 4.0, "supersample": 2,
                             "gallery_examples": 2, "hosts": {"mag": [15.0, 25.0]},
                             "lens": {"max_draws": 1, "arc_snr_min": 0.0}}}
     return {"dir": tmp_path, "cfg": cfg, "split": split, "ids": ids, "known": [4, 20],
@@ -349,3 +349,32 @@ def test_labels_only_sets_record_a_galaxy_background(simsurvey):
     assert main(_argv(d, cfg, task="merger", out="lab.h5", cutouts=False)) == 0
     got, _ = io.read_arrays(d / "lab.h5", ("label", "background"))
     assert (got["background"] == b"galaxy").all() and len(got["label"]) == 2 * N_SHARD
+
+
+def test_scarce_positive_labels_resolve_to_both_and_train(simsurvey, tmp_path):
+    """A search that starts from a few known lenses (positives only, no labelled negatives):
+    ``use: auto`` adds simulations, unlabelled objects are the negatives, and a model trains."""
+    from skysift.learn import train
+
+    d = simsurvey["dir"]
+    known = Table({"objid": simsurvey["ids"][[4, 20]], "is_lens": [1, 1],
+                   "is_merger": [0, 0]})
+    known.write(tmp_path / "known.fits")
+    cfg = dict(simsurvey["cfg"], survey=dict(simsurvey["cfg"]["survey"],
+                                             labels=str(tmp_path / "known.fits")),
+               training_set=dict(simsurvey["cfg"]["training_set"], use="auto"))
+    assert main(_argv(d, cfg, out="scarce.h5")) == 0
+    got, attrs = _read(d / "scarce.h5")
+    assert (attrs["use"], attrs["use_requested"]) == ("both", "auto")
+    labelled = got["origin"] == LABELLED
+    assert sorted(got["index"][labelled].tolist()) == [4, 20]
+    assert (got["label"][labelled] == 1).all()
+    assert (got["origin"] == REAL).sum() > 0 and (got["origin"] == SIMULATED).sum() > 0
+    tcfg = {"seed": 3, "augment": {"on_the_fly": False},
+            "models": [{"name": "cnn", "architecture": "baseline3"}],
+            "train": {"epochs": 1, "batch_size": 16}}
+    assert train.main(["--config-json", json.dumps(tcfg), "--task", "lens", "--trainset",
+                       str(d / "scarce.h5"), "--out", str(tmp_path / "cnn.pt")]) == 0
+    metrics = json.loads((tmp_path / "cnn.metrics.json").read_text())
+    assert metrics["selected_on"] == "all"  # the labels hold one class: every row decides
+    assert metrics["test"]["simulated"]["n_pos"] > 0

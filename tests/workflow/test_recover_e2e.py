@@ -9,15 +9,17 @@ import yaml
 from astropy.table import Table
 from conftest import REPO, TINY
 
+from skysift import config as skyconfig
 from skysift.evaluate.recover import STATUSES
 
 
 def _config() -> dict:
+    """The tiny run's validated config (config.yaml, then tiny.yaml), as the rules see it."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     tiny = yaml.safe_load(TINY.read_text())
     for key, value in tiny.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
-    return config
+    return skyconfig.validate(config)
 
 
 def test_every_known_lens_of_the_mock_gets_a_status(tiny_run):

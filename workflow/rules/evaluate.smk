@@ -7,6 +7,7 @@ rule evaluate:
         catalog=paths.CATALOG,
         split=paths.SPLIT,
         labels=plan.labels_files(config),
+        model_metrics=plan.model_metrics_files(config),
     output:
         metrics=paths.METRICS,
         roc=report(paths.ROC, caption="../report/evaluate_roc.rst", category="Evaluation"),
@@ -39,4 +40,4 @@ rule evaluate:
         "python -m skysift evaluate --config-json {params.cfg:q} --catalog {input.catalog:q} "
         "--split {input.split:q} --out {output.metrics:q} --roc {output.roc:q} "
         "--completeness {output.completeness:q} --purity {output.purity:q} "
-        "--reliability {output.reliability:q} 2> {log:q}"
+        "--reliability {output.reliability:q} --model-metrics {input.model_metrics:q} 2> {log:q}"

@@ -63,6 +63,7 @@ from skysift import cli, metrics
 from skysift.errors import DataError
 from skysift.evaluate import calibration, completeness
 from skysift.evaluate.figures import plot_roc
+from skysift.evaluate.gap import attach_simulated
 from skysift.evaluate.inputs import read_catalog, read_labels, split_of
 from skysift.ids import id_keys, match_ids, mixed
 from skysift.io import provenance, write_json
@@ -273,6 +274,9 @@ def parser():
                    help="purity-completeness figure to write (results/purity.png)")
     p.add_argument("--reliability", required=True,
                    help="reliability diagram to write (results/reliability.png)")
+    p.add_argument("--model-metrics", nargs="*", default=[],
+                   help="the models' training metrics (results/models/*/*.metrics.json): "
+                        "their simulated test rows, reported beside the real ones")
     return p
 
 
@@ -299,6 +303,7 @@ def _body(args) -> int:
     completeness.plot_purity(figures["purity"], {task: prior.prevalence_of(config, task)
                                                  for task in figures["purity"]}, args.purity)
     calibration.plot_reliability(figures["reliability"], args.reliability)
+    gaps = attach_simulated(results, args.model_metrics)
     primary = {task: spec.name for task, spec in primary_specs(config).items()}
     headline = {task: results[task][model] for task, model in primary.items()}
     prov = provenance(config, catalog=str(args.catalog), split=str(args.split),
@@ -312,6 +317,8 @@ def _body(args) -> int:
                         for model, res in by_model.items())
     log.info("evaluate: %d models of %d tasks on %d test objects -> %s and 4 figures in "
              "%.1f s; %s", len(curves), len(results), n_test, args.out, seconds, summary)
+    for line in gaps:
+        log.info("sim→real: %s", line)
     return 0
 
 

@@ -24,7 +24,8 @@ Per channel (bands, then ``det``):
   soft-binned and normalised;
 - ``sky_{b}`` (1.4826 MAD of the border pixels), ``skymed_{b}``, ``psf_{b}`` (FWHM arcsec,
   from the training set's ``psf_fwhm_arcsec`` attribute; NaN when unknown) and
-  ``r50psf_{b}`` = r50 / PSF FWHM; ``masked`` = fraction of masked pixels.
+  ``r50psf_{b}`` = r50 / PSF FWHM; ``masked`` = fraction of masked pixels;
+- the lens residual (:mod:`skysift.learn.residual`): ``bres{k}``, ``bres_peak/cover/tangential``.
 
 Masked pixels (NaN) are left out of every sum, mean, median and sort; undefined values are
 NaN, which the boosted trees route as missing.
@@ -37,6 +38,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.ndimage import uniform_filter
+
+from skysift.learn.residual import residual_feature_names, residual_features
 
 __all__ = ["FeatureSpec", "compute_features", "feature_names", "gini", "growth_radii",
            "hog_pooled"]
@@ -100,7 +103,7 @@ def feature_names(spec: FeatureSpec) -> list[str]:
     names += [f"hogs{j}" for j in range(spec.hog_bins)]
     names += [f"sky_{b}" for b in bands] + [f"skymed_{b}" for b in bands]
     names += [f"psf_{b}" for b in bands] + [f"r50psf_{b}" for b in bands] + ["masked"]
-    return names
+    return names + residual_feature_names(nk)
 
 
 def compute_features(images, spec: FeatureSpec, batch_size: int = 256) -> np.ndarray:
@@ -392,5 +395,6 @@ def _batch(x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     feats += [sky[:, :nb], skymed[:, :nb], np.broadcast_to(psf, (n, nb)),
               rads[1][:, :nb] * spec.pixscale_arcsec / psf,
               1 - valid_b.mean(axis=(1, 2, 3))[:, None]]
+    feats.append(residual_features(x, spec.bands, edges[1:], edges[1], spec.border_pix))
     out = np.concatenate([np.asarray(a, dtype=np.float64).reshape(n, -1) for a in feats], axis=1)
     return out.astype(np.float32)

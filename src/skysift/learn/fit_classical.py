@@ -17,9 +17,10 @@ from skysift.io import write_json
 from skysift.learn.checkpoints import (
     save_checkpoint,
 )
-from skysift.learn.loader import TrainData, open_data
+from skysift.learn.loader import TrainData, open_data, read_test_split
 from skysift.learn.runinfo import derive_seed, finite_or_none, model_meta
 from skysift.learn.runtime import torch_runtime
+from skysift.learn.selection import decisive_rows, group_ranking
 from skysift.metrics import auroc
 from skysift.modelspec import ModelSpec
 
@@ -46,6 +47,7 @@ class _Fitted:
     feature_s: float
     fit_s: float
     seconds: float
+    selected_on: str
 
 
 def train_classical(config: dict, spec: ModelSpec, trainset: str | Path,
@@ -70,6 +72,7 @@ def train_classical(config: dict, spec: ModelSpec, trainset: str | Path,
     fit = _fit(data, spec, fspec, names, seed, trainset)
     _save(out, fit, fspec, names, config, meta)
     metrics = _metrics(spec, data, fit, names, meta)
+    metrics["test"] = _test_ranking(fit, fspec, trainset, spec.train["threads"])
     write_json(metrics_path, metrics)
     classical.write_importance_plot(curve_path, fit.importances, fit.trials,
                                     f"{spec.task}/{spec.name}")
@@ -109,6 +112,12 @@ def _fit(data: TrainData, spec: ModelSpec, fspec: FeatureSpec, names: list[str],
         x_val = compute_features(data.x_val.numpy(), fspec)
         feature_s = time.perf_counter() - t0
         y_train, y_val = data.labels, data.y_val.numpy()
+        decisive, selected_on = decisive_rows(y_val, data.val_origin)
+        if selected_on == "labelled":  # real labels lead: tune and calibrate on them alone
+            log.info("classical %s/%s: tuning and calibration on the %d real labelled "
+                     "validation rows of %d", spec.task, spec.name, int(decisive.sum()),
+                     len(y_val))
+            x_val, y_val = x_val[decisive], y_val[decisive]
         if not 0 < y_train.sum() < len(y_train):
             raise DataError(f"{trainset}: the training examples hold {int(y_train.sum())} "
                             f"positives of {len(y_train)}; a classifier needs both classes")
@@ -122,7 +131,19 @@ def _fit(data: TrainData, spec: ModelSpec, fspec: FeatureSpec, names: list[str],
             clf, x_val, y_val, names, settings["importance_repeats"], seed)
     seconds = time.perf_counter() - t0
     return _Fitted(x_train, x_val, y_train, y_val, clf, params, trials, calib, val_logits,
-                   importances, feature_s, fit_s, seconds)
+                   importances, feature_s, fit_s, seconds, selected_on)
+
+
+def _test_ranking(fit: _Fitted, fspec: FeatureSpec, trainset: str | Path, threads: int) -> dict:
+    """Ranking metrics of the training set's test split, per origin group."""
+    from skysift.learn import classical
+    from skysift.learn.features import compute_features
+
+    x_test, y_test, origin = read_test_split(trainset)
+    with torch_runtime(threads, deterministic=True):
+        raw = fit.clf.decision_function(compute_features(x_test, fspec)) if len(y_test) \
+            else np.zeros(0)
+    return group_ranking(classical.apply_calibration(raw, fit.calib), y_test, origin)
 
 
 def _save(out: str | Path, fit: _Fitted, fspec: FeatureSpec, names: list[str], config: dict,
@@ -158,7 +179,7 @@ def _metrics(spec: ModelSpec, data: TrainData, fit: _Fitted, names: list[str], m
         "n_train": data.n_original, "n_augmented": data.n_augmented, "n_val": len(y_val),
         "balance": "sample", "pos_weight": float((len(y_train) - y_train.sum())
                                                          / y_train.sum()),
-        "provenance": meta["provenance"],
+        "selected_on": fit.selected_on, "provenance": meta["provenance"],
         "classical": {"hyperparameters": fit.params, "trials": fit.trials,
                       "calibration": fit.calib, "n_features": len(names),
                       "feature_seconds": fit.feature_s,

@@ -29,12 +29,13 @@ import torch
 
 from skysift.errors import DataError
 from skysift.io import open_h5, read_attr_json
+from skysift.sim.trainfile import LABELLED
 
 log = logging.getLogger(__name__)
 
 #: HDF5 chunks read together by one worker and shuffled together when streaming.
 GROUP_CHUNKS = 8
-TRAIN, VAL = 0, 1
+TRAIN, VAL, TEST = 0, 1, 2
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Source:
     rows: np.ndarray
     labels: np.ndarray
     chunk: int = 256
+    #: origin of each row (m,) uint8 (docs/formats.md); None: every row labelled
+    origin: np.ndarray | None = None
 
 
 @dataclass
@@ -62,11 +65,20 @@ class TrainData:
     attrs: dict
     n_original: int
     n_augmented: int
+    #: Origin (docs/formats.md) of every validation row, (n_val,) uint8; None: all labelled.
+    val_origin: np.ndarray | None = None
     labels: np.ndarray = field(init=False)
+    #: (n,) bool: which training examples are real labelled objects (or copies of them)
+    labelled: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.labels = (np.concatenate([s.labels for s in self.sources]).astype(np.float32)
                        if self.sources else np.zeros(0, np.float32))
+        self.labelled = (np.concatenate([np.ones(len(s.labels), bool) if s.origin is None
+                                         else s.origin == LABELLED for s in self.sources])
+                         if self.sources else np.zeros(0, bool))
+        if self.val_origin is None:
+            self.val_origin = np.full(len(self.y_val), LABELLED, np.uint8)
 
     @property
     def nbytes(self) -> int:
@@ -103,7 +115,8 @@ def _finite(path: Path, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def open_data(trainset: str | Path, augmented: str | Path | None = None) -> TrainData:
+def open_data(trainset: str | Path, augmented: str | Path | None = None,
+              labelled_only: bool = False) -> TrainData:
     """Index the train (split 0) and validation (split 1) examples plus augmented copies.
 
     Reads labels, splits and the validation images; training images stay on disk until a
@@ -114,6 +127,7 @@ def open_data(trainset: str | Path, augmented: str | Path | None = None) -> Trai
     with open_h5(trainset, required=("images", "label", "split", "index")) as fh:
         images = fh["images"]
         label, split, index = fh["label"][()], fh["split"][()], fh["index"][()]
+        origin = fh["origin"][()] if "origin" in fh else np.full(len(label), LABELLED, np.uint8)
         _check_images(trainset, images, label)
         attrs = {key: read_attr_json(fh, key) for key in fh.attrs}
         chunk = images.chunks[0] if images.chunks else max(len(label), 1)
@@ -123,12 +137,14 @@ def open_data(trainset: str | Path, augmented: str | Path | None = None) -> Trai
     train_rows = np.flatnonzero(split == TRAIN)
     log.info("%s: %d train, %d val, %d test (unused) examples", trainset, train_rows.size,
              val_rows.size, int((split == 2).sum()))
-    sources = [Source(trainset, train_rows, label[train_rows].astype(np.float32), chunk)]
+    sources = [Source(trainset, train_rows, label[train_rows].astype(np.float32), chunk,
+                      origin[train_rows].astype(np.uint8))]
     n_aug = 0
     if augmented is not None:
         augmented = Path(augmented)
         with open_h5(augmented, required=("images", "label", "index")) as fh:
             aug_label, aug_index = fh["label"][()], fh["index"][()]
+            aug_origin = fh["origin"][()] if "origin" in fh else None
             _check_images(augmented, fh["images"], aug_label)
             if tuple(fh["images"].shape[1:]) != shape:
                 raise DataError(f"{augmented}: stamps {fh['images'].shape[1:]} differ from "
@@ -137,32 +153,84 @@ def open_data(trainset: str | Path, augmented: str | Path | None = None) -> Trai
         if not np.isin(aug_index, index[train_rows]).all():
             raise DataError(f"{augmented}: holds copies of objects outside the train split of "
                             f"{trainset} (stale file?); re-run the augment rule")
+        if aug_origin is None and train_rows.size and len(aug_label) % train_rows.size == 0:
+            # copy-major rows (skysift.learn.augment): copy c of train row k is row c n + k
+            aug_origin = np.tile(origin[train_rows], len(aug_label) // train_rows.size)
         sources.append(Source(augmented, np.arange(len(aug_label)),
-                              aug_label.astype(np.float32), aug_chunk))
+                              aug_label.astype(np.float32), aug_chunk, aug_origin))
         n_aug = len(aug_label)
+    if labelled_only:
+        sources = _labelled_rows(sources, trainset)
     return TrainData(sources=sources, x_val=torch.from_numpy(x_val),
                      y_val=torch.from_numpy(label[val_rows].astype(np.float32)),
                      shape=shape, attrs=attrs, n_original=int(train_rows.size),
-                     n_augmented=n_aug)
+                     n_augmented=n_aug, val_origin=origin[val_rows].astype(np.uint8))
 
 
-def epoch_examples(labels: np.ndarray, balance: str, generator: torch.Generator) -> np.ndarray:
+def _labelled_rows(sources: list[Source], trainset: Path) -> list[Source]:
+    """The sources restricted to real labelled rows (``train_on: labelled``)."""
+    out = []
+    for s in sources:
+        keep = np.ones(len(s.rows), bool) if s.origin is None else s.origin == LABELLED
+        out.append(Source(s.path, s.rows[keep], s.labels[keep], s.chunk,
+                          None if s.origin is None else s.origin[keep]))
+    n = sum(len(s.rows) for s in out)
+    labels = np.concatenate([s.labels for s in out]) if out else np.zeros(0)
+    if not 0 < labels.sum() < n:
+        raise DataError(f"{trainset}: train_on labelled keeps {n} real labelled examples with "
+                        f"{int(labels.sum())} positives; a classifier needs both classes: "
+                        "label negatives too, or train on all rows")
+    log.info("train_on labelled: %d real labelled training examples (of %d)", n,
+             sum(len(s.rows) for s in sources))
+    return out
+
+
+def read_test_split(trainset: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The test split (2) of a training set: images (m, band, s, s) float32, labels (m,)
+    and origins (m,) uint8 — the simulated test rows a model is measured on besides the
+    catalog's real labelled objects (:mod:`skysift.learn.selection`)."""
+    trainset = Path(trainset)
+    with open_h5(trainset, required=("images", "label", "split")) as fh:
+        split, label = fh["split"][()], fh["label"][()]
+        origin = fh["origin"][()] if "origin" in fh else np.full(len(label), LABELLED, np.uint8)
+        rows = np.flatnonzero(split == TEST)
+        chunk = fh["images"].chunks[0] if fh["images"].chunks else max(len(label), 1)
+        x = _finite(trainset, _read_rows(fh["images"], rows, chunk))
+    return x, label[rows].astype(np.float32), origin[rows].astype(np.uint8)
+
+
+def epoch_examples(labels: np.ndarray, balance: str, generator: torch.Generator,
+                   labelled: np.ndarray | None = None, labelled_share: float | None = None
+                   ) -> np.ndarray:
     """The example numbers (into ``labels``) of one epoch, before shuffling.
 
     ``weight``: every example once. ``sample``: every example once, plus the minority class
-    repeated (whole repeats, then a random subset) until both classes count alike.
+    repeated (whole repeats, then a random subset) until both classes count alike. Then,
+    with ``labelled_share`` and a set that mixes real labelled examples (``labelled`` (n,)
+    bool) with others, the labelled ones are repeated the same way until they make that
+    share of the epoch, so a few hundred labels are not drowned by thousands of
+    simulations.
     """
     every = np.arange(len(labels))
-    if balance != "sample":
-        return every
-    pos, neg = every[labels == 1], every[labels == 0]
-    small, big = (pos, neg) if len(pos) < len(neg) else (neg, pos)
-    if not len(small):
-        return every
-    extra = len(big) - len(small)
-    reps, rest = divmod(extra, len(small))
-    pick = torch.randperm(len(small), generator=generator)[:rest].numpy()
-    return np.concatenate([every, np.tile(small, reps), small[np.sort(pick)]])
+    if balance == "sample":
+        pos, neg = every[labels == 1], every[labels == 0]
+        small, big = (pos, neg) if len(pos) < len(neg) else (neg, pos)
+        if len(small):
+            every = np.concatenate([every, _repeats(small, len(big) - len(small), generator)])
+    if labelled_share and labelled is not None:
+        lab = every[labelled[every]]
+        n_other = len(every) - len(lab)
+        target = int(round(labelled_share / (1.0 - labelled_share) * n_other))
+        if len(lab) and n_other and target > len(lab):
+            every = np.concatenate([every, _repeats(lab, target - len(lab), generator)])
+    return every
+
+
+def _repeats(rows: np.ndarray, extra: int, generator: torch.Generator) -> np.ndarray:
+    """``extra`` more of ``rows``: whole repeats, then a random subset in row order."""
+    reps, rest = divmod(extra, len(rows))
+    pick = torch.randperm(len(rows), generator=generator)[:rest].numpy()
+    return np.concatenate([np.tile(rows, reps), rows[np.sort(pick)]])
 
 
 class RamLoader:

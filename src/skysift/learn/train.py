@@ -30,11 +30,13 @@ from skysift.learn.checkpoints import (
     save_checkpoint,
     sha256_file,
 )
+from skysift.learn.finetune import init_from
 from skysift.learn.fit_classical import train_classical
-from skysift.learn.loader import TrainData, make_loader, open_data
+from skysift.learn.loader import TrainData, make_loader, open_data, read_test_split
 from skysift.learn.models import CLASSICAL, build_model, count_parameters
 from skysift.learn.runinfo import derive_seed, finite_or_none, model_meta
 from skysift.learn.runtime import prepare_model, resolve_device, resolve_precision, torch_runtime
+from skysift.learn.selection import group_ranking
 from skysift.learn.trainer import Augment, Trainer, cpu_state, score_tensor
 from skysift.metrics import auroc
 from skysift.modelspec import ModelSpec, find_spec, model_specs
@@ -102,8 +104,12 @@ def _member_trainer(config: dict, spec: ModelSpec, data: TrainData, loader, memb
         derive_seed(seed, spec.task, "batches", spec.name, member))
     aug_generator = torch.Generator(device=device).manual_seed(
         derive_seed(seed, spec.task, "augment", spec.name, member))
-    model = prepare_model(build_model(spec.architecture, data.shape[0], data.shape[-1]), device)
-    return Trainer(model, data, loader, spec.train, device, precision, generator, aug_generator)
+    net = build_model(spec.architecture, data.shape[0], data.shape[-1])
+    report = init_from(net, spec.init) if spec.init else None
+    trainer = Trainer(prepare_model(net, device), data, loader, spec.train, device, precision,
+                      generator, aug_generator)
+    trainer.init_report = report
+    return trainer
 
 
 def _member_record(trainer: Trainer, member: int) -> dict:
@@ -138,7 +144,8 @@ def train_model(config: dict, task: str, model: str, trainset: str | Path | None
     tcfg = spec.train
     device = resolve_device(tcfg["device"])
     precision = resolve_precision(tcfg["precision"], device)
-    data = _open_train_data(trainset, augmented, task, tcfg["epochs"])
+    data = _open_train_data(trainset, augmented, task, tcfg["epochs"],
+                            spec.raw.get("train_on", "all"))
     out, last = Path(out), Path(str(out) + ".last")
     meta = model_meta(config, spec, data.attrs, data.shape,
                       {"trainset": str(trainset), "augmented": str(augmented or "")})
@@ -153,9 +160,15 @@ def train_model(config: dict, task: str, model: str, trainset: str | Path | None
                                          ckpt, states, records, last, meta)
         final = prepare_model(_assemble(spec, data, states), device)
         val_logits = score_tensor(final, data.x_val, tcfg["batch_size"], device, precision)
-    seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        x_test, y_test, origin_test = read_test_split(trainset)
+        test_logits = score_tensor(final, torch.from_numpy(x_test), tcfg["batch_size"], device,
+                                   precision)
     _save_final(out, trainer, final, member, records, config, meta)
     metrics = _metrics(spec, trainer, records, data, val_logits, meta, seconds)
+    metrics["test"] = group_ranking(test_logits.numpy(), y_test, origin_test)
+    metrics["init"] = getattr(trainer, "init_report", None)
+    metrics["train_on"] = spec.raw.get("train_on", "all")
     write_json(metrics_path, metrics)
     write_curve(curve_path, [r["epochs"] for r in records], f"{task}/{model}")
     last.unlink(missing_ok=True)
@@ -168,9 +181,9 @@ def train_model(config: dict, task: str, model: str, trainset: str | Path | None
 
 
 def _open_train_data(trainset: str | Path, augmented: str | Path | None, task: str,
-                     epochs: int) -> TrainData:
+                     epochs: int, train_on: str = "all") -> TrainData:
     """The training data, checked to be for ``task``; warns when it has no validation split."""
-    data = open_data(trainset, augmented)
+    data = open_data(trainset, augmented, labelled_only=train_on == "labelled")
     if data.attrs.get("task", task) != task:
         raise DataError(f"{trainset}: a training set for task '{data.attrs['task']}', not "
                         f"'{task}'; pass results/train/{task}.h5")
@@ -236,7 +249,7 @@ def _metrics(spec: ModelSpec, trainer: Trainer, records: list[dict], data: Train
                                                                                         1e-9),
         "n_train": data.n_original, "n_augmented": data.n_augmented, "n_val": len(data.y_val),
         "balance": trainer.balance, "pos_weight": trainer.pos_weight,
-        "provenance": meta["provenance"],
+        "selected_on": trainer.selected_on, "provenance": meta["provenance"],
     }
 
 

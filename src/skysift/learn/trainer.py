@@ -5,7 +5,9 @@ moved to ``device`` (pinned, channels_last on CUDA) and augmented there with
 ``aug_generator``. The loss is the binary cross-entropy of the logits, with the positives
 weighted by n_neg / n_pos under ``balance: weight`` (and unweighted under ``sample``, where
 the batches are balanced instead): class imbalance is handled once. Early stopping and the
-kept epoch follow ``train.monitor``: the validation loss (lower) or AUROC (higher).
+kept epoch follow ``train.monitor``: the validation loss (lower) or AUROC (higher), on the
+real labelled validation rows when there are any of both classes (simulated rows are then
+reported, not decisive: :mod:`skysift.learn.selection`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import math
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from skysift.errors import DataError
 from skysift.learn.loader import RamLoader, StreamLoader, TrainData, epoch_examples
 from skysift.learn.runtime import autocast, single_thread, to_device
+from skysift.learn.selection import auroc_or_nan, decisive_rows, group_masks
 from skysift.metrics import auroc
 
 log = logging.getLogger(__name__)
@@ -81,7 +85,8 @@ class Trainer:
         self.balance = train_cfg["balance"]
         self.pos_weight = n_neg / n_pos if self.balance == "weight" else 1.0
         self._pos_weight: dict[torch.device, torch.Tensor] = {}
-        n_epoch = 2 * max(n_pos, n_neg) if self.balance == "sample" else len(labels)
+        self.labelled_share = train_cfg.get("labelled_share")
+        n_epoch = len(self._examples(torch.Generator().manual_seed(0)))
         steps = math.ceil(n_epoch / train_cfg["batch_size"]) * train_cfg["epochs"]
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"],
                                            weight_decay=train_cfg["weight_decay"])
@@ -89,9 +94,30 @@ class Trainer:
             self.optimizer, max_lr=train_cfg["lr"], total_steps=steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.monitor = train_cfg["monitor"]
+        self.decisive, self.groups, self.selected_on = self._selection(data)
+        self.group_aurocs: dict[str, float] = {}
         self.epoch, self.history, self.bad_epochs = 0, [], 0
         self.best_epoch, self.best_val_loss, self.best_state = 0, math.inf, None
         self.best_score = math.inf  # the monitored quantity, as "lower is better"
+
+    @staticmethod
+    def _selection(data: TrainData) -> tuple[torch.Tensor | None, dict, str]:
+        """The decisive validation rows (None: all) and the groups reported beside them."""
+        y, origin = data.y_val.numpy(), data.val_origin
+        mask, name = decisive_rows(y, origin)
+        groups = {g: m for g, m in group_masks(origin).items()
+                  if g != "all" and m.any() and not m.all()}
+        if name == "all":
+            return None, groups, name
+        log.info("model selection follows the %d real labelled validation rows (%d positives); "
+                 "%d other rows are reported, not decisive", int(mask.sum()),
+                 int(y[mask].sum()), int((~mask).sum()))
+        return torch.from_numpy(mask), groups, name
+
+    def _examples(self, generator: torch.Generator) -> np.ndarray:
+        """The examples of one epoch (their number never depends on ``generator``)."""
+        return epoch_examples(self.data.labels, self.balance, generator, self.data.labelled,
+                              self.labelled_share)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean BCE with logits; positives weighted by ``pos_weight`` (1 under ``sample``)."""
@@ -104,7 +130,7 @@ class Trainer:
     def train_epoch(self, augment: Augment | None) -> tuple[float, int]:
         """One pass over the epoch's examples; returns (mean training loss, examples seen)."""
         self.model.train()
-        examples = epoch_examples(self.data.labels, self.balance, self.generator)
+        examples = self._examples(self.generator)
         total = torch.zeros((), device=self.device)
         seen = 0
         for xb, yb in self.loader.epoch(examples, self.cfg["batch_size"], self.generator):
@@ -127,16 +153,28 @@ class Trainer:
         return float(total) / max(seen, 1), seen
 
     def validate(self) -> tuple[float, float]:
-        """(validation loss, validation AUROC); NaN for both without validation examples."""
+        """(loss, AUROC) on the decisive validation rows; ``self.group_aurocs`` gets
+        ``val_auroc_{group}`` of the labelled and simulated rows when the set mixes them.
+
+        The decisive rows are the real labelled ones when they hold both classes, else all
+        (:func:`skysift.learn.selection.decisive_rows`); NaN without validation examples.
+        """
+        self.group_aurocs = {}
         if len(self.data.y_val) == 0:
             return math.nan, math.nan
-        logits = score_tensor(self.model, self.data.x_val, self.cfg["batch_size"], self.device,
-                              self.precision)
-        val_loss = float(self.loss(logits, self.data.y_val))
-        if not torch.isfinite(logits).all():
+        every = score_tensor(self.model, self.data.x_val, self.cfg["batch_size"], self.device,
+                             self.precision)
+        y_all = self.data.y_val
+        logits, y = ((every[self.decisive], y_all[self.decisive]) if self.decisive is not None
+                     else (every, y_all))
+        val_loss = float(self.loss(logits, y))
+        if not torch.isfinite(every).all():
             log.warning("non-finite validation logits at epoch %d (diverged?)", self.epoch)
             return val_loss, math.nan
-        return val_loss, auroc(logits.numpy(), self.data.y_val.numpy())
+        self.group_aurocs = {f"val_auroc_{name}": auroc_or_nan(every.numpy()[mask],
+                                                              y_all.numpy()[mask])
+                             for name, mask in self.groups.items()}
+        return val_loss, auroc(logits.numpy(), y.numpy())
 
     def run_epoch(self, augment: Augment | None) -> dict:
         """Train one epoch, validate, update early stopping; return the epoch's record."""
@@ -145,6 +183,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         train_s = time.perf_counter() - t0
+        self.group_aurocs = {}
         val_loss, val_auroc = self.validate()
         self.epoch += 1
         has_val = len(self.data.y_val) > 0
@@ -158,7 +197,8 @@ class Trainer:
         record = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
                   "val_auroc": val_auroc, "lr": self.scheduler.get_last_lr()[0],
                   "seconds": time.perf_counter() - t0, "train_seconds": train_s,
-                  "examples": seen, "samples_per_s": seen / max(train_s, 1e-9)}
+                  "examples": seen, "samples_per_s": seen / max(train_s, 1e-9),
+                  **self.group_aurocs}
         self.history.append(record)
         return record
 

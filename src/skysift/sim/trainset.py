@@ -29,6 +29,7 @@ import numpy as np
 from skysift import cli
 from skysift.errors import DataError, SurveyError
 from skysift.io import atomic_output, open_h5, provenance, read_attr_json, write_attrs
+from skysift.sim.mix import resolve_use, simulator_of
 from skysift.sim.trainfile import (
     LABELLED,
     ORIGINS,
@@ -138,6 +139,7 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
     chunk = int(config["preprocess"]["chunk_objects"])
     header = merge_attrs(attrs, paths)
     header.update(task=task_name, label_column=task["label"], counts=counts, use="labels",
+                  use_requested=config["training_set"].get("use_requested", "labels"),
                   origin_names=list(ORIGINS),
                   n_labelled=n_labelled, n_unlabelled=n_total - n_labelled,
                   **{f"n_{s}_{c}": counts[s][c] for s in SPLIT_NAMES for c in ("neg", "pos")})
@@ -159,11 +161,11 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
 
 
 def task_simulator(config: Mapping, task_name: str) -> str | None:
-    """``lens`` or ``merger`` when the task's training set is simulated (``training_set``)."""
-    tcfg = config["training_set"]
-    if tcfg["use"] == "labels":
+    """``lens`` or ``merger`` when the task's training set is simulated (``training_set``,
+    its ``use`` resolved: :func:`skysift.sim.mix.resolve_use`)."""
+    if config["training_set"]["use"] == "labels":
         return None
-    return {tcfg["lens_task"]: "lens", tcfg["merger_task"]: "merger"}.get(task_name)
+    return simulator_of(config, task_name)
 
 
 def _gallery_classes(label: np.ndarray, origin: np.ndarray, sim: np.ndarray) -> dict:
@@ -251,8 +253,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    config = cli.load_config(args)
-    find_task(config, args.task)
+    config = resolve_use(cli.load_config(args), args.task)
     kind = task_simulator(config, args.task)
     if kind is None:
         summary = _run_labels(args, config)

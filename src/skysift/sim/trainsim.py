@@ -388,7 +388,8 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
                        n_rows=n_rows, sim_seconds=sim_seconds,
                        n_tiles_without_gain=frames.n_no_gain)
         header.update(task=task_name, label_column=task["label"], simulator=kind,
-                      use=tcfg["use"], origin_names=list(ORIGINS), training_set=dict(tcfg),
+                      use=tcfg["use"], use_requested=tcfg.get("use_requested", tcfg["use"]),
+                      origin_names=list(ORIGINS), training_set=dict(tcfg),
                       **{k: v for k, v in summary.items() if k != "sim_seconds"})
         header.update(provenance(config, step="training_set", task=task_name,
                                  inputs=survey.stamps + survey.cutouts, split=str(split_path),
