@@ -14,11 +14,11 @@ from skysift.io import write_stamps
 from skysift.learn import train
 from skysift.learn.checkpoints import load_checkpoint, load_model, save_checkpoint
 from skysift.learn.classical import ClassicalModel, apply_calibration, fit_calibration, fit_platt
-from skysift.learn.features import FeatureSpec, compute_features
 from skysift.metrics import auroc
 from skysift.score import prior
 from skysift.score.batches import score
 from skysift.score.infer import check_compatible
+from skysift.stamps.features import FeatureSpec, compute_features
 
 SIZE = 32
 ATTRS = {"bands": ["g", "r"], "stamp_size_pix": SIZE, "pixscale_arcsec": 0.263,

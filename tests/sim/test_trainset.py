@@ -370,6 +370,8 @@ def test_scarce_positive_labels_resolve_to_both_and_train(simsurvey, tmp_path):
     assert sorted(got["index"][labelled].tolist()) == [4, 20]
     assert (got["label"][labelled] == 1).all()
     assert (got["origin"] == REAL).sum() > 0 and (got["origin"] == SIMULATED).sum() > 0
+    assert attrs["realism"]["positives"]["n_real"] == 2  # too few labels to score realism
+    assert attrs["realism"]["positives"]["auroc"] is None
     tcfg = {"seed": 3, "augment": {"on_the_fly": False},
             "models": [{"name": "cnn", "architecture": "baseline3"}],
             "train": {"epochs": 1, "batch_size": 16}}

@@ -1,4 +1,4 @@
-"""The ``classical`` model: stamp features (:mod:`skysift.learn.features`) + boosted trees.
+"""The ``classical`` model: stamp features (:mod:`skysift.stamps.features`) + boosted trees.
 
 The lecture's "classical approach" and the baseline every lens/merger CNN paper compares
 against: per-object features fed to scikit-learn's ``HistGradientBoostingClassifier``,
@@ -36,8 +36,8 @@ from torch import nn
 
 from skysift.errors import DataError
 from skysift.io import atomic_output, open_h5
-from skysift.learn.features import FeatureSpec, compute_features, feature_names
 from skysift.metrics import auroc
+from skysift.stamps.features import FeatureSpec, compute_features, feature_names
 
 __all__ = ["ClassicalModel", "apply_calibration", "balance_classes", "booster_bytes",
            "feature_spec", "fit_calibration", "fit_platt", "fit_tuned", "grid",

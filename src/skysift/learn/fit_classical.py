@@ -25,7 +25,7 @@ from skysift.metrics import auroc
 from skysift.modelspec import ModelSpec
 
 if TYPE_CHECKING:
-    from skysift.learn.features import FeatureSpec
+    from skysift.stamps.features import FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def train_classical(config: dict, spec: ModelSpec, trainset: str | Path,
     tuning trials and the permutation importances (PNG).
     """
     from skysift.learn import classical
-    from skysift.learn.features import feature_names
+    from skysift.stamps.features import feature_names
 
     data = _open_classical(spec, trainset, augmented)
     meta = model_meta(config, spec, data.attrs, data.shape,
@@ -102,7 +102,7 @@ def _fit(data: TrainData, spec: ModelSpec, fspec: FeatureSpec, names: list[str],
          trainset: str | Path) -> _Fitted:
     """Compute the features, tune and calibrate the trees, rank the features (timed)."""
     from skysift.learn import classical
-    from skysift.learn.features import compute_features
+    from skysift.stamps.features import compute_features
 
     settings = spec.classical
     t0 = time.perf_counter()
@@ -137,7 +137,7 @@ def _fit(data: TrainData, spec: ModelSpec, fspec: FeatureSpec, names: list[str],
 def _test_ranking(fit: _Fitted, fspec: FeatureSpec, trainset: str | Path, threads: int) -> dict:
     """Ranking metrics of the training set's test split, per origin group."""
     from skysift.learn import classical
-    from skysift.learn.features import compute_features
+    from skysift.stamps.features import compute_features
 
     x_test, y_test, origin = read_test_split(trainset)
     with torch_runtime(threads, deterministic=True):

@@ -29,7 +29,9 @@ import numpy as np
 from skysift import cli
 from skysift.errors import DataError, SurveyError
 from skysift.io import atomic_output, open_h5, provenance, read_attr_json, write_attrs
+from skysift.seeds import derive_seed
 from skysift.sim.mix import resolve_use, simulator_of
+from skysift.sim.realism import realism
 from skysift.sim.trainfile import (
     LABELLED,
     ORIGINS,
@@ -264,6 +266,8 @@ def _run(args: argparse.Namespace) -> int:
                             "cutouts of every shard with --cutouts")
         summary = build_simulated(args.stamps, args.cutouts, args.split, args.out, config,
                                   args.task, kind)
+        if config["training_set"]["use"] == "both":
+            _add_realism(args.out, config, args.task)
         n_sim = summary["n_simulated"] + summary["n_hard_negatives"] + summary["n_isolated"]
         log.info("training_set %s: %d hosts of %d objects (%d known positives kept out); "
                  "%d real negatives (%d hosts), %d labelled, %d simulated %s, %d hard "
@@ -292,6 +296,23 @@ def _run(args: argparse.Namespace) -> int:
              *(c[s][k] for s in SPLIT_NAMES for k in ("pos", "neg")), args.out, seconds,
              n_rows / max(seconds, 1e-9))
     return 0
+
+
+def _add_realism(path: str | Path, config: Mapping, task: str) -> None:
+    """Score how real the simulations of a labels + simulations set look; attr ``realism``."""
+    t0 = time.perf_counter()
+    with h5py.File(path, "r+") as fh:
+        attrs = {k: read_attr_json(fh, k) for k in ("bands", "pixscale_arcsec",
+                                                    "psf_fwhm_arcsec") if k in fh.attrs}
+        scores = realism(fh["images"], fh["label"][()], fh["origin"][()], fh["sim"][()], attrs,
+                         derive_seed(config["seed"], "realism", task))
+        write_attrs(fh, {"realism": scores})
+    for name, score in scores.items():
+        top = ", ".join(f"{f['name']} {f['auroc']:.2f}" for f in score["top_features"][:4])
+        log.info("realism %s %s: AUROC %s (%d simulated vs %d real; 0.5 = indistinguishable)%s",
+                 task, name, "n/a" if score["auroc"] is None else f"{score['auroc']:.3f}",
+                 score["n_simulated"], score["n_real"], f"; most telling: {top}" if top else "")
+    log.info("realism scored in %.1f s", time.perf_counter() - t0)
 
 
 def _run_labels(args: argparse.Namespace, config: dict) -> dict:

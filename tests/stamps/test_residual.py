@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skysift.learn.residual import lens_residual, residual_bands, residual_features
+from skysift.stamps.residual import lens_residual, residual_bands, residual_features
 
 S = 33
 YY, XX = np.mgrid[:S, :S] - (S - 1) / 2

@@ -25,7 +25,7 @@ Per channel (bands, then ``det``):
 - ``sky_{b}`` (1.4826 MAD of the border pixels), ``skymed_{b}``, ``psf_{b}`` (FWHM arcsec,
   from the training set's ``psf_fwhm_arcsec`` attribute; NaN when unknown) and
   ``r50psf_{b}`` = r50 / PSF FWHM; ``masked`` = fraction of masked pixels;
-- the lens residual (:mod:`skysift.learn.residual`): ``bres{k}``, ``bres_peak/cover/tangential``.
+- the lens residual (:mod:`skysift.stamps.residual`): ``bres{k}``, ``bres_peak/cover/tangential``.
 
 Masked pixels (NaN) are left out of every sum, mean, median and sort; undefined values are
 NaN, which the boosted trees route as missing.
@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-from skysift.learn.residual import residual_feature_names, residual_features
+from skysift.stamps.residual import residual_feature_names, residual_features
 
 __all__ = ["FeatureSpec", "compute_features", "feature_names", "gini", "growth_radii",
            "hog_pooled"]

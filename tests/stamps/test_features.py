@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, special
 
-from skysift.learn.features import (
+from skysift.stamps.features import (
     FeatureSpec,
     compute_features,
     feature_names,

@@ -1,0 +1,117 @@
+"""The realism score: can a fixed discriminator tell the simulations from real objects?
+
+When a training set holds real labelled objects beside simulations (``training_set.use``
+``both``), a gradient-boosted classifier on the stamps' features (:mod:`skysift.stamps.
+features`), with fixed settings and no tuning, is cross-validated to tell simulated positives
+from real labelled positives, and each family of simulated hard negatives from real
+negatives. Its out-of-fold AUROC is the realism score: 0.5, the simulations are
+indistinguishable from real objects; 1, every one is recognisable (whatever the network
+learns from it, it can learn to spot a simulation). The features that separate the two
+most (univariate AUROC furthest from 0.5) say what to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from skysift import metrics
+from skysift.sim.trainfile import HARD, LABELLED, REAL, SIMULATED
+from skysift.stamps.features import FeatureSpec, compute_features, feature_names
+
+log = logging.getLogger(__name__)
+
+#: The discriminator's fixed feature settings (the classical model's defaults).
+FEATURES = {"radii_arcsec": (0.5, 1.0, 1.5, 2.5, 4.0), "border_pix": 4, "smooth_arcsec": 0.5,
+            "seg_nsigma": 2.0, "hog_bins": 8}
+#: Rows per side at most (a random subset): bounds the cost on large training sets.
+MAX_PER_SIDE = 1500
+#: Cross-validation folds; a side needs at least this many rows for a score.
+FOLDS = 5
+#: Features listed as the most separating.
+N_TOP = 8
+
+
+#: Smallest stamp side (pixels) the discriminator's features measure.
+MIN_SIZE_PIX = 16
+
+
+def feature_spec(attrs: Mapping) -> FeatureSpec:
+    """The fixed FeatureSpec for stamps with the training set's ``attrs`` (bands, scale)."""
+    psf = attrs.get("psf_fwhm_arcsec")
+    bands = tuple(str(b) for b in attrs["bands"])
+    if psf is not None and np.ndim(psf) == 0:
+        psf = [float(psf)] * len(bands)
+    return FeatureSpec(bands=bands, pixscale_arcsec=float(attrs["pixscale_arcsec"]),
+                       psf_fwhm_arcsec=None if psf is None else tuple(float(p) for p in psf),
+                       **FEATURES)
+
+
+def discriminate(x_sim: np.ndarray, x_real: np.ndarray, names: Sequence[str], seed: int
+                 ) -> dict:
+    """Out-of-fold AUROC of a fixed classifier telling ``x_sim`` (m, F) from ``x_real``
+    (k, F), and the most separating features; ``auroc`` None when a side has < FOLDS rows."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold
+
+    out = {"auroc": None, "n_simulated": len(x_sim), "n_real": len(x_real), "top_features": []}
+    if min(len(x_sim), len(x_real)) < FOLDS:
+        return out
+    x = np.concatenate([x_sim, x_real]).astype(np.float64)
+    y = np.r_[np.ones(len(x_sim), np.int8), np.zeros(len(x_real), np.int8)]
+    informative = [j for j in range(x.shape[1])  # all-NaN or constant columns say nothing
+                   if np.unique(x[np.isfinite(x[:, j]), j]).size > 1]
+    x, names = x[:, informative], [names[j] for j in informative]
+    oof, seed = np.zeros(len(y)), seed % 2**32  # sklearn takes 32-bit seeds
+    # one OpenMP thread: deterministic, and no spinning teams on a shared machine
+    with threadpool_limits(1):
+        for train, test in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(x, y):
+            clf = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1,
+                                                 max_leaf_nodes=15, l2_regularization=1.0,
+                                                 class_weight="balanced", random_state=seed)
+            oof[test] = clf.fit(x[train], y[train]).decision_function(x[test])
+    single = [(metrics.auroc(np.nan_to_num(x[:, j], nan=-1e30), y), name)
+              for j, name in enumerate(names)]
+    single.sort(key=lambda t: -abs(t[0] - 0.5))
+    out.update(auroc=metrics.auroc(oof, y),
+               top_features=[{"name": n, "auroc": a} for a, n in single[:N_TOP]])
+    return out
+
+
+def comparisons(label: np.ndarray, origin: np.ndarray, sim: np.ndarray
+                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name: (simulated rows, real rows)}: simulated vs labelled positives (``positives``),
+    and each hard-negative family vs the real negatives (``hard:{kind}``)."""
+    real_pos = np.flatnonzero((origin == LABELLED) & (label == 1))
+    real_neg = np.flatnonzero(((origin == LABELLED) | (origin == REAL)) & (label == 0))
+    out = {"positives": (np.flatnonzero((origin == SIMULATED) & (label == 1)), real_pos)}
+    for kind in sorted(set(sim[origin == HARD].tolist())):
+        name = kind.decode() if isinstance(kind, bytes) else str(kind)
+        out[f"hard:{name}"] = (np.flatnonzero((origin == HARD) & (sim == kind)), real_neg)
+    return out
+
+
+def realism(images, label: np.ndarray, origin: np.ndarray, sim: np.ndarray, attrs: Mapping,
+            seed: int) -> dict:
+    """The realism score of every comparison of a training set (:func:`comparisons`).
+
+    images : (n, band, s, s) array-like (an h5py dataset is read row by row set).
+    """
+    if images.shape[-1] < MIN_SIZE_PIX:
+        log.warning("realism not scored: stamps of %d pixels, the features need %d",
+                    images.shape[-1], MIN_SIZE_PIX)
+        return {}
+    spec = feature_spec(attrs)
+    names = feature_names(spec)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, (sim_rows, real_rows) in comparisons(label, origin, sim).items():
+        sides = [np.sort(rng.permutation(rows)[:MAX_PER_SIDE]) for rows in (sim_rows, real_rows)]
+        feats = [compute_features(np.asarray(images[rows.tolist()]) if len(rows) else
+                                  np.zeros((0,) + tuple(images.shape[1:]), np.float32), spec)
+                 for rows in sides]
+        out[name] = discriminate(feats[0], feats[1], names, seed)
+    return out
