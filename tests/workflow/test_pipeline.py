@@ -89,3 +89,15 @@ def test_rerun_is_a_no_op(tiny_run):
 def test_tiny_config_is_valid():
     from skysift import config
     config.load(TINY)
+
+
+def test_catalog_and_merged_rejects_partition_the_survey_catalog_by_id(tiny_run):
+    """Every catalog row is in results/catalog.fits or results/rejects.ecsv (the merged rejects
+    of every stage), exactly once, by id and by row."""
+    cat = Table.read(tiny_run / "results" / "catalog.fits")
+    rejects = Table.read(tiny_run / "results" / "rejects.ecsv")
+    survey = Table.read(tiny_run / "data" / "mock" / "catalog.fits")
+    rows = np.concatenate([np.asarray(cat["index"]), np.asarray(rejects["index"], np.int64)])
+    assert np.array_equal(np.sort(rows), np.arange(len(survey)))
+    ids = np.concatenate([np.asarray(cat["id"]), np.asarray(rejects["id"], np.int64)])
+    np.testing.assert_array_equal(np.sort(ids), np.sort(np.asarray(survey["objid"])))
