@@ -42,6 +42,7 @@ from skysift.io import H5_LAYOUT_VERSION, compression_kw, write_attrs
 from skysift.learn.checkpoints import save_checkpoint
 from skysift.learn.models import build_model
 from skysift.learn.runtime import prepare_model, resolve_device, resolve_precision
+from skysift.modelspec import model_specs
 from skysift.score.batches import score
 from skysift.score.gather import gather
 from skysift.score.infer import infer_tile
@@ -149,13 +150,14 @@ def peak_rss(args, tmp: Path, n: int, bands: int, size: int) -> dict:
 
 
 def write_scores(path: Path, start: int, n: int, rng: np.random.Generator) -> Path:
-    """A scores file of ``n`` objects (index start.., two tasks, rounded logits: many ties)."""
+    """A scores file of ``n`` objects (index start.., a column for every model of every task
+    of the default config, as gather expects; rounded logits: many ties)."""
     index = np.arange(start, start + n, dtype=np.int64)
     table = Table({"index": index, "id": index + 2**60, "ra": rng.uniform(0, 360, n),
                    "dec": rng.uniform(-60, 10, n), "tile": np.full(n, b"t0000000"),
                    "flags": np.zeros(n, np.uint8), "selected": np.ones(n, bool)})
-    for task in ("lens", "merger"):
-        table[f"score_{task}_baseline3"] = np.round(rng.normal(-4, 2, n), 3).astype(np.float32)
+    for spec in model_specs(load()):
+        table[spec.column] = np.round(rng.normal(-4, 2, n), 3).astype(np.float32)
     write_fits_table(path, table, [])
     return path
 
