@@ -18,7 +18,8 @@ from skysift.metrics import auroc
 from skysift.score import prior
 from skysift.score.batches import score
 from skysift.score.infer import check_compatible
-from skysift.stamps.features import FeatureSpec, compute_features
+from skysift.stamps.features import compute_features
+from skysift.stamps.featurespec import FeatureSpec
 
 SIZE = 32
 ATTRS = {"bands": ["g", "r"], "stamp_size_pix": SIZE, "pixscale_arcsec": 0.263,

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, special
 
-from skysift.stamps.features import (
-    FeatureSpec,
-    compute_features,
-    feature_names,
-    gini,
-    growth_radii,
-    hog_pooled,
-)
+from skysift.stamps.features import compute_features, feature_names, gini, growth_radii, hog_pooled
+from skysift.stamps.featurespec import FeatureSpec
 
 SPEC = FeatureSpec(bands=("g", "r", "i"), pixscale_arcsec=0.263, psf_fwhm_arcsec=(1.1, 0.95, 0.9),
                    radii_arcsec=(0.5, 1.0, 1.5, 2.5, 4.0), border_pix=4, smooth_arcsec=1.0,

@@ -105,8 +105,6 @@ def augment_file(in_path: str | Path, out_path: str | Path, config: Mapping,
             fout.create_dataset("index", data=np.tile(fh["index"][()][rows].astype(np.int64),
                                                       copies))
             fout.create_dataset("copy", data=np.repeat(np.arange(copies), n_train).astype(np.uint8))
-            if "origin" in fh:  # which copies are of real labelled objects (training weights)
-                fout.create_dataset("origin", data=np.tile(fh["origin"][()][rows], copies))
             write_attrs(fout, header)
     return {"n_train": int(n_train), "copies": copies, "n_written": int(n_out), "seeds": seeds}
 

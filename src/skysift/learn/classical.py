@@ -37,10 +37,11 @@ from torch import nn
 from skysift.errors import DataError
 from skysift.io import atomic_output, open_h5
 from skysift.metrics import auroc
-from skysift.stamps.features import FeatureSpec, compute_features, feature_names
+from skysift.stamps.features import compute_features, feature_names
+from skysift.stamps.featurespec import FeatureSpec
 
 __all__ = ["ClassicalModel", "apply_calibration", "balance_classes", "booster_bytes",
-           "feature_spec", "fit_calibration", "fit_platt", "fit_tuned", "grid",
+           "fit_calibration", "fit_platt", "fit_tuned", "grid",
            "module_from_checkpoint", "permutation_importances", "read_features", "tree_nodes",
            "write_importance_plot"]
 
@@ -51,24 +52,6 @@ GRID_KEYS = ("max_iter", "learning_rate", "max_leaf_nodes", "l2_regularization")
 READ_ROWS = 512
 #: values of ``classical.calibrate``.
 CALIBRATIONS = ("platt", "none")
-
-
-def feature_spec(settings: Mapping, attrs: Mapping) -> FeatureSpec:
-    """The FeatureSpec of a models[] entry's ``classical`` block and a training set's attrs."""
-    if attrs.get("pixscale_arcsec") is None:
-        raise DataError("the training set has no 'pixscale_arcsec' attribute, which the "
-                        "classical features need; re-run the training_set rule")
-    psf = attrs.get("psf_fwhm_arcsec")
-    bands = [str(b) for b in attrs["bands"]]
-    if psf is not None and np.ndim(psf) == 0:
-        psf = [float(psf)] * len(bands)
-    return FeatureSpec(bands=tuple(bands), pixscale_arcsec=float(attrs["pixscale_arcsec"]),
-                       psf_fwhm_arcsec=None if psf is None else tuple(float(p) for p in psf),
-                       radii_arcsec=tuple(float(r) for r in settings["radii_arcsec"]),
-                       border_pix=int(settings["border_pix"]),
-                       smooth_arcsec=float(settings["smooth_arcsec"]),
-                       seg_nsigma=float(settings["seg_nsigma"]),
-                       hog_bins=int(settings["hog_bins"]))
 
 
 def read_features(path: str | Path, rows: np.ndarray, spec: FeatureSpec) -> np.ndarray:

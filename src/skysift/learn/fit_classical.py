@@ -23,9 +23,10 @@ from skysift.learn.runtime import torch_runtime
 from skysift.learn.selection import decisive_rows, group_ranking
 from skysift.metrics import auroc
 from skysift.modelspec import ModelSpec
+from skysift.stamps.featurespec import feature_spec
 
 if TYPE_CHECKING:
-    from skysift.stamps.features import FeatureSpec
+    from skysift.stamps.featurespec import FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def train_classical(config: dict, spec: ModelSpec, trainset: str | Path,
     data = _open_classical(spec, trainset, augmented)
     meta = model_meta(config, spec, data.attrs, data.shape,
                       {"trainset": str(trainset), "augmented": str(augmented or "")})
-    fspec = classical.feature_spec(spec.classical, data.attrs)
+    fspec = feature_spec(spec.classical, data.attrs)
     names = feature_names(fspec)
     seed = derive_seed(config["seed"], spec.task, "classical", spec.name)
     fit = _fit(data, spec, fspec, names, seed, trainset)

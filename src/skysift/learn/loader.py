@@ -109,6 +109,11 @@ def _read_rows(ds, rows: np.ndarray, chunk: int) -> np.ndarray:
     return out
 
 
+def _origins(fh, n: int) -> np.ndarray:
+    """The ``origin`` of every row (n,) uint8 (a set without it: labelled objects only)."""
+    return fh["origin"][()].astype(np.uint8) if "origin" in fh else np.full(n, LABELLED, np.uint8)
+
+
 def _finite(path: Path, x: np.ndarray) -> np.ndarray:
     if not np.isfinite(x).all():
         raise DataError(f"{path}: images contain NaN or inf; re-run preprocess and its rule")
@@ -127,7 +132,7 @@ def open_data(trainset: str | Path, augmented: str | Path | None = None,
     with open_h5(trainset, required=("images", "label", "split", "index")) as fh:
         images = fh["images"]
         label, split, index = fh["label"][()], fh["split"][()], fh["index"][()]
-        origin = fh["origin"][()] if "origin" in fh else np.full(len(label), LABELLED, np.uint8)
+        origin = _origins(fh, len(label))
         _check_images(trainset, images, label)
         attrs = {key: read_attr_json(fh, key) for key in fh.attrs}
         chunk = images.chunks[0] if images.chunks else max(len(label), 1)
@@ -138,13 +143,12 @@ def open_data(trainset: str | Path, augmented: str | Path | None = None,
     log.info("%s: %d train, %d val, %d test (unused) examples", trainset, train_rows.size,
              val_rows.size, int((split == 2).sum()))
     sources = [Source(trainset, train_rows, label[train_rows].astype(np.float32), chunk,
-                      origin[train_rows].astype(np.uint8))]
+                      origin[train_rows])]
     n_aug = 0
     if augmented is not None:
         augmented = Path(augmented)
         with open_h5(augmented, required=("images", "label", "index")) as fh:
             aug_label, aug_index = fh["label"][()], fh["index"][()]
-            aug_origin = fh["origin"][()] if "origin" in fh else None
             _check_images(augmented, fh["images"], aug_label)
             if tuple(fh["images"].shape[1:]) != shape:
                 raise DataError(f"{augmented}: stamps {fh['images'].shape[1:]} differ from "
@@ -153,9 +157,8 @@ def open_data(trainset: str | Path, augmented: str | Path | None = None,
         if not np.isin(aug_index, index[train_rows]).all():
             raise DataError(f"{augmented}: holds copies of objects outside the train split of "
                             f"{trainset} (stale file?); re-run the augment rule")
-        if aug_origin is None and train_rows.size and len(aug_label) % train_rows.size == 0:
-            # copy-major rows (skysift.learn.augment): copy c of train row k is row c n + k
-            aug_origin = np.tile(origin[train_rows], len(aug_label) // train_rows.size)
+        copies, rest = divmod(len(aug_label), max(train_rows.size, 1))  # copy-major rows
+        aug_origin = None if rest else np.tile(origin[train_rows], copies)
         sources.append(Source(augmented, np.arange(len(aug_label)),
                               aug_label.astype(np.float32), aug_chunk, aug_origin))
         n_aug = len(aug_label)
@@ -164,7 +167,7 @@ def open_data(trainset: str | Path, augmented: str | Path | None = None,
     return TrainData(sources=sources, x_val=torch.from_numpy(x_val),
                      y_val=torch.from_numpy(label[val_rows].astype(np.float32)),
                      shape=shape, attrs=attrs, n_original=int(train_rows.size),
-                     n_augmented=n_aug, val_origin=origin[val_rows].astype(np.uint8))
+                     n_augmented=n_aug, val_origin=origin[val_rows])
 
 
 def _labelled_rows(sources: list[Source], trainset: Path) -> list[Source]:
@@ -174,14 +177,12 @@ def _labelled_rows(sources: list[Source], trainset: Path) -> list[Source]:
         keep = np.ones(len(s.rows), bool) if s.origin is None else s.origin == LABELLED
         out.append(Source(s.path, s.rows[keep], s.labels[keep], s.chunk,
                           None if s.origin is None else s.origin[keep]))
-    n = sum(len(s.rows) for s in out)
-    labels = np.concatenate([s.labels for s in out]) if out else np.zeros(0)
+    n, labels = sum(len(s.rows) for s in out), np.concatenate([s.labels for s in out])
     if not 0 < labels.sum() < n:
-        raise DataError(f"{trainset}: train_on labelled keeps {n} real labelled examples with "
-                        f"{int(labels.sum())} positives; a classifier needs both classes: "
-                        "label negatives too, or train on all rows")
-    log.info("train_on labelled: %d real labelled training examples (of %d)", n,
-             sum(len(s.rows) for s in sources))
+        raise DataError(f"{trainset}: train_on labelled keeps {n} real labelled examples, "
+                        f"{int(labels.sum())} positive; a classifier needs both classes")
+    log.info("train_on labelled: %d real labelled training examples, %d positive", n,
+             int(labels.sum()))
     return out
 
 
@@ -192,11 +193,11 @@ def read_test_split(trainset: str | Path) -> tuple[np.ndarray, np.ndarray, np.nd
     trainset = Path(trainset)
     with open_h5(trainset, required=("images", "label", "split")) as fh:
         split, label = fh["split"][()], fh["label"][()]
-        origin = fh["origin"][()] if "origin" in fh else np.full(len(label), LABELLED, np.uint8)
+        origin = _origins(fh, len(label))
         rows = np.flatnonzero(split == TEST)
         chunk = fh["images"].chunks[0] if fh["images"].chunks else max(len(label), 1)
         x = _finite(trainset, _read_rows(fh["images"], rows, chunk))
-    return x, label[rows].astype(np.float32), origin[rows].astype(np.uint8)
+    return x, label[rows].astype(np.float32), origin[rows]
 
 
 def epoch_examples(labels: np.ndarray, balance: str, generator: torch.Generator,

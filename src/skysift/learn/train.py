@@ -97,7 +97,9 @@ def _resume_state(last: Path, config: dict) -> dict | None:
 
 
 def _member_trainer(config: dict, spec: ModelSpec, data: TrainData, loader, member: int,
-                    device: torch.device, precision: str) -> Trainer:
+                    device: torch.device, precision: str) -> tuple[Trainer, dict | None]:
+    """A member's Trainer, its network seeded (and started from ``init``), with the init
+    report (None without ``init``)."""
     seed = config["seed"]
     torch.manual_seed(derive_seed(seed, spec.task, "torch", spec.name, member))
     generator = torch.Generator().manual_seed(
@@ -106,15 +108,13 @@ def _member_trainer(config: dict, spec: ModelSpec, data: TrainData, loader, memb
         derive_seed(seed, spec.task, "augment", spec.name, member))
     net = build_model(spec.architecture, data.shape[0], data.shape[-1])
     report = init_from(net, spec.init) if spec.init else None
-    trainer = Trainer(prepare_model(net, device), data, loader, spec.train, device, precision,
-                      generator, aug_generator)
-    trainer.init_report = report
-    return trainer
+    return Trainer(prepare_model(net, device), data, loader, spec.train, device, precision,
+                   generator, aug_generator), report
 
 
-def _member_record(trainer: Trainer, member: int) -> dict:
+def _member_record(trainer: Trainer, member: int, init: dict | None) -> dict:
     best = trainer.history[trainer.best_epoch - 1] if trainer.best_epoch else {}
-    return {"member": member, "best_epoch": trainer.best_epoch,
+    return {"member": member, "init": init, "best_epoch": trainer.best_epoch,
             "best_val_loss": finite_or_none(best.get("val_loss")),
             "best_val_auroc": finite_or_none(best.get("val_auroc")),
             "early_stopped": trainer.stopped,
@@ -144,8 +144,8 @@ def train_model(config: dict, task: str, model: str, trainset: str | Path | None
     tcfg = spec.train
     device = resolve_device(tcfg["device"])
     precision = resolve_precision(tcfg["precision"], device)
-    data = _open_train_data(trainset, augmented, task, tcfg["epochs"],
-                            spec.raw.get("train_on", "all"))
+    train_on = spec.raw.get("train_on", "all")
+    data = _open_train_data(trainset, augmented, task, tcfg["epochs"], train_on)
     out, last = Path(out), Path(str(out) + ".last")
     meta = model_meta(config, spec, data.attrs, data.shape,
                       {"trainset": str(trainset), "augmented": str(augmented or "")})
@@ -167,8 +167,7 @@ def train_model(config: dict, task: str, model: str, trainset: str | Path | None
     _save_final(out, trainer, final, member, records, config, meta)
     metrics = _metrics(spec, trainer, records, data, val_logits, meta, seconds)
     metrics["test"] = group_ranking(test_logits.numpy(), y_test, origin_test)
-    metrics["init"] = getattr(trainer, "init_report", None)
-    metrics["train_on"] = spec.raw.get("train_on", "all")
+    metrics["init"], metrics["train_on"] = records[0].get("init"), train_on
     write_json(metrics_path, metrics)
     write_curve(curve_path, [r["epochs"] for r in records], f"{task}/{model}")
     last.unlink(missing_ok=True)
@@ -200,7 +199,7 @@ def _train_members(config: dict, spec: ModelSpec, data: TrainData, loader, devic
     """Train the members not in ``states`` yet (appended to states, records); saves ``last``."""
     tcfg = spec.train
     for member in range(len(states), spec.members):
-        trainer = _member_trainer(config, spec, data, loader, member, device, precision)
+        trainer, init = _member_trainer(config, spec, data, loader, member, device, precision)
         if ckpt is not None and ckpt["member"] == member:
             trainer.load_state_dict(ckpt)
         for _ in cli.progress(range(trainer.epoch, tcfg["epochs"]), desc=f"train {spec.name}"):
@@ -215,7 +214,7 @@ def _train_members(config: dict, spec: ModelSpec, data: TrainData, loader, devic
                                    "done_states": states, "member_records": records,
                                    "config": config, "meta": meta})
         states.append(trainer.best_state)
-        records.append(_member_record(trainer, member))
+        records.append(_member_record(trainer, member, init))
     return trainer, member
 
 

@@ -101,17 +101,16 @@ class Trainer:
         self.best_score = math.inf  # the monitored quantity, as "lower is better"
 
     @staticmethod
-    def _selection(data: TrainData) -> tuple[torch.Tensor | None, dict, str]:
-        """The decisive validation rows (None: all) and the groups reported beside them."""
+    def _selection(data: TrainData) -> tuple[torch.Tensor, dict, str]:
+        """The decisive validation rows (mask) and the groups reported beside them."""
         y, origin = data.y_val.numpy(), data.val_origin
         mask, name = decisive_rows(y, origin)
         groups = {g: m for g, m in group_masks(origin).items()
                   if g != "all" and m.any() and not m.all()}
-        if name == "all":
-            return None, groups, name
-        log.info("model selection follows the %d real labelled validation rows (%d positives); "
-                 "%d other rows are reported, not decisive", int(mask.sum()),
-                 int(y[mask].sum()), int((~mask).sum()))
+        if name == "labelled":
+            log.info("model selection follows the %d real labelled validation rows (%d "
+                     "positives); %d other rows are reported, not decisive", int(mask.sum()),
+                     int(y[mask].sum()), int((~mask).sum()))
         return torch.from_numpy(mask), groups, name
 
     def _examples(self, generator: torch.Generator) -> np.ndarray:
@@ -165,8 +164,7 @@ class Trainer:
         every = score_tensor(self.model, self.data.x_val, self.cfg["batch_size"], self.device,
                              self.precision)
         y_all = self.data.y_val
-        logits, y = ((every[self.decisive], y_all[self.decisive]) if self.decisive is not None
-                     else (every, y_all))
+        logits, y = every[self.decisive], y_all[self.decisive]
         val_loss = float(self.loss(logits, y))
         if not torch.isfinite(every).all():
             log.warning("non-finite validation logits at epoch %d (diverged?)", self.epoch)
@@ -183,7 +181,6 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         train_s = time.perf_counter() - t0
-        self.group_aurocs = {}
         val_loss, val_auroc = self.validate()
         self.epoch += 1
         has_val = len(self.data.y_val) > 0

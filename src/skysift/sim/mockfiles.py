@@ -35,12 +35,9 @@ def tile_paths(config: dict) -> list[str]:
 
 
 def truth_path(config: dict) -> Path:
-    """``survey.labels``, or ``<catalog stem>_truth.fits`` beside the catalog when null."""
-    survey = config["survey"]
-    if survey["labels"]:
-        return Path(survey["labels"])
-    catalog = Path(survey["catalog"])
-    return catalog.with_name(f"{catalog.stem}_truth.fits")
+    """Where the mock writes its truth table: ``survey.labels``, which the validated config
+    of a mock always sets (``mock.truth``, or ``<catalog stem>_truth.fits``: skysift.config)."""
+    return Path(config["survey"]["labels"])
 
 
 def table_format(path: Path, key: str) -> str:

@@ -20,7 +20,8 @@ from threadpoolctl import threadpool_limits
 
 from skysift import metrics
 from skysift.sim.trainfile import HARD, LABELLED, REAL, SIMULATED
-from skysift.stamps.features import FeatureSpec, compute_features, feature_names
+from skysift.stamps.features import compute_features, feature_names
+from skysift.stamps.featurespec import feature_spec
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +38,6 @@ N_TOP = 8
 
 #: Smallest stamp side (pixels) the discriminator's features measure.
 MIN_SIZE_PIX = 16
-
-
-def feature_spec(attrs: Mapping) -> FeatureSpec:
-    """The fixed FeatureSpec for stamps with the training set's ``attrs`` (bands, scale)."""
-    psf = attrs.get("psf_fwhm_arcsec")
-    bands = tuple(str(b) for b in attrs["bands"])
-    if psf is not None and np.ndim(psf) == 0:
-        psf = [float(psf)] * len(bands)
-    return FeatureSpec(bands=bands, pixscale_arcsec=float(attrs["pixscale_arcsec"]),
-                       psf_fwhm_arcsec=None if psf is None else tuple(float(p) for p in psf),
-                       **FEATURES)
 
 
 def discriminate(x_sim: np.ndarray, x_real: np.ndarray, names: Sequence[str], seed: int
@@ -104,7 +94,7 @@ def realism(images, label: np.ndarray, origin: np.ndarray, sim: np.ndarray, attr
         log.warning("realism not scored: stamps of %d pixels, the features need %d",
                     images.shape[-1], MIN_SIZE_PIX)
         return {}
-    spec = feature_spec(attrs)
+    spec = feature_spec(FEATURES, attrs)
     names = feature_names(spec)
     rng = np.random.default_rng(seed)
     out = {}

@@ -34,14 +34,14 @@ NaN, which the boosted trees route as missing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.ndimage import uniform_filter
 
+from skysift.stamps.featurespec import FeatureSpec
 from skysift.stamps.residual import residual_feature_names, residual_features
 
-__all__ = ["FeatureSpec", "compute_features", "feature_names", "gini", "growth_radii",
+__all__ = ["compute_features", "feature_names", "gini", "growth_radii",
            "hog_pooled"]
 
 #: Rotation-centre offsets searched by the asymmetry, in half pixels (±1 pixel).
@@ -49,40 +49,6 @@ CENTRE_STEPS = range(-2, 3)
 #: Annuli of the radial HoG (fractions of the measuring radius).
 HOG_ANNULI = (0.0, 1 / 3, 2 / 3, 1.0)
 MAD_TO_SIGMA = 1.4826
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """What the features of a set of stamps depend on (stored in classical checkpoints).
-
-    ``radii_arcsec`` are the outer radii of the aperture annuli; ``border_pix`` the width of
-    the border that measures the sky; ``smooth_arcsec`` the smoothing box of the clumpiness;
-    ``seg_nsigma`` the Gini/M20 threshold in sky sigmas; ``hog_bins`` the HoG bins.
-    """
-
-    bands: tuple[str, ...]
-    pixscale_arcsec: float
-    psf_fwhm_arcsec: tuple[float, ...] | None
-    radii_arcsec: tuple[float, ...]
-    border_pix: int
-    smooth_arcsec: float
-    seg_nsigma: float
-    hog_bins: int
-
-    def to_dict(self) -> dict:
-        """Plain types (JSON / ``torch.load(weights_only=True)`` safe)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FeatureSpec:
-        """Inverse of :meth:`to_dict`."""
-        psf = d.get("psf_fwhm_arcsec")
-        return cls(bands=tuple(str(b) for b in d["bands"]),
-                   pixscale_arcsec=float(d["pixscale_arcsec"]),
-                   psf_fwhm_arcsec=None if psf is None else tuple(float(p) for p in psf),
-                   radii_arcsec=tuple(float(r) for r in d["radii_arcsec"]),
-                   border_pix=int(d["border_pix"]), smooth_arcsec=float(d["smooth_arcsec"]),
-                   seg_nsigma=float(d["seg_nsigma"]), hog_bins=int(d["hog_bins"]))
 
 
 def feature_names(spec: FeatureSpec) -> list[str]:
