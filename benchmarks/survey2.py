@@ -8,12 +8,16 @@ features. Labels come for half of the tiles; the other half is scored against th
 
     python benchmarks/survey2.py make --out DIR --seed 1 [--n-tiles 36] [--objects-per-tile 156]
     python benchmarks/survey2.py run --survey DIR --work WORK [--set train.epochs=1] [--cores 2]
+    python benchmarks/survey2.py scarce --survey DIR --out DIR2 [--positives 50] [--seed 0]
 
 ``make`` writes DIR/tiles/calexp-HSC-{band}-{tile}.fits.fz, DIR/catalog.fits,
 DIR/labels.fits and DIR/truth.fits (survey2_make.py). ``run`` writes WORK/survey2.yaml,
 runs the Snakefile on it and scores the unlabelled half (survey2_run.py): AUROC, TPR0 and
 TPR10 with 95 % stratified bootstrap intervals, printed and written to
-WORK/survey2_metrics.json. Object models: survey2_galaxies.py, survey2_systems.py;
+WORK/survey2_metrics.json. ``scarce`` makes the scarce-label variant of a survey: DIR2 links
+DIR's tiles, catalog and truth, and its labels.fits holds only ``--positives`` lenses and as
+many mergers drawn from DIR's labels (positives only: each row's other task is masked, no
+labelled negatives), so ``run`` on DIR2 scores every other object. Object models: survey2_galaxies.py, survey2_systems.py;
 rendering: survey2_render.py. No module here imports skysift.sim.
 """
 
@@ -46,7 +50,41 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cores", type=int, default=2, help="snakemake --cores")
     run.add_argument("--metrics-only", action="store_true",
                      help="score an existing WORK/results/catalog.fits without running snakemake")
+    scarce = sub.add_parser("scarce", help="the scarce-label variant: a few positives only")
+    scarce.add_argument("--survey", type=Path, required=True, help="directory written by make")
+    scarce.add_argument("--out", type=Path, required=True, help="the variant's directory")
+    scarce.add_argument("--positives", type=int, default=50, help="labelled positives per task")
+    scarce.add_argument("--seed", type=int, default=0, help="which positives are drawn")
     return p
+
+
+def _scarce(args: argparse.Namespace) -> int:
+    """``scarce``: link the survey, write a positives-only labels table; exit status."""
+    import numpy as np
+    from astropy.table import MaskedColumn, Table, vstack
+
+    src, out = args.survey.resolve(), args.out.resolve()
+    labels = Table.read(src / "labels.fits")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("tiles", "catalog.fits", "truth.fits"):
+        if not (out / name).exists():
+            (out / name).symlink_to(src / name)
+    rng = np.random.default_rng(args.seed)
+    parts = []
+    for column, other in (("is_lens", "is_merger"), ("is_merger", "is_lens")):
+        pos = np.flatnonzero(np.asarray(labels[column]) == 1)
+        if pos.size < args.positives:
+            raise SystemExit(f"survey2 scarce: {src}/labels.fits has {pos.size} positives of "
+                             f"{column}, fewer than --positives {args.positives}")
+        rows = labels[np.sort(rng.choice(pos, args.positives, replace=False))]
+        part = Table({"object_id": rows["object_id"], column: np.ones(len(rows), np.int16),
+                      other: MaskedColumn(np.zeros(len(rows), np.int16), mask=True)})
+        parts.append(part[["object_id", "is_lens", "is_merger"]])
+    table = vstack(parts)
+    table.write(out / "labels.fits", overwrite=True)
+    print(f"survey2 scarce: {out}/labels.fits: {args.positives} lenses and {args.positives} "
+          f"mergers (positives only) of {src}")
+    return 0
 
 
 def _make(args: argparse.Namespace) -> int:
@@ -75,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``make`` or ``run`` (see the module docstring)."""
     args = _parser().parse_args(argv)
-    return _make(args) if args.command == "make" else _run(args)
+    return {"make": _make, "run": _run, "scarce": _scarce}[args.command](args)
 
 
 if __name__ == "__main__":

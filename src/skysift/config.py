@@ -64,14 +64,9 @@ def validate(config: dict, source: str = "config") -> dict:
     ConfigError
         Naming the offending key path, the problem and the valid choices.
     """
-    errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.path))
-    if errors:
-        err = errors[0]
-        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ConfigError(
-            f"{source}: key '{where}': {err.message}{_suggest(err)}; "
-            f"see config/schema.yaml for every key, its type and default"
-        )
+    full_schema = schema()
+    _raise_first(_Validator(full_schema).iter_errors(config), source)
+    _resolve_recipe(config, full_schema, source)
     _resolve_mock_paths(config)
     fr = config["split"]["fractions"]
     if abs(fr["train"] + fr["val"] + fr["test"] - 1.0) > 1e-6:
@@ -85,6 +80,37 @@ def validate(config: dict, source: str = "config") -> dict:
                           "state the expected fraction of positives of every task, e.g. "
                           f"evaluate: {{prevalence: {{{missing[0]}: 0.001}}}}")
     return config
+
+
+def _raise_first(errors, source: str, prefix: tuple = ()) -> None:
+    """Raise the first schema error (by key path), naming its key, problem and choices."""
+    errors = sorted(errors, key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in (*prefix, *err.absolute_path)) or "(top level)"
+        raise ConfigError(
+            f"{source}: key '{where}': {err.message}{_suggest(err)}; "
+            f"see config/schema.yaml for every key, its type and default"
+        )
+
+
+def recipe_name(config: Mapping) -> str:
+    """The recipe ``recipe: auto`` stands for: demo on the built-in mock, full otherwise."""
+    if config["recipe"] != "auto":
+        return config["recipe"]
+    return "demo" if config["survey"]["kind"] == "mock" else "full"
+
+
+def _resolve_recipe(config: dict, full_schema: dict, source: str) -> None:
+    """``models: null`` takes the models list of the recipe (recipes.demo or recipes.full),
+    validated like a models list (defaults filled); an explicit list is kept as it is."""
+    if config["models"] is not None:
+        return
+    name = recipe_name(config)
+    models = copy.deepcopy(config["recipes"][name])
+    item_schema = {"type": "array", "items": full_schema["properties"]["models"]["items"]}
+    _raise_first(_Validator(item_schema).iter_errors(models), source, ("recipes", name))
+    config["models"] = models
 
 
 def _resolve_mock_paths(config: dict) -> None:

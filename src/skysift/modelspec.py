@@ -17,7 +17,7 @@ from skysift import paths
 from skysift.errors import ConfigError
 
 #: keys of a models[] entry that override the train block for that model.
-TRAIN_OVERRIDES = ("epochs", "batch_size", "lr", "weight_decay", "patience")
+TRAIN_OVERRIDES = ("epochs", "batch_size", "lr", "weight_decay", "patience", "monitor")
 #: Where the train rule writes checkpoints (relative to the working directory).
 
 

@@ -99,3 +99,35 @@ def test_a_files_survey_inherits_no_mock_labels_or_known_lenses():
     assert mock["survey"]["known_lenses"] == mock["mock"]["known_lenses"]
     own = config.load(json_text='{"survey": {"labels": "mine.fits"}}')
     assert own["survey"]["labels"] == "mine.fits"  # a mock with labels of its own keeps them
+
+
+def test_recipe_auto_is_the_demo_on_the_mock_and_the_full_recipe_on_a_users_survey():
+    """The recipe follows the config (the survey's kind), never the hardware; an explicit
+    models list wins; a broken recipe entry names recipes.<name>."""
+    shipped = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+    recipes = config.schema()["properties"]["recipes"]["properties"]
+    demo = config.load(shipped)
+    assert config.recipe_name(demo) == "demo"
+    assert [m["name"] for m in demo["models"]] == [m["name"] for m in recipes["demo"]["default"]]
+    user = {"survey": {"kind": "files", "tiles": "d/{tile}_{band}.fits", "catalog": "c.fits"}}
+    full = config.load(shipped, json_text=__import__("json").dumps(user))
+    assert config.recipe_name(full) == "full"
+    assert [m["name"] for m in full["models"]] == [m["name"] for m in recipes["full"]["default"]]
+    assert full["models"][0]["architecture"] == "d4"
+    assert full["models"][0]["members"] == 1  # recipe entries get the models[] defaults
+    forced = config.load(shipped, overrides=["recipe=full"])
+    assert [m["name"] for m in forced["models"]] == [m["name"] for m in full["models"]]
+    own = config.load(shipped, json_text=__import__("json").dumps(
+        {**user, "models": [{"name": "mine", "architecture": "deeplens"}]}))
+    assert [m["name"] for m in own["models"]] == ["mine"]
+    with pytest.raises(ConfigError, match=r"recipes\.full\.0\.architecture"):
+        config.load(shipped, overrides=["recipe=full",
+                                        "recipes.full=[{name: x, architecture: vgg}]"])
+
+
+def test_a_models_entry_overrides_the_monitor():
+    from skysift.modelspec import model_specs
+    cfg = config.load(json_text='{"models": [{"name": "a", "architecture": "d4", '
+                                '"monitor": "val_auroc"}, {"name": "b", "architecture": "d4"}]}')
+    by_name = {s.name: s.train["monitor"] for s in model_specs(cfg) if s.task == "lens"}
+    assert by_name == {"a": "val_auroc", "b": cfg["train"]["monitor"]} and by_name["b"] == "val_loss"

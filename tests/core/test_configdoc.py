@@ -65,5 +65,5 @@ def test_a_changed_description_makes_the_page_stale(tmp_path, monkeypatch, capsy
 
 def test_shipped_config_holds_what_a_user_edits_and_validates_to_the_defaults():
     shipped = yaml.safe_load(SHIPPED.read_text())
-    assert {"survey", "tasks", "models"} <= set(shipped)
+    assert {"survey", "tasks", "recipe"} <= set(shipped)
     assert config.validate(copy.deepcopy(shipped)) == config.load()

@@ -380,3 +380,27 @@ def test_scarce_positive_labels_resolve_to_both_and_train(simsurvey, tmp_path):
     metrics = json.loads((tmp_path / "cnn.metrics.json").read_text())
     assert metrics["selected_on"] == "all"  # the labels hold one class: every row decides
     assert metrics["test"]["simulated"]["n_pos"] > 0
+
+
+def test_psf_from_the_tiles_stars_paints_with_the_measured_width(simsurvey):
+    """``psf.model: stars``: the stellar locus (one point source per tile here, Gaussian
+    sigma 0.8 px) is fitted; tiles with fewer than ``min_stars`` take the pooled stars; the
+    header's FWHM (1.0" in g) is not used and the measurement is recorded in the attrs."""
+    d = simsurvey["dir"]
+    tcfg = dict(simsurvey["cfg"]["training_set"], psf={"model": "stars", "min_stars": 2})
+    cfg = dict(simsurvey["cfg"], training_set=tcfg)
+    config = skyconfig.validate(json.loads(json.dumps(cfg)))
+    survey = scan([str(d / "st0.h5"), str(d / "st1.h5")],
+                  [str(d / "cut0.h5"), str(d / "cut1.h5")], config)
+    frames = Frames(config, survey)
+    frame, fwhm_ref = frames.frame(3)
+    truth = 0.8 * 2.3548 * 0.263  # arcsec
+    assert fwhm_ref == pytest.approx(truth, rel=0.1)
+    centre = frame.kernels[0][len(frame.kernels[0]) // 2]
+    half = np.sum(centre >= centre.max() / 2)  # pixels above half maximum along a row
+    assert abs(half - truth / 0.263) <= 1.5
+    assert main(_argv(d, cfg, out="stars.h5")) == 0
+    _, attrs = _read(d / "stars.h5")
+    got = attrs["psf_stars"]
+    assert got["tiles_own_stars"] == 0 and got["tiles_pooled"] == 2
+    assert all(t["n_stars"] == 2 for t in got["tiles"].values())

@@ -4,7 +4,9 @@
 tile, position, aperture photometry through each tile's zero point) and the blank-sky
 cutouts into a :class:`Survey`; :class:`Frames` builds the :class:`skysift.sim.paint.Frame` a
 simulator paints into for a host (pixel scale, PSF kernels per band, zero point, sky noise,
-gain from ``training_set.gain`` or a header key), caching per tile.
+gain from ``training_set.gain`` or a header key), caching per tile. The PSF is the header's
+FWHM (and Moffat beta, ``psf.beta_key``) or, with ``psf.model: stars``, a Moffat fitted to
+the tile's own stars (:mod:`skysift.sim.psf`; :class:`StarPsf`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from skysift.errors import DataError, SurveyError
 from skysift.io import open_h5, read_attr_json
 from skysift.sim.hosts import colour_slope, magnitudes, stamp_photometry
 from skysift.sim.paint import Frame, band_wavelengths, psf_kernels, reference_band
+from skysift.sim.psf import PsfEstimate, measure_psf, peak_snr, star_rows
 from skysift.sim.trainfile import STAMP_DATASETS
 from skysift.survey.tiles import fits_file
 
@@ -150,13 +153,20 @@ class Frames:
         self.size = int(survey.attrs[0]["stamp_size_pix"])
         self._cache: dict = {}
         self.n_no_gain = 0
+        self.stars = StarPsf(survey, self.ref, self.tcfg["psf"]["min_stars"])
 
     def _tile(self, shard: int, tile: str) -> tuple:
         key = (shard, tile)
         if key not in self._cache:
             info = self.survey.attrs[shard]["tile_info"][tile]
             pix = float(info["pixscale_arcsec"])
-            kernels = psf_kernels(info["psf_fwhm_arcsec"], pix, self.bands, self.tcfg["psf"])
+            pcfg, fwhm, beta = self.tcfg["psf"], info["psf_fwhm_arcsec"], None
+            if pcfg["model"] == "stars":
+                est = self.stars.estimate(shard, tile)
+                fwhm, beta = est.fwhm_arcsec, est.beta
+            elif pcfg["model"] == "moffat" and pcfg["beta_key"]:
+                beta = [_header_value(p, pcfg["beta_key"]) for p in info["paths"]]
+            kernels = psf_kernels(fwhm, pix, self.bands, pcfg, beta)
             gain = self.tcfg["gain"]
             if isinstance(gain, str):
                 values = [_header_value(p, gain) for p in info["paths"]]
@@ -171,11 +181,23 @@ class Frames:
                     gain = np.array(values)
             elif gain is not None:
                 gain = np.full(len(self.bands), float(gain))
-            fwhm = np.asarray(info["psf_fwhm_arcsec"], dtype=float)
+            fwhm = np.asarray(fwhm, dtype=float)
             if self.tcfg["psf"]["fwhm_arcsec"] is not None:
                 fwhm = np.full(len(self.bands), float(self.tcfg["psf"]["fwhm_arcsec"]))
             self._cache[key] = (pix, kernels, gain, fwhm)
         return self._cache[key]
+
+    def psf_summary(self) -> dict:
+        """With ``psf.model: stars``: tiles measured on their own stars, tiles that took the
+        pooled stars, and each tile's FWHM (arcsec, per band) and beta; else nothing."""
+        if self.tcfg["psf"]["model"] != "stars":
+            return {}
+        tiles = {f"{shard}/{tile}": {"fwhm_arcsec": [round(float(v), 4) for v in e.fwhm_arcsec],
+                                     "beta": [round(float(v), 3) for v in e.beta],
+                                     "n_stars": e.n_stars}
+                 for (shard, tile), e in self.stars._tiles.items()}
+        return {"psf_stars": {"tiles_own_stars": self.stars.measured,
+                              "tiles_pooled": self.stars.pooled, "tiles": tiles}}
 
     def frame(self, obj: int, blank: bool = False) -> tuple[Frame, float]:
         """Frame of object ``obj`` (a position in the survey columns; in ``survey.blank``
@@ -188,3 +210,68 @@ class Frames:
         return Frame(self.size, pix, centre, c["zeropoint"][obj], self.lam,
                      np.maximum(c["sky_sigma"][obj], 1e-30), gain, kernels,
                      self.ref), float(fwhm[self.ref])
+
+
+class StarPsf:
+    """Each tile's PSF measured from its own stars (``training_set.psf.model: stars``).
+
+    The stellar locus (:func:`skysift.sim.psf.star_rows`, on the reference band's half-light
+    radius and peak S/N) of a tile's catalogued objects is fitted with Moffats
+    (:func:`skysift.sim.psf.measure_psf`); a tile with fewer than ``min_stars`` stars takes the
+    measurement of every training tile's stars pooled. ``measured`` and ``pooled`` count the
+    tiles of each kind (logged in the training set's summary).
+    """
+
+    def __init__(self, survey: Survey, ref: int, min_stars: int):
+        self.survey, self.ref, self.min_stars = survey, ref, int(min_stars)
+        self._stamps: dict | None = None
+        self._pooled: PsfEstimate | None = None
+        self._tiles: dict = {}
+        self.measured = self.pooled = 0
+
+    def _star_stamps(self) -> dict:
+        """Raw stamps of each (shard, tile)'s stars, read once: the stellar locus of every
+        training tile's objects together (one PSF-size scale, robust to tiles without stars)."""
+        if self._stamps is None:
+            c, snr = self.survey.cols, np.zeros(len(self.survey.shard))
+            for shard, path in enumerate(self.survey.cutouts):
+                objs = np.flatnonzero(self.survey.shard == shard)
+                with open_h5(path, required=("images",)) as fc:
+                    for start in range(0, len(objs), 512):
+                        part = objs[start:start + 512]
+                        snr[part] = peak_snr(fc["images"][self.survey.row[part[0]]:
+                                                          self.survey.row[part[-1]] + 1, self.ref])
+            stars = star_rows(c["r50_arcsec"], snr, self.min_stars)
+            self._stamps = {}
+            for shard, path in enumerate(self.survey.cutouts):
+                mine = stars[self.survey.shard[stars] == shard]
+                if not mine.size:
+                    continue
+                with open_h5(path, required=("images",)) as fc:
+                    raw = fc["images"][np.sort(self.survey.row[mine])]
+                order = np.argsort(self.survey.row[mine])
+                for tile in np.unique(c["tile"][mine]):
+                    self._stamps[(shard, str(tile))] = raw[c["tile"][mine[order]] == tile]
+        return self._stamps
+
+    def estimate(self, shard: int, tile: str) -> PsfEstimate:
+        """The tile's PSF (its own stars, else the pooled stars)."""
+        key = (int(shard), str(tile))
+        if key in self._tiles:
+            return self._tiles[key]
+        stamps = self._star_stamps()
+        pix = float(self.survey.attrs[key[0]]["tile_info"][key[1]]["pixscale_arcsec"])
+        own = stamps.get(key, np.zeros((0,)))
+        est = measure_psf(own, pix) if len(own) >= self.min_stars else None
+        if est is None or est.n_stars < self.min_stars:
+            if self._pooled is None:
+                self._pooled = measure_psf(np.concatenate(list(stamps.values())), pix)
+            if self._pooled is None:
+                raise SurveyError("training_set.psf.model is stars but the training tiles hold "
+                                  "no star bright enough to fit (peak S/N >= 30); use the "
+                                  "header's PSF (model gaussian or moffat) or a PSF image")
+            est, self.pooled = self._pooled, self.pooled + 1
+        else:
+            self.measured += 1
+        self._tiles[key] = est
+        return est

@@ -93,10 +93,13 @@ def psf_image(path: str) -> np.ndarray:
 
 
 def psf_kernels(fwhm_arcsec: Sequence[float], pixscale_arcsec: float, band_names: Sequence[str],
-                psf_cfg: Mapping) -> list[np.ndarray]:
-    """PSF kernel of each band, unit sum: ``training_set.psf`` with the tile's FWHM (arcsec)."""
+                psf_cfg: Mapping, beta: Sequence[float | None] | None = None) -> list[np.ndarray]:
+    """PSF kernel of each band, unit sum: ``training_set.psf`` with the tile's FWHM (arcsec)
+    and, for a Moffat, each band's beta (the header's ``psf.beta_key`` or measured from
+    stars; None or a missing value: ``psf.moffat_beta``)."""
     kernels = []
-    for fwhm, band in zip(fwhm_arcsec, band_names, strict=True):
+    betas = list(beta) if beta is not None else [None] * len(band_names)
+    for fwhm, band, b_beta in zip(fwhm_arcsec, band_names, betas, strict=True):
         if psf_cfg["model"] == "image":
             if not psf_cfg["image"]:
                 raise ConfigError("training_set.psf.model is image but training_set.psf.image "
@@ -108,8 +111,15 @@ def psf_kernels(fwhm_arcsec: Sequence[float], pixscale_arcsec: float, band_names
             raise SurveyError(f"band {band}: no PSF FWHM in the tile header (survey.psf_fwhm_key);"
                               " set training_set.psf.fwhm_arcsec or give a PSF image")
         fwhm_pix = fwhm / pixscale_arcsec
-        kernels.append(psf_kernel(fwhm_pix * FWHM_TO_SIGMA) if psf_cfg["model"] == "gaussian"
-                       else moffat_kernel(fwhm_pix, psf_cfg["moffat_beta"]))
+        if psf_cfg["model"] == "gaussian":
+            kernels.append(psf_kernel(fwhm_pix * FWHM_TO_SIGMA))
+            continue
+        b_beta = psf_cfg["moffat_beta"] if b_beta is None else float(b_beta)
+        if not (np.isfinite(b_beta) and b_beta > 1):
+            raise SurveyError(f"band {band}: Moffat beta {b_beta} from the tile header "
+                              "(training_set.psf.beta_key) is not above 1; fix the key or set "
+                              "it to null to use training_set.psf.moffat_beta")
+        kernels.append(moffat_kernel(fwhm_pix, b_beta))
     return kernels
 
 

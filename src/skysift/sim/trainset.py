@@ -279,6 +279,12 @@ def _run(args: argparse.Namespace) -> int:
                  summary["n_hard_negatives"], summary["n_isolated"], summary["n_on_blank"],
                  summary["n_blank_pool"], summary["kind_counts"], summary["sim_seconds"],
                  n_sim / max(summary["sim_seconds"], 1e-9))
+        if "psf_stars" in summary:
+            ps = summary["psf_stars"]
+            fwhm = np.median([t["fwhm_arcsec"] for t in ps["tiles"].values()], axis=0)
+            log.info("PSF from stars: %d tiles measured on their own stars, %d took the pooled "
+                     "stars; median FWHM per band %s arcsec", ps["tiles_own_stars"],
+                     ps["tiles_pooled"], np.round(fwhm, 3).tolist())
         if "visible_fraction" in summary:
             log.info("arc S/N quantiles %s; %.0f%% of injected lenses have arc S/N >= %g and "
                      "theta_E above the PSF FWHM; %d below arc_snr_min after %d draws",

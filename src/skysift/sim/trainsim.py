@@ -386,7 +386,7 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
         summary = dict(plan.info, **_summary(data["label"], data["split"], data["origin"],
                                              data["sim"], pdata, tcfg),
                        n_rows=n_rows, sim_seconds=sim_seconds,
-                       n_tiles_without_gain=frames.n_no_gain)
+                       n_tiles_without_gain=frames.n_no_gain, **frames.psf_summary())
         header.update(task=task_name, label_column=task["label"], simulator=kind,
                       use=tcfg["use"], use_requested=tcfg.get("use_requested", tcfg["use"]),
                       origin_names=list(ORIGINS), training_set=dict(tcfg),
