@@ -158,6 +158,16 @@ def model_args(inputs: Mapping[str, str]) -> str:
                     if key in ("trainset", "augmented"))
 
 
+def trainset_config_json(config: Mapping, task: str) -> str:
+    """The config one task's training set depends on: its own task entry, not the list, so
+    adding a task or changing another's label renders no simulation again (and no models
+    entry at all: iterating on models never re-makes a training set)."""
+    sections = {key: config[key] for key in ("seed", "survey", "preprocess", "training_set",
+                                             "split", "strict")}
+    sections["tasks"] = [t for t in config["tasks"] if t["name"] == task]
+    return json.dumps(sections, sort_keys=True)
+
+
 def model_config_json(config: Mapping, task: str, model: str) -> str:
     """The config one model's training depends on: its task and its own entry, not the
     whole lists, so adding a model or a task retrains nothing else."""

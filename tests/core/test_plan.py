@@ -67,6 +67,21 @@ def test_config_json_holds_the_seed_and_only_the_named_sections():
     assert plan.config_json(cfg, ("split",)) == text
 
 
+def test_a_training_set_depends_on_its_own_task_and_never_on_the_models():
+    """A training set is rendered again only when what makes it changes (its params): not
+    when models change, nor when another task is added or edited."""
+    cfg = _config()
+    text = plan.trainset_config_json(cfg, "lens")
+    assert [t["name"] for t in json.loads(text)["tasks"]] == ["lens"]
+    cfg["models"] = [{"name": "other", "architecture": "d4"}]
+    cfg["recipe"], cfg["train"]["epochs"] = "full", 40
+    cfg["tasks"][1]["label"] = "is_mergerX"
+    cfg["tasks"].append({"name": "ring", "label": "is_ring"})
+    assert plan.trainset_config_json(cfg, "lens") == text
+    cfg["training_set"]["max_negatives"] += 1
+    assert plan.trainset_config_json(cfg, "lens") != text
+
+
 def test_model_inputs_args_and_config_of_one_model():
     cfg = _config(models=[{"name": "cnn", "architecture": "baseline3"},
                           {"name": "ext", "architecture": "baseline3",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -101,3 +102,18 @@ def test_catalog_and_merged_rejects_partition_the_survey_catalog_by_id(tiny_run)
     assert np.array_equal(np.sort(rows), np.arange(len(survey)))
     ids = np.concatenate([np.asarray(cat["id"]), np.asarray(rejects["id"], np.int64)])
     np.testing.assert_array_equal(np.sort(ids), np.sort(np.asarray(survey["objid"])))
+
+
+def test_changing_the_models_renders_no_training_set_again(tiny_run, tmp_path):
+    """Iterating on models does not pay for injections again: a new models list plans train,
+    infer and what follows, never a training set (its params hold no models entry)."""
+    extra = tmp_path / "models.yaml"
+    extra.write_text("models:\n  - {name: other, architecture: baseline3, epochs: 1}\n")
+    cmd = snakemake_cmd(tiny_run, "-n")
+    cmd.insert(cmd.index("--configfile") + 2, str(extra))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    planned = set(re.findall(r"^rule (\w+):", out, flags=re.M))
+    planned |= set(re.findall(r"^localrule (\w+):", out, flags=re.M))
+    assert "train" in planned and "training_set" not in planned and "augment" not in planned

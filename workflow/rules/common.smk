@@ -100,6 +100,10 @@ def model_args(wildcards, input):
     return plan.model_args(dict(input.items()))
 
 
+def trainset_cfg(wildcards):
+    return plan.trainset_config_json(config, wildcards.task)
+
+
 def model_cfg(wildcards):
     return plan.model_config_json(config, wildcards.task, wildcards.model)
 

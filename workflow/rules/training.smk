@@ -19,7 +19,7 @@ rule training_set:
             labels={"figure": "training set examples"},
         ),
     params:
-        cfg=cfg("survey", "tasks", "preprocess", "training_set", "split", "strict"),
+        cfg=trainset_cfg,
     conda:
         ENV
     log:
