@@ -171,6 +171,29 @@ def test_gallery_and_sheet_of_candidates_from_two_shards(survey):
     assert float(rows[0]["score"]) == 4.0
 
 
+def test_the_page_shows_each_models_real_test_metrics_and_sim_to_real_gap(survey):
+    tmp_path, cands, cutouts = survey
+    metrics = {"models": {"lens": {
+        "cnn": {"primary": True, "n_pos": 40, "n_neg": 2000, "auroc": 0.91, "auroc_ci": [0.88, 0.94],
+                "tpr0": 0.1, "tpr10": 0.35, "simulated_test": {"auroc": 0.99},
+                "sim_to_real_gap": {"auroc": 0.08}},
+        "classical": {"n_pos": 40, "n_neg": 2000, "auroc": 0.95, "tpr0": 0.2, "tpr10": 0.5,
+                      "simulated_test": None, "sim_to_real_gap": None}}}}
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(metrics))
+    argv = ["--config-json", json.dumps(CONFIG), "--task", "lens", "--candidates", str(cands),
+            "--cutouts", *map(str, cutouts), "--html", str(tmp_path / "m.html"),
+            "--sheet", str(tmp_path / "m.csv"), "--metrics", str(path)]
+    assert review.main(argv) == 0
+    table = (tmp_path / "m.html").read_text().split('<table id="metrics">')[1].split("</table>")[0]
+    rows = [r for r in table.split("<tr>")[2:]]
+    assert "cnn (primary)" in rows[0] and "0.910 [0.880, 0.940]" in rows[0]
+    assert "0.990" in rows[0] and "+0.080" in rows[0] and "40 / 2000" in rows[0]
+    assert "classical" in rows[1] and "0.950" in rows[1] and rows[1].count("–") == 2
+    path.write_text("{not json")
+    assert review.main(argv) == 2  # a broken metrics file is named, not skipped
+
+
 def test_string_ids_and_zero_points(tmp_path):
     cut = cutouts_file(tmp_path / "s0.h5", [0, 1], [b"000123", b"gal,2"], ["a", "a"],
                        zeropoint=(30.0, 30.0, 27.5))

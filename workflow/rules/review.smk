@@ -6,6 +6,7 @@ rule review:
     input:
         candidates=paths.CANDIDATES,
         cutouts=per_shard(paths.CUTOUTS),
+        metrics=paths.METRICS,
     output:
         html=report(
             paths.REVIEW_HTML,
@@ -34,4 +35,4 @@ rule review:
     shell:
         "python -m skysift review --config-json {params.cfg:q} --task {wildcards.task} "
         "--candidates {input.candidates:q} --cutouts {input.cutouts:q} "
-        "--html {output.html:q} --sheet {output.sheet:q} 2> {log:q}"
+        "--html {output.html:q} --sheet {output.sheet:q} --metrics {input.metrics:q} 2> {log:q}"

@@ -32,6 +32,7 @@ from skysift.review.images import (
     png_data_uri,
     rgb_bands,
 )
+from skysift.review.summary import metrics_table, task_metrics
 from skysift.stamps.flags import FLAG_BITS
 from skysift.survey.grades import SHEET_COLUMNS
 
@@ -249,7 +250,7 @@ def _num(x: float, fmt: str) -> tuple[str, str]:
 
 def render_page(task: str, cands: Candidates, uris: Sequence[str], flags: Sequence[str],
                 score_column: str, rgb: Sequence[str], stretch: float, q: float,
-                thumb_px: int, sheet_name: str, prov: Mapping) -> str:
+                thumb_px: int, sheet_name: str, prov: Mapping, metrics_html: str = "") -> str:
     """The self-contained HTML gallery of one task (see the module docstring)."""
     e = html.escape
     int_ids = all(i.lstrip("-").isdigit() and i.isascii() for i in cands.ids)
@@ -293,7 +294,8 @@ def render_page(task: str, cands: Candidates, uris: Sequence[str], flags: Sequen
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>skysift {e(task)} candidates</title>\n<style>{_STYLE}</style>\n</head>\n"
         f"<body>\n<h1>{e(task)} candidates</h1>\n<p>{meta}</p>\n<p>{grading}</p>\n"
-        f'<table id="candidates">\n<thead><tr>{th}</tr></thead>\n<tbody>\n'
+        + metrics_html
+        + f'<table id="candidates">\n<thead><tr>{th}</tr></thead>\n<tbody>\n'
         + "\n".join(rows) + "\n</tbody>\n</table>\n"
         + '<div id="grid">\n' + "\n".join(figures) + "\n</div>\n"
         + f"<footer>{footer}</footer>\n<script>{_SCRIPT}</script>\n</body>\n</html>\n")
@@ -301,8 +303,9 @@ def render_page(task: str, cands: Candidates, uris: Sequence[str], flags: Sequen
 
 def review_task(config: Mapping, task: str, candidates: str | Path,
                 cutouts: Sequence[str | Path], html_out: str | Path,
-                sheet_out: str | Path) -> int:
-    """Write one task's gallery and grading sheet; returns the number of candidates."""
+                sheet_out: str | Path, metrics: str | Path | None = None) -> int:
+    """Write one task's gallery and grading sheet; returns the number of candidates.
+    ``metrics`` (results/metrics.json) adds the models' test metrics and sim→real gaps."""
     spec = primary_specs(config)[task]
     opts = config["review"]
     cands = read_candidates(candidates, spec.column,
@@ -320,7 +323,8 @@ def review_task(config: Mapping, task: str, candidates: str | Path,
         task=task, cands=cands, uris=uris, flags=[flag_names(f) for f in flags],
         score_column=spec.column, rgb=shown, stretch=stretch, q=opts["q"],
         thumb_px=opts["thumb_px"], sheet_name=Path(sheet_out).name,
-        prov=provenance(config, step="review", task=task))
+        prov=provenance(config, step="review", task=task),
+        metrics_html=metrics_table(task_metrics(metrics, task)))
     with atomic_output(html_out) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     write_sheet(sheet_out, cands)
@@ -335,6 +339,8 @@ def parser():
     p.add_argument("--cutouts", nargs="+", required=True, help="results/cutouts/*.h5")
     p.add_argument("--html", required=True, help="gallery, results/review/{task}.html")
     p.add_argument("--sheet", required=True, help="grading sheet, results/review/{task}_grades.csv")
+    p.add_argument("--metrics", default=None,
+                   help="results/metrics.json: each model's test metrics and sim→real gap")
     return p
 
 
@@ -343,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body(args) -> int:
         t0 = time.perf_counter()
         n = review_task(cli.load_config(args), args.task, args.candidates, args.cutouts,
-                        args.html, args.sheet)
+                        args.html, args.sheet, args.metrics)
         seconds = time.perf_counter() - t0
         log.info("%s: %d candidates reviewed in %.1f s (%.0f stamps/s) -> %s, %s", args.task,
                  n, seconds, n / max(seconds, 1e-9), args.html, args.sheet)
