@@ -264,3 +264,22 @@ def test_steep_sersic_centred_on_a_subpixel_keeps_unit_flux(centre):
     shape = Sersic(centre[0], centre[1], 0.48, 3.8, 0.4, 170.0)
     _, totals = render(shape, np.array([[1.0]]), _frame(), supersample=5)
     assert totals[0] == pytest.approx(1.0, rel=0.01)
+
+
+def test_arc_snr_target_sets_how_bright_arcs_are_whatever_the_depth():
+    """With ``arc_snr_target`` the arc's S/N is drawn in the range on a shallow and on a deep
+    survey alike; the stored source magnitude is the one that was rendered."""
+    raw = np.zeros((2, 48, 48), np.float32)
+    cfg = _lens_cfg(arc_snr_target=[30.0, 60.0])
+    for sky in (0.5, 20.0):  # 40x deeper and shallower: S/N would differ 40x
+        frame = _frame(bands=2, sky=sky)
+        got = [inject_lens(raw, frame, cfg, 3, np.random.default_rng(s)) for s in range(6)]
+        for image, p in got:
+            assert 30.0 <= p["arc_snr"] <= 60.0
+            assert snr(image.astype(np.float64), frame.sky_sigma) == pytest.approx(p["arc_snr"],
+                                                                                   rel=1e-4)
+            source = sed_flux(p["source_mag"], 0.0, frame.lam_nm, 0, frame.zeropoint)[0]
+            assert p["magnification"] * source == pytest.approx(image[0].sum(), rel=0.02)
+    plain = inject_lens(raw, _frame(bands=2, sky=0.5), _lens_cfg(), 3,
+                        np.random.default_rng(0))[1]
+    assert plain["arc_snr"] > 60.0  # without the target the deep survey's arc is brighter

@@ -219,6 +219,8 @@ def inject_lens(raw: np.ndarray, frame: Frame, lcfg: Mapping, supersample: int,
 
     The lens is drawn once; the source is redrawn up to ``lcfg["max_draws"]`` times until
     the arc S/N reaches ``arc_snr_min`` (else the best draw is kept, ``n_draws`` says so).
+    With ``arc_snr_target`` [lo, hi], the kept source's flux is then scaled so that its arc
+    S/N is log-uniform in that range (``source_mag`` follows), whatever the survey's depth.
     Arc S/N is :func:`skysift.sim.render.snr` of the noiseless PSF-convolved arc against
     ``frame.sky_sigma``: sqrt(sum over bands and pixels of (arc / sigma_band)**2).
 
@@ -247,6 +249,11 @@ def inject_lens(raw: np.ndarray, frame: Frame, lcfg: Mapping, supersample: int,
         if s >= lcfg["arc_snr_min"]:
             break
     arc, totals, s, src, flux = best
+    target = lcfg.get("arc_snr_target")
+    if target is not None and s > 0:  # the survey's depth does not set how bright arcs look
+        k = float(np.exp(rng.uniform(np.log(target[0]), np.log(target[1])))) / s
+        arc, flux, s = arc * k, flux * k, s * k
+        src = dict(src, source_mag=float(src["source_mag"] - 2.5 * np.log10(k)))
     ref = flux[:, frame.ref]
     params = dict(lens_params, **src, arc_snr=float(s), n_draws=n_draws,
                   magnification=float(ref @ totals / ref.sum()),

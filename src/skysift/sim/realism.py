@@ -97,11 +97,13 @@ def realism(images, label: np.ndarray, origin: np.ndarray, sim: np.ndarray, attr
     spec = feature_spec(FEATURES, attrs)
     names = feature_names(spec)
     rng = np.random.default_rng(seed)
-    out = {}
-    for name, (sim_rows, real_rows) in comparisons(label, origin, sim).items():
-        sides = [np.sort(rng.permutation(rows)[:MAX_PER_SIDE]) for rows in (sim_rows, real_rows)]
-        feats = [compute_features(np.asarray(images[rows.tolist()]) if len(rows) else
-                                  np.zeros((0,) + tuple(images.shape[1:]), np.float32), spec)
-                 for rows in sides]
-        out[name] = discriminate(feats[0], feats[1], names, seed)
-    return out
+    pairs = {name: [np.sort(rng.permutation(rows)[:MAX_PER_SIDE]) for rows in sides]
+             for name, sides in comparisons(label, origin, sim).items()}
+    # each row's features once, though the real negatives serve every hard-negative family
+    rows = np.unique(np.concatenate([np.zeros(0, int)] + [r for p in pairs.values() for r in p]))
+    feats = np.zeros((0, len(names)))
+    if rows.size:
+        feats = np.concatenate([compute_features(np.asarray(images[part.tolist()]), spec)
+                                for part in np.array_split(rows, -(-rows.size // 512))])
+    return {name: discriminate(*(feats[np.searchsorted(rows, r)] for r in sides), names, seed)
+            for name, sides in pairs.items()}
