@@ -22,7 +22,7 @@ from skysift.errors import DataError, SurveyError
 from skysift.io import open_h5, read_attr_json
 from skysift.sim.hosts import colour_slope, magnitudes, stamp_photometry
 from skysift.sim.paint import Frame, band_wavelengths, psf_kernels, reference_band
-from skysift.sim.psf import PsfEstimate, measure_psf, peak_snr, star_rows
+from skysift.sim.psf import PsfEstimate, fit_stamps, locus, peak_snr, star_rows, summarise
 from skysift.sim.trainfile import STAMP_DATASETS
 from skysift.survey.tiles import fits_file
 
@@ -215,57 +215,65 @@ class Frames:
 class StarPsf:
     """Each tile's PSF measured from its own stars (``training_set.psf.model: stars``).
 
-    The stellar locus (:func:`skysift.sim.psf.star_rows`, on the reference band's half-light
-    radius and peak S/N) of a tile's catalogued objects is fitted with Moffats
-    (:func:`skysift.sim.psf.measure_psf`); a tile with fewer than ``min_stars`` stars takes the
-    measurement of every training tile's stars pooled. ``measured`` and ``pooled`` count the
+    Candidates (:func:`skysift.sim.psf.star_rows`: the reference band's half-light radius and
+    peak S/N) of every training tile are fitted with Moffats in every band; the stars are the
+    locus of the smallest fitted FWHM (:func:`skysift.sim.psf.locus`); a tile's PSF is the
+    median over its own stars, or over every training tile's stars pooled where it has fewer
+    than ``min_stars``. ``measured`` and ``pooled`` count the
     tiles of each kind (logged in the training set's summary).
     """
 
     def __init__(self, survey: Survey, ref: int, min_stars: int):
         self.survey, self.ref, self.min_stars = survey, ref, int(min_stars)
-        self._stamps: dict | None = None
+        self._by_tile: dict | None = None
+        self._pooled_fit: tuple = (np.zeros((0, 1)), np.zeros((0, 1)))
         self._pooled: PsfEstimate | None = None
         self._tiles: dict = {}
         self.measured = self.pooled = 0
 
-    def _star_stamps(self) -> dict:
-        """Raw stamps of each (shard, tile)'s stars, read once: the stellar locus of every
-        training tile's objects together (one PSF-size scale, robust to tiles without stars)."""
-        if self._stamps is None:
+    def _fits(self) -> dict:
+        """Moffat fits (FWHM pixels, beta; (n, band)) of each (shard, tile)'s stars, made once:
+        candidates of every training tile together (:func:`skysift.sim.psf.star_rows`), then
+        the stellar locus of their fitted FWHM (:func:`skysift.sim.psf.locus`)."""
+        if self._by_tile is None:
             c, snr = self.survey.cols, np.zeros(len(self.survey.shard))
             for shard, path in enumerate(self.survey.cutouts):
                 objs = np.flatnonzero(self.survey.shard == shard)
                 with open_h5(path, required=("images",)) as fc:
                     for start in range(0, len(objs), 512):
-                        part = objs[start:start + 512]
-                        snr[part] = peak_snr(fc["images"][self.survey.row[part[0]]:
-                                                          self.survey.row[part[-1]] + 1, self.ref])
-            stars = star_rows(c["r50_arcsec"], snr, self.min_stars)
-            self._stamps = {}
+                        part = self.survey.row[objs[start:start + 512]]
+                        snr[objs[start:start + 512]] = peak_snr(
+                            fc["images"][part[0]:part[-1] + 1, self.ref])
+            cands = star_rows(c["r50_arcsec"], snr, self.min_stars)
+            n_band = len(self.survey.attrs[0]["bands"])
+            fwhm = np.full((cands.size, n_band), np.nan)
+            beta = fwhm.copy()
             for shard, path in enumerate(self.survey.cutouts):
-                mine = stars[self.survey.shard[stars] == shard]
-                if not mine.size:
-                    continue
-                with open_h5(path, required=("images",)) as fc:
-                    raw = fc["images"][np.sort(self.survey.row[mine])]
-                order = np.argsort(self.survey.row[mine])
-                for tile in np.unique(c["tile"][mine]):
-                    self._stamps[(shard, str(tile))] = raw[c["tile"][mine[order]] == tile]
-        return self._stamps
+                mine = np.flatnonzero(self.survey.shard[cands] == shard)
+                if mine.size:
+                    with open_h5(path, required=("images",)) as fc:
+                        raw = fc["images"][self.survey.row[cands[mine]]]  # rows increase
+                    fwhm[mine], beta[mine] = fit_stamps(raw)
+            stars = locus(fwhm[:, self.ref], self.min_stars)
+            self._pooled_fit = (fwhm[stars], beta[stars])
+            groups: dict = {}
+            for k in np.flatnonzero(stars):
+                key = (int(self.survey.shard[cands[k]]), str(c["tile"][cands[k]]))
+                groups.setdefault(key, []).append(k)
+            self._by_tile = {key: (fwhm[v], beta[v]) for key, v in groups.items()}
+        return self._by_tile
 
     def estimate(self, shard: int, tile: str) -> PsfEstimate:
         """The tile's PSF (its own stars, else the pooled stars)."""
         key = (int(shard), str(tile))
         if key in self._tiles:
             return self._tiles[key]
-        stamps = self._star_stamps()
+        own = self._fits().get(key)
         pix = float(self.survey.attrs[key[0]]["tile_info"][key[1]]["pixscale_arcsec"])
-        own = stamps.get(key, np.zeros((0,)))
-        est = measure_psf(own, pix) if len(own) >= self.min_stars else None
+        est = summarise(*own, pix) if own is not None else None
         if est is None or est.n_stars < self.min_stars:
             if self._pooled is None:
-                self._pooled = measure_psf(np.concatenate(list(stamps.values())), pix)
+                self._pooled = summarise(*self._pooled_fit, pix)
             if self._pooled is None:
                 raise SurveyError("training_set.psf.model is stars but the training tiles hold "
                                   "no star bright enough to fit (peak S/N >= 30); use the "

@@ -1,10 +1,13 @@
 """The PSF measured from a survey's own stars, for tiles whose headers hold no PSF model.
 
 Pure functions over raw cutouts (image units, any band count): :func:`star_rows` picks the
-stellar locus (bright objects whose half-light radius is the survey's smallest: a point
+candidates (bright objects whose half-light radius is near the survey's smallest: a point
 source's is set by the PSF alone), :func:`fit_moffat` fits a circular Moffat (centre, FWHM,
-beta, amplitude, background) to one star, and :func:`measure_psf` gives each band's median
-FWHM and beta over the stars. :class:`skysift.sim.frames.Frames` turns them into kernels with
+beta, amplitude, background) to one stamp, :func:`fit_stamps` to every band of many, and
+:func:`locus` keeps the stars: the candidates whose fitted FWHM is the smallest common one
+(on a pixel grid a compact galaxy is as small as a star in half-light radius, never in
+fitted FWHM); :func:`measure_psf` gives each band's median FWHM and beta over the stars.
+:class:`skysift.sim.frames.Frames` turns them into kernels with
 :func:`skysift.sim.paint.moffat_kernel` (``training_set.psf.model: stars``).
 """
 
@@ -17,8 +20,10 @@ from scipy.optimize import least_squares
 
 #: stars need this peak signal-to-noise (peak over the border noise) to be fitted
 MIN_PEAK_SNR = 30.0
-#: the stellar locus: half-light radius within this factor of the smallest bright objects'
-LOCUS_WIDTH = 1.2
+#: candidates: half-light radius within this factor of the smallest bright objects'
+LOCUS_WIDTH = 1.5
+#: stars: fitted FWHM (reference band) within this factor of the smallest candidates'
+FWHM_LOCUS_WIDTH = 1.1
 #: beta is fitted within these bounds (beta -> infinity is a Gaussian)
 BETA_BOUNDS = (1.2, 10.0)
 #: pixels farther than this many FWHM (first guess) from the star's centre are not fitted
@@ -92,7 +97,8 @@ def fit_moffat(img: np.ndarray) -> tuple[float, float] | None:
         return None
     half = (img - sky) >= 0.5 * amp0
     fwhm0 = max(2.0 * np.sqrt(half.sum() / np.pi), 1.0)
-    near = ((xx - px) ** 2 + (yy - py) ** 2 <= (FIT_RADIUS_FWHM * fwhm0 + 2) ** 2) & np.isfinite(img)
+    radius = FIT_RADIUS_FWHM * fwhm0 + 2
+    near = ((xx - px) ** 2 + (yy - py) ** 2 <= radius**2) & np.isfinite(img)
     x, y, data = xx[near], yy[near], img[near]
 
     def resid(p):
@@ -110,20 +116,43 @@ def fit_moffat(img: np.ndarray) -> tuple[float, float] | None:
     return float(fit.x[3]), float(fit.x[4])
 
 
-def measure_psf(images: np.ndarray, pixscale_arcsec: float) -> PsfEstimate | None:
-    """Each band's median Moffat FWHM (arcsec) and beta over star stamps (n, band, s, s);
-    None without a single star fitted in every band."""
+def fit_stamps(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Moffat FWHM (pixels) and beta (n, band) of stamps (n, band, s, s); NaN where a fit
+    fails."""
     images = np.asarray(images, dtype=float)
-    n, n_band = images.shape[:2]
-    fwhm = np.full((n, n_band), np.nan)
-    beta = np.full((n, n_band), np.nan)
-    for i in range(n):
-        for b in range(n_band):
+    fwhm = np.full(images.shape[:2], np.nan)
+    beta = np.full(images.shape[:2], np.nan)
+    for i in range(images.shape[0]):
+        for b in range(images.shape[1]):
             got = fit_moffat(images[i, b])
             if got is not None:
                 fwhm[i, b], beta[i, b] = got
+    return fwhm, beta
+
+
+def locus(fwhm_ref: np.ndarray, min_stars: int, width: float = FWHM_LOCUS_WIDTH) -> np.ndarray:
+    """Mask of the stars among candidates: fitted FWHM (reference band) within ``width`` of
+    the median of the ``min_stars`` smallest fitted ones; all False with fewer fits."""
+    ok = np.isfinite(fwhm_ref)
+    if ok.sum() < min_stars:
+        return np.zeros(len(fwhm_ref), bool)
+    m0 = float(np.median(np.sort(fwhm_ref[ok])[:min_stars]))
+    return ok & (fwhm_ref <= width * m0) & (fwhm_ref >= m0 / width)
+
+
+def summarise(fwhm: np.ndarray, beta: np.ndarray, pixscale_arcsec: float) -> PsfEstimate | None:
+    """Each band's median FWHM (arcsec) and beta over stars fitted in every band (n, band)."""
     ok = np.isfinite(fwhm).all(axis=1)
     if not ok.any():
         return None
     return PsfEstimate(np.median(fwhm[ok], axis=0) * pixscale_arcsec, np.median(beta[ok], axis=0),
                        int(ok.sum()))
+
+
+def measure_psf(images: np.ndarray, pixscale_arcsec: float, ref: int = 0,
+                min_stars: int = 1) -> PsfEstimate | None:
+    """Each band's median Moffat FWHM (arcsec) and beta over the stars (:func:`locus` on band
+    ``ref``) among candidate stamps (n, band, s, s); None without a star fitted in every band."""
+    fwhm, beta = fit_stamps(images)
+    keep = locus(fwhm[:, ref], min_stars) if len(fwhm) else np.zeros(0, bool)
+    return summarise(fwhm[keep], beta[keep], pixscale_arcsec)
