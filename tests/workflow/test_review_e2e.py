@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import os
 import re
 import subprocess
@@ -30,7 +31,7 @@ class _Page(HTMLParser):
             self.imgs.append(dict(attrs))
         elif tag == "tbody":
             self._body = True
-        elif tag == "tr" and self._body:
+        elif tag == "tr" and self._body and "data-rank" in dict(attrs):  # a candidate
             self.rows.append(dict(attrs))
 
     def handle_endtag(self, tag):
@@ -50,6 +51,11 @@ def test_gallery_has_k_rows_and_images_and_a_matching_sheet(tiny_run, task):
     page = _Page()
     page.feed(text)
     assert len(page.rows) == TOP_K and len(page.imgs) == TOP_K
+    metrics = json.loads((tiny_run / "results" / "metrics.json").read_text())["models"][task]
+    table = text.split('<table id="metrics">')[1].split("</table>")[0]
+    assert table.count("<tr>") == len(metrics) + 1  # the header and one row per model
+    for name, m in metrics.items():
+        assert name in table and (m['auroc'] is None or f"{m['auroc']:.3f}" in table)
     assert all(img["src"].startswith("data:image/png;base64,") for img in page.imgs)
     assert not re.search(r"""(src|href)=["']?https?:""", text)  # self-contained
     for row in cands:
