@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
+from skysift.stamps.normalise import border_stats
+
 #: stars need this peak signal-to-noise (peak over the border noise) to be fitted
 MIN_PEAK_SNR = 30.0
 #: candidates: half-light radius within this factor of the smallest bright objects'
@@ -46,24 +48,23 @@ def moffat(xx: np.ndarray, yy: np.ndarray, x0: float, y0: float, fwhm_pix: float
     return (1.0 + ((xx - x0) ** 2 + (yy - y0) ** 2) / alpha**2) ** -beta
 
 
-def _border(img: np.ndarray, width: int = 3) -> np.ndarray:
-    edge = np.concatenate([img[:width].ravel(), img[-width:].ravel(),
-                           img[:, :width].ravel(), img[:, -width:].ravel()])
-    return edge[np.isfinite(edge)]
+#: the border statistics of the preprocess step: median background, 1.4826 x MAD noise
+_BORDER = {"background": "border_median", "scale": "border_mad"}
+
+
+def _sky_noise(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) border median and noise of (n, s, s) stamps (:func:`border_stats`); noise 0
+    where the border gives none."""
+    stats = border_stats(np.asarray(images, dtype=np.float32)[:, None], _BORDER)[:, 0]
+    return stats[:, 0], np.where((stats[:, 2] > 0) | (stats[:, 3] > 0), 0.0, stats[:, 1])
 
 
 def peak_snr(images: np.ndarray) -> np.ndarray:
-    """(n,) peak over border-MAD noise of (n, s, s) stamps after the border median."""
-    out = np.zeros(len(images))
-    for i, img in enumerate(images):
-        edge = _border(img)
-        if edge.size < 8:
-            continue
-        sky = np.median(edge)
-        noise = 1.4826 * np.median(np.abs(edge - sky))
-        if noise > 0:
-            out[i] = (np.nanmax(img) - sky) / noise
-    return out
+    """(n,) peak over border noise of (n, s, s) stamps after the border median."""
+    sky, noise = _sky_noise(images)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        peak = np.nanmax(np.where(np.isfinite(images), images, -np.inf), axis=(1, 2))
+        return np.where(noise > 0, (peak - sky) / noise, 0.0)
 
 
 def star_rows(r50_arcsec: np.ndarray, snr: np.ndarray, min_stars: int) -> np.ndarray:
@@ -84,11 +85,10 @@ def fit_moffat(img: np.ndarray) -> tuple[float, float] | None:
     free centre, amplitude and constant background; None when the fit fails."""
     img = np.asarray(img, dtype=float)
     s = img.shape[0]
-    edge = _border(img)
-    if edge.size < 8 or not np.isfinite(img).any():
+    sky_a, noise_a = _sky_noise(img[None])
+    if not (noise_a[0] > 0) or not np.isfinite(img).any():
         return None
-    sky = float(np.median(edge))
-    noise = max(1.4826 * float(np.median(np.abs(edge - sky))), 1e-12)
+    sky, noise = float(sky_a[0]), float(noise_a[0])
     yy, xx = np.mgrid[:s, :s].astype(float)
     peak = np.nanargmax(np.where(np.isfinite(img), img, -np.inf))
     py, px = divmod(int(peak), s)
