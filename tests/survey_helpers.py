@@ -53,6 +53,37 @@ def write_band(path, data, wcs, extra=None, compressed=False, extra_hdus=()):
     fits.HDUList(hdus + list(extra_hdus)).writeto(path)
 
 
+def write_scaled_band(path, raw, wcs, bscale, bzero, blank=None, compressed=False,
+                      extra=None):
+    """One band stored as scaled integers, as older releases do: BITPIX from ``raw``'s dtype
+    (int16 -> 16, int32 -> 32), header BSCALE/BZERO (and BLANK), physical value
+    ``bscale * raw + bzero``; plain, or an fpack CompImageHDU (RICE_1) after an empty primary.
+    Returns the physical values (float64, NaN where ``raw == blank``)."""
+    raw = np.asarray(raw)
+    header = wcs.to_header(relax=True)
+    for key, value in (extra or {"PSF_FWHM": 1.0, "MAGZP": 30.0}).items():
+        header[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compressed:
+        image = fits.CompImageHDU(raw, header=header, compression_type="RICE_1")
+        hdus = [fits.PrimaryHDU(), image]
+    else:
+        image = fits.PrimaryHDU(raw, header=header, do_not_scale_image_data=True)
+        hdus = [image]
+    image.header["BSCALE"], image.header["BZERO"] = bscale, bzero
+    if blank is not None:
+        image.header["BLANK"] = blank
+    fits.HDUList(hdus).writeto(path)
+    with fits.open(path, do_not_scale_image_data=True) as hdul:  # the file is what it claims
+        hdu = hdul[-1]
+        assert hdu.header["BITPIX"] == 8 * raw.dtype.itemsize and hdu.header["BSCALE"] == bscale
+        assert np.array_equal(hdu.data, raw)
+    physical = bscale * raw.astype(np.float64) + bzero
+    if blank is not None:
+        physical[raw == blank] = np.nan
+    return physical
+
+
 def gaussian(shape, x0, y0, sigma=1.3, amp=100.0):
     """A Gaussian blob centred on pixel (x0, y0) (0-based, x along columns)."""
     y, x = np.mgrid[:shape[0], :shape[1]]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from survey_helpers import BANDS, gaussian, make_wcs, write_tile
+from survey_helpers import BANDS, gaussian, make_wcs, write_scaled_band, write_tile
 
 from skysift import config as skyconfig
 from skysift.io import read_arrays
@@ -163,6 +163,40 @@ def test_source_at_known_radec_lands_at_stamp_centre(tmp_path, wcs_kind):
         # the sub-pixel offset is exactly the position's distance to its pixel centre
         frac = arrays["pos_xy"][k] - np.floor(arrays["pos_xy"][k] + 0.5)
         np.testing.assert_allclose([cx - 5, cy - 5], frac, atol=0.02)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_scaled_integer_tiles_pass_check_and_cutouts(tmp_path, compressed):
+    """Tiles of BITPIX 16/32 with BSCALE/BZERO/BLANK (older releases): check accepts them and
+    the stamps hold BSCALE * raw + BZERO, NaN (flagged) at the BLANK pixel."""
+    from skysift.survey import check
+    shape = (40, 44)
+    wcs = make_wcs(150.0, 2.0, shape, rot_deg=15)
+    rng = np.random.default_rng(8)
+    ext = ".fits.fz" if compressed else ".fits"
+    physical = []
+    for band, dtype, bscale, bzero in (("g", np.int16, 0.05, 200.0),
+                                       ("r", np.int32, 2.5e-5, -3.0)):
+        raw = rng.integers(-30000, 30000, size=shape).astype(dtype)
+        raw[30, 12] = -32768  # BLANK, inside the second object's stamp
+        physical.append(write_scaled_band(tmp_path / "tiles" / f"T_{band}{ext}", raw, wcs,
+                                          bscale, bzero, blank=-32768, compressed=compressed))
+    xy = np.array([[10.0, 11.0], [12.0, 28.0]])
+    ra, dec = wcs.all_pix2world(xy[:, 0], xy[:, 1], 0)
+    Table({"objid": [7, 8], "ra": ra, "dec": dec}).write(tmp_path / "cat.fits")
+    pattern = str(tmp_path / "tiles" / f"{{tile}}_{{band}}{ext}")
+    config = {"survey": {"kind": "files", "tiles": pattern, "bands": BANDS,
+                         "catalog": str(tmp_path / "cat.fits"), "labels": None},
+              "cutouts": {"stamp_size_pix": 9}}
+    assert check.main(["--config-json", json.dumps(config), "--report",
+                       str(tmp_path / "check.json")]) == 0
+    assert _run(tmp_path, config) == 0
+    arrays, _ = read_arrays(tmp_path / "s0000.h5", DATASETS)
+    expect = np.stack(physical).astype(np.float32)
+    np.testing.assert_array_equal(arrays["images"][0], expect[:, 7:16, 6:15])
+    np.testing.assert_array_equal(arrays["images"][1], expect[:, 24:33, 8:17])
+    assert np.isnan(arrays["images"][1, :, 6, 4]).all()  # tile pixel (x 12, y 30)
+    assert arrays["flags"].tolist() == [0, NAN]
 
 
 def _two_tiles(root, ids):

@@ -11,13 +11,19 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
-from survey_helpers import BANDS, make_wcs, write_tile
+from survey_helpers import BANDS, make_wcs, write_band, write_tile
 
 from skysift.config import validate
 from skysift.errors import DataError
 from skysift.survey import index as index_mod
 from skysift.survey import index as survey
-from skysift.survey.footprints import REASON_DEC, REASON_NONFINITE, REASON_OFF, assign_objects
+from skysift.survey.footprints import (
+    REASON_DEC,
+    REASON_NONFINITE,
+    REASON_OFF,
+    assign_objects,
+    assign_to_complete,
+)
 from skysift.survey.headers import wcs_from_json, wcs_to_json, write_header_summary
 from skysift.survey.index import build_index, load_headers, main
 from skysift.survey.shards import make_shards, plan_training_shards, read_assignment_rows
@@ -209,11 +215,73 @@ def test_bad_tile_exit_2_without_output(tmp_path, capsys, problem):
     bad.unlink()
     if problem == "no_wcs":
         fits.PrimaryHDU(np.zeros((40, 40), np.float32)).writeto(bad)
-    assert main(["--config-json", json.dumps(config), "--out-dir", str(tmp_path / "o")]) == 2
+    strict = ["--strict"] if problem == "missing_band" else []  # else its objects are rejects
+    assert main(["--config-json", json.dumps(config), "--out-dir", str(tmp_path / "o"),
+                 *strict]) == 2
     err = capsys.readouterr().err
     assert "B_r.fits: " in err
     assert ("celestial WCS" if problem == "no_wcs" else "band 'r' of tile 'B' is missing") in err
     assert not (tmp_path / "o").exists()
+
+
+def test_missing_band_file_rejects_the_tiles_objects_unless_strict(tmp_path, capsys):
+    """Tile B lacks its r file: its object is a counted reject (missing_band:r), listed in
+    the index's and the merged rejects; the rest of the survey is indexed; fatal when strict."""
+    from skysift.survey import check
+    from skysift.survey import rejects as merge
+    ids = 2**60 + np.array([7, 1, 3, 9, 5])
+    config = _survey(tmp_path, ids)
+    config["survey"].update(kind="files", labels=None, known_lenses=None)
+    (tmp_path / "tiles" / "B_r.fits").unlink()
+    text, out = json.dumps(config), tmp_path / "index"
+    summary = tmp_path / "tile_headers.json"
+    assert check.main(["--config-json", text, "--report", str(tmp_path / "check.json"),
+                       "--headers", str(summary)]) == 0
+    report = json.loads((tmp_path / "check.json").read_text())
+    assert report["rejects"] == {"missing_band:r": 1, REASON_NONFINITE: 1, REASON_OFF: 1}
+    assert [(t["tile"], t["n_objects"], t["missing_bands"]) for t in report["tiles"]] == \
+        [("A", 2, []), ("B", 0, ["r"]), ("C", 0, [])]
+    assert main(["--config-json", text, "--out-dir", str(out), "--headers", str(summary)]) == 0
+    assert "headers of 3 of 3 tiles from" in capsys.readouterr().err  # B's g band included
+    rejects = Table.read(out / "rejects.ecsv")
+    assert rejects["index"].tolist() == [0, 3, 4]
+    assert rejects["reason"].tolist() == ["missing_band:r", REASON_NONFINITE, REASON_OFF]
+    assignment = Table.read(out / "assignment.fits")
+    assert assignment["index"].tolist() == [1, 2]
+    assert sorted(assignment["id"].tolist() + rejects["id"].tolist()) == sorted(ids.tolist())
+    info = json.loads((out / "tiles.json").read_text())
+    assert [(t["tile"], t["n_objects"], t["shard"], t["missing_bands"])
+            for t in info["tiles"]] == [("A", 2, "s0000", []), ("B", 0, None, ["r"]),
+                                        ("C", 0, None, [])]
+    merged = tmp_path / "rejects.ecsv"
+    assert merge.main(["--index-dir", str(out), "--out", str(merged)]) == 0
+    assert Table.read(merged)["reason"].tolist()[0] == "missing_band:r"
+    for step in (main, check.main):  # strict: an error naming the file, nothing written
+        argv = ["--config-json", text, "--strict"]
+        argv += ["--out-dir", str(tmp_path / "o")] if step is main else []
+        assert step(argv) == 2
+        assert "B_r.fits: band 'r' of tile 'B' is missing" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    write_band(tmp_path / "tiles" / "B_r.fits", np.zeros((40, 40)),  # the file comes back
+               make_wcs(0.01, 0.0, (40, 40)))
+    assert [h.bands for h in load_headers(validate(config), summary)] == [BANDS] * 3
+
+
+def test_objects_on_a_complete_tile_stay_when_an_overlapping_one_lacks_a_band():
+    shape = (100, 100)
+    a = make_wcs(10.0, 0.0, shape)
+    b = make_wcs(10.0 - 30 / 3600, 0.0, shape)  # overlaps a's west half
+    sky = SkyCoord([a.pixel_to_world(49.5, 50.0), b.pixel_to_world(30.0, 50.0),
+                    b.pixel_to_world(49.5, 50.0), a.pixel_to_world(400.0, 50.0)])
+    tiles = [(a, shape), (b, shape)]
+    assert assign_objects(sky.ra.deg, sky.dec.deg, tiles)[0].tolist() == [0, 1, 1, -1]
+    tile_idx, x, _, reason = assign_to_complete(sky.ra.deg, sky.dec.deg, tiles, [[], ["g", "r"]])
+    assert tile_idx.tolist() == [0, 0, -1, -1]  # the overlap goes to a, complete
+    assert reason.tolist() == ["", "", "missing_band:g,r", REASON_OFF]
+    assert np.isfinite(x[:2]).all() and np.isnan(x[2:]).all()
+    tile_idx, _, _, reason = assign_to_complete(sky.ra.deg, sky.dec.deg, tiles, [["r"], []])
+    assert tile_idx.tolist() == [-1, 1, 1, -1]
+    assert reason.tolist() == ["missing_band:r", "", "", REASON_OFF]
 
 
 # --------------------------------------------------------------------------- header summary

@@ -11,11 +11,18 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from survey_helpers import BANDS, make_config, make_wcs, write_band, write_tile
+from survey_helpers import (
+    BANDS,
+    make_config,
+    make_wcs,
+    write_band,
+    write_scaled_band,
+    write_tile,
+)
 
 from skysift.errors import SurveyError
 from skysift.survey.catalog import read_catalog
-from skysift.survey.files import discover_tiles, find_tiles, tile_path
+from skysift.survey.files import discover_tiles, find_tiles, missing_band_message, tile_path
 from skysift.survey.tiles import (
     TileHeader,
     find_image_hdu,
@@ -40,14 +47,15 @@ def test_discover_tiles_sorted_and_parsed(tmp_path):
     assert tile_path(pattern, "a_1", "r").endswith("t[1]/a_1/a_1_r.fits")
 
 
-def test_missing_band_is_named(tmp_path):
+def test_tile_missing_a_band_is_listed_apart(tmp_path):
     pattern = str(tmp_path / "calexp-HSC-{band}-{tile}.fits")
     for name in ("calexp-HSC-g-9813,3", "calexp-HSC-r-9813,3", "calexp-HSC-r-9813,4"):
         (tmp_path / f"{name}.fits").touch()
     tiles, missing = find_tiles(pattern, BANDS)
     assert tiles == ["9813,3", "9813,4"] and missing == {"9813,4": ["g"]}
-    with pytest.raises(SurveyError, match=r"calexp-HSC-g-9813,4\.fits: band 'g'"):
-        discover_tiles(pattern, BANDS)
+    assert discover_tiles(pattern, BANDS) == ["9813,3"]  # the index rejects 9813,4's objects
+    assert missing_band_message(pattern, "9813,4", ["g"]).startswith(
+        str(tmp_path / "calexp-HSC-g-9813,4.fits") + ": band 'g' of tile '9813,4' is missing")
 
 
 def test_pattern_without_band_field(tmp_path):
@@ -131,6 +139,65 @@ def test_fpack_tile_reads_the_same(tmp_path):
     assert b.wcs.sip is not None  # the distortion survives the celestial sub-WCS
     np.testing.assert_allclose(b.wcs.all_pix2world([[3.3, 17.1]], 0),
                                a.wcs.all_pix2world([[3.3, 17.1]], 0), atol=1e-12)
+
+
+def _scaled_raw(dtype, shape, rng):
+    """Raw integers spanning the type's range (both signs), one BLANK value among them."""
+    info = np.iinfo(dtype)
+    raw = rng.integers(info.min + 1, info.max, size=shape, dtype=dtype)
+    raw[0, 0], raw[-1, -1], raw[3, 4] = info.max, info.min + 1, -7
+    return raw
+
+
+@pytest.mark.parametrize("dtype,bscale,bzero", [(np.int16, 0.25, 1000.0),
+                                                 (np.int32, 1.5e-4, -12.5)])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_scaled_integer_tiles_read_as_physical_values(tmp_path, dtype, bscale, bzero,
+                                                      compressed):
+    shape = (21, 17)
+    wcs = make_wcs(30.0, -5.0, shape)
+    rng = np.random.default_rng(4)
+    ext = ".fits.fz" if compressed else ".fits"
+    expect = []
+    for band in BANDS:
+        raw = _scaled_raw(dtype, shape, rng)
+        expect.append(write_scaled_band(tmp_path / "tiles" / f"t_{band}{ext}", raw, wcs,
+                                        bscale, bzero, blank=-7, compressed=compressed))
+    config = make_config(tmp_path, compressed=compressed)
+    stack = read_tile(config, "t")
+    assert stack.images.dtype == np.float32 and stack.images.dtype.isnative
+    np.testing.assert_array_equal(stack.images, np.stack(expect).astype(np.float32))
+    assert np.isnan(stack.images[:, 3, 4]).all() and np.isfinite(stack.images).sum() == 2 * (
+        shape[0] * shape[1] - 1)
+    assert read_tile_header(config, "t").shape == shape
+
+
+def test_scaled_band_is_converted_a_block_of_rows_at_a_time(tmp_path, monkeypatch):
+    from skysift.survey import pixels
+    monkeypatch.setattr(pixels, "SCALE_BLOCK_PIX", 40)  # 2 rows of 17 pixels per block
+    shape = (21, 17)
+    raw = _scaled_raw(np.int16, shape, np.random.default_rng(5))
+    expect = write_scaled_band(tmp_path / "tiles" / "t_g.fits", raw, make_wcs(30.0, -5.0, shape),
+                               0.5, -3.0, blank=-7)
+    config = make_config(tmp_path, survey={"bands": ["g"]})
+    np.testing.assert_array_equal(read_tile(config, "t").images[0], expect.astype(np.float32))
+
+
+def test_unsigned_16_bit_bitmask_keeps_its_high_bits(tmp_path):
+    shape = (8, 9)
+    wcs = make_wcs(10.0, 0.0, shape)
+    mask = np.zeros(shape, np.uint16)
+    mask[2, 3], mask[5, 6] = 1 << 15, 1 << 1  # BITPIX 16 with BZERO = 32768
+    for band in BANDS:
+        write_band(tmp_path / "tiles" / f"m_{band}.fits", np.ones(shape), wcs,
+                   extra_hdus=[fits.ImageHDU(mask, name="MASK")])
+    with fits.open(tmp_path / "tiles" / "m_g.fits", do_not_scale_image_data=True) as hdul:
+        assert hdul["MASK"].header["BZERO"] == 32768 and hdul["MASK"].data.dtype == ">i2"
+    config = make_config(tmp_path, survey={"mask": {"kind": "bitmask", "hdu": "MASK",
+                                                    "bad_bits": 1 << 15}})
+    stack = read_tile(config, "m")
+    assert np.argwhere(stack.masked[0]).tolist() == [[2, 3]]
+    assert np.isnan(stack.images[:, 2, 3]).all() and np.isfinite(stack.images).sum() == 2 * 71
 
 
 def _bad_file(tmp_path, kind):

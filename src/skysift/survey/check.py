@@ -2,11 +2,12 @@
 
 Runs first in the DAG, before any heavy work: it lists the tiles, bands, footprints,
 objects per tile, objects off every tile, and every problem it finds (all of them, not
-just the first). Errors (a missing band or mask file, an unreadable FITS file, an HDU
-without a celestial WCS, bands on different pixel grids, a missing catalog or labels
-column, duplicate or float ids, no object on any tile) exit with status 2 and write no
-report; warnings (missing PSF/zero-point keys, objects off every tile, tiles without
-objects) are listed in the report.
+just the first). Errors (a missing mask file, an unreadable FITS file, an HDU without a
+celestial WCS, bands on different pixel grids, a missing catalog or labels column, label
+values other than 0, 1 or empty, duplicate or float ids, no object on any tile) exit with
+status 2 and write no report; warnings (a tile missing a band file, whose objects the index
+rejects; missing PSF/zero-point keys, objects off every tile, tiles without objects) are
+listed in the report. With ``strict`` the rejects are errors too.
 
 It also writes what it read from the headers to a summary (``--headers``) from which the
 survey index rebuilds every tile exactly, so a run reads each header once.
@@ -30,9 +31,10 @@ from skysift.errors import SkysiftError, SurveyError
 from skysift.ids import match_ids
 from skysift.io import provenance, read_table, require_columns, write_json
 from skysift.survey.catalog import read_catalog
-from skysift.survey.files import find_tiles, tile_path
-from skysift.survey.footprints import assign_objects, footprint_radec
+from skysift.survey.files import find_tiles, missing_band_message
+from skysift.survey.footprints import REASON_MISSING_BAND, assign_to_complete, footprint_radec
 from skysift.survey.headers import write_header_summary
+from skysift.survey.labels import clean_labels
 from skysift.survey.shards import make_shards
 from skysift.survey.tiles import read_tile_header
 
@@ -64,15 +66,25 @@ def _check_tiles(config: dict, problems: Problems) -> list:
         problems.add("error", f"no tile files match survey.tiles '{survey['tiles']}' (bands "
                      f"{survey['bands']}); fix the pattern or survey.bands")
     for tile, bands in missing.items():
-        for band in bands:
-            problems.add("error", f"{tile_path(survey['tiles'], tile, band)}: band '{band}' of "
-                         f"tile '{tile}' is missing; add the file or remove the tile")
+        # a missing band file rejects the tile's objects (the index does), fatal when strict
+        level = "error" if config.get("strict") or len(missing) == len(tiles) else "warning"
+        message = missing_band_message(survey["tiles"], tile, bands)
+        if level == "warning":
+            message += (f"; its objects are rejected ({REASON_MISSING_BAND}{','.join(bands)}); "
+                        "strict: true makes this an error")
+        problems.add(level, message)
     headers = []
-    for tile in cli.progress([t for t in tiles if t not in missing], desc="headers"):
-        try:
-            headers.append(read_tile_header(config, tile))
+    for tile in cli.progress(tiles, desc="headers"):
+        try:  # a tile missing bands is read from those it has: its footprint rejects objects
+            headers.append(read_tile_header(
+                config, tile, [b for b in survey["bands"] if b not in missing.get(tile, ())]))
         except SurveyError as exc:
             problems.add("error", str(exc))
+    both = [h.tile for h in headers if h.cd_and_cdelt]
+    if both:  # astropy would say it once per tile; once is what a user needs
+        log.info("%d of %d tiles (e.g. %s) have both CDi_j and CDELTi header keys: the CD "
+                 "matrix gives the pixel scale and CDELT is ignored (FITS WCS standard)",
+                 len(both), len(headers), both[0])
     for h in headers:
         for key, values in ((survey["psf_fwhm_key"], h.psf_fwhm_arcsec),
                             (survey["zeropoint_key"], h.zeropoint)):
@@ -96,17 +108,27 @@ def _check_labels(config: dict, ids: np.ndarray | None, problems: Problems) -> d
     try:
         table = read_table(path, "labels table")
         require_columns(table, {"labels_id_column": survey["labels_id_column"]}, path, "survey")
-        for i, task in enumerate(config["tasks"]):
-            require_columns(table, {"label": task["label"]}, path, f"tasks[{i}]")
     except SurveyError as exc:
         problems.add("error", str(exc))
         return {}
+    out = {"n_rows": len(table), "tasks": {}}
+    for i, task in enumerate(config["tasks"]):  # the values the training set accepts
+        try:
+            require_columns(table, {"label": task["label"]}, path, f"tasks[{i}]")
+            present, labels = clean_labels(table[task["label"]], f"{path}: column "
+                                           f"'{task['label']}' (tasks[{i}].label)")
+        except SurveyError as exc:
+            problems.add("error", str(exc))
+            continue
+        n_pos = int(labels[present].sum())
+        out["tasks"][task["name"]] = {"n_positive": n_pos,
+                                      "n_negative": int(present.sum()) - n_pos,
+                                      "n_unlabelled": int((~present).sum())}
     label_ids = np.asarray(table[survey["labels_id_column"]])
     if label_ids.dtype.kind == "f":
         problems.add("error", f"{path}: id column '{survey['labels_id_column']}' "
                      "(survey.labels_id_column) holds floats; ids must be integers or strings")
-        return {}
-    out = {"n_rows": len(table)}
+        return out
     if ids is not None:
         n_found = int((match_ids(label_ids, ids) >= 0).sum())
         out["n_in_catalog"] = n_found
@@ -161,8 +183,9 @@ def run_checks(config: dict) -> tuple[dict, Problems]:
     if catalog is not None:
         report["n_catalog"] = len(catalog.ids)
         if headers:
-            tile_idx, _, _, reason = assign_objects(catalog.ra_deg, catalog.dec_deg,
-                                                    [(h.wcs, h.shape) for h in headers])
+            missing = [[b for b in report["bands"] if b not in h.bands] for h in headers]
+            tile_idx, _, _, reason = assign_to_complete(
+                catalog.ra_deg, catalog.dec_deg, [(h.wcs, h.shape) for h in headers], missing)
             counts = np.bincount(tile_idx[tile_idx >= 0], minlength=len(headers))
             by_reason = Counter(reason[tile_idx < 0].tolist())
             report.update(n_assigned=int(counts.sum()), rejects=dict(by_reason))
@@ -181,7 +204,8 @@ def run_checks(config: dict) -> tuple[dict, Problems]:
     report["tiles"] = [{"tile": h.tile, "shape": list(h.shape),
                         "pixscale_arcsec": h.pixscale_arcsec,
                         "psf_fwhm_arcsec": h.psf_fwhm_arcsec, "zeropoint": h.zeropoint,
-                        "footprint_radec": footprint_radec(h.wcs, h.shape), "n_objects": int(c)}
+                        "footprint_radec": footprint_radec(h.wcs, h.shape), "n_objects": int(c),
+                        "missing_bands": [b for b in report["bands"] if b not in h.bands]}
                        for h, c in zip(headers, counts, strict=True)]
     report["n_shards"] = len(make_shards([h.tile for h in headers], counts.tolist(),
                                          config["index"]["tiles_per_shard"]))

@@ -68,27 +68,35 @@ def find_tiles(pattern: str, bands: Sequence[str]) -> tuple[list[str], dict[str,
     return tiles, {t: m for t, m in missing.items() if m}
 
 
+def missing_band_message(pattern: str, tile: str, absent: Sequence[str]) -> str:
+    """The user-facing message for a tile whose files of bands ``absent`` are missing."""
+    path = tile_path(pattern, tile, absent[0])
+    return (f"{path}: band '{absent[0]}' of tile '{tile}' is missing; add the file, remove "
+            "the tile's other bands, or fix survey.bands")
+
+
 def discover_tiles(pattern: str, bands: Sequence[str]) -> list[str]:
-    """Tile names matching ``pattern`` (``{tile}`` and ``{band}`` fields), sorted.
+    """Names of the tiles with a file in every band of ``bands``, sorted.
+
+    A tile missing the file of some band is left out (:func:`find_tiles` lists it with its
+    missing bands): the survey index rejects its objects (``missing_band:<band>``), or
+    refuses the survey under ``strict``, so a missing file does not stop the plan.
 
     Raises
     ------
     SurveyError
-        If a tile lacks the file of some band (naming the missing file), or the pattern
-        has no ``{band}`` while several bands are configured.
+        If the pattern is malformed or has no ``{band}`` while several bands are configured.
     """
     tiles, missing = find_tiles(pattern, bands)
-    for tile, absent in missing.items():
-        path = tile_path(pattern, tile, absent[0])
-        raise SurveyError(f"{path}: band '{absent[0]}' of tile '{tile}' is missing; add the "
-                          "file, remove the tile's other bands, or fix survey.bands")
-    return tiles
+    return [t for t in tiles if t not in missing]
 
 
-def mask_paths(survey: dict, tile: str) -> list[str]:
-    """Files holding the mask of each band of ``tile`` ([] when ``survey.mask.kind`` is none)."""
+def mask_paths(survey: dict, tile: str, bands: Sequence[str] | None = None) -> list[str]:
+    """Files holding the mask of each band of ``tile`` (``bands``, default ``survey.bands``;
+    [] when ``survey.mask.kind`` is none)."""
     mask = survey["mask"]
     if mask["kind"] == "none":
         return []
     pattern = mask["file"] or survey["tiles"]
-    return [tile_path(pattern, tile, band) for band in survey["bands"]]
+    return [tile_path(pattern, tile, band) for band in (survey["bands"] if bands is None
+                                                        else bands)]

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 REASON_NONFINITE = "non-finite coordinates"
 REASON_DEC = "dec outside [-90, 90]"
 REASON_OFF = "off every tile"
+#: Prefix of the reason of an object on a tile missing some band files, e.g. ``missing_band:r``.
+REASON_MISSING_BAND = "missing_band:"
 
 
 # --------------------------------------------------------------------------- assignment
@@ -163,6 +165,43 @@ def assign_objects(ra_deg: np.ndarray, dec_deg: np.ndarray,
         rows = rows[win]
         tile_idx[rows], x_pix[rows], y_pix[rows], best[rows] = t, x[win], y[win], dist[win]
     reason = _reasons(finite, valid, tile_idx)
+    return tile_idx, x_pix, y_pix, reason
+
+
+def missing_band_reasons(ra_deg: np.ndarray, dec_deg: np.ndarray, reason: np.ndarray,
+                         footprints: Sequence[tuple[WCS, tuple[int, int]]],
+                         missing: Sequence[Sequence[str]]) -> np.ndarray:
+    """Reasons (n,) with ``missing_band:<bands>`` for the objects off every complete tile
+    (``reason`` :data:`REASON_OFF`) that lie on a tile missing some band files.
+
+    ``footprints`` and ``missing`` (its absent bands, e.g. ``["r"]``) describe those
+    incomplete tiles; an object on several goes to the one farthest from an edge, like
+    :func:`assign_objects`. Returns a new array; objects on complete tiles keep their tile.
+    """
+    out = np.asarray(reason).astype(object)
+    off = np.flatnonzero(out == REASON_OFF)
+    if not len(footprints) or not off.size:
+        return out.astype(str)
+    got, _, _, _ = assign_objects(np.asarray(ra_deg)[off], np.asarray(dec_deg)[off], footprints)
+    labels = np.array([REASON_MISSING_BAND + ",".join(m) for m in missing], dtype=object)
+    out[off[got >= 0]] = labels[got[got >= 0]]
+    return out.astype(str)
+
+
+def assign_to_complete(ra_deg: np.ndarray, dec_deg: np.ndarray,
+                       footprints: Sequence[tuple[WCS, tuple[int, int]]],
+                       missing: Sequence[Sequence[str]]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`assign_objects` over the tiles that have every band (``missing[t]`` empty);
+    objects only on tiles missing bands get :func:`missing_band_reasons`. ``tile_idx``
+    indexes ``footprints``."""
+    full = np.array([t for t, m in enumerate(missing) if not m], np.int64)
+    tile_idx, x_pix, y_pix, reason = assign_objects(ra_deg, dec_deg,
+                                                    [footprints[t] for t in full])
+    partial = [t for t, m in enumerate(missing) if m]
+    reason = missing_band_reasons(ra_deg, dec_deg, reason, [footprints[t] for t in partial],
+                                  [missing[t] for t in partial])
+    tile_idx = np.where(tile_idx >= 0, full[np.maximum(tile_idx, 0)] if full.size else -1, -1)
     return tile_idx, x_pix, y_pix, reason
 
 

@@ -60,8 +60,13 @@ def wcs_to_json(wcs: WCS, shape: tuple[int, int]) -> dict | None:
     if any(getattr(wcs, k, None) is not None for k in ("cpdis1", "cpdis2", "det2im1", "det2im2")):
         return None
     p = wcs.wcs
+    with warnings.catch_warnings():
+        # astropy warns "cdelt will be ignored since cd is present" on every read of cdelt of
+        # a CD-matrix WCS, once per tile; check says it once for all tiles instead
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cdelt = p.cdelt.tolist()
     out = {"ctype": list(p.ctype), "cunit": [str(c) for c in p.cunit], "crval": p.crval.tolist(),
-           "crpix": p.crpix.tolist(), "cdelt": p.cdelt.tolist(), "lonpole": float(p.lonpole),
+           "crpix": p.crpix.tolist(), "cdelt": cdelt, "lonpole": float(p.lonpole),
            "latpole": float(p.latpole), "radesys": p.radesys,
            "equinox": _float_or_none(p.equinox), "dateobs": p.dateobs,
            "mjdobs": _float_or_none(p.mjdobs),

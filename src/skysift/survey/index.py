@@ -48,10 +48,11 @@ from skysift.errors import SurveyError
 from skysift.ids import common_keys, id_keys
 from skysift.io import atomic_output, id_array, provenance, write_json
 from skysift.survey.catalog import read_catalog
-from skysift.survey.files import discover_tiles
+from skysift.survey.files import find_tiles, missing_band_message
 from skysift.survey.footprints import (
     assign_objects,
     footprint_radec,
+    missing_band_reasons,
     normalise_ra,
 )
 from skysift.survey.headers import (
@@ -73,21 +74,34 @@ log = logging.getLogger(__name__)
 def load_headers(config: dict, summary: str | Path | None = None) -> list[TileHeader]:
     """Headers of every tile matching ``survey.tiles``, from ``summary`` where it has them.
 
-    Raises SurveyError when no tile matches, a band is missing or a header is bad.
+    A tile missing some band files is read from the bands it has (its ``bands`` are then
+    fewer than ``survey.bands``): :func:`build_index` rejects its objects. Raises
+    SurveyError when no tile matches, a header is bad, or (``strict``) a band file is missing.
     """
     survey = config["survey"]
-    tiles = discover_tiles(survey["tiles"], survey["bands"])
+    tiles, missing = find_tiles(survey["tiles"], survey["bands"])
     if not tiles:
         raise SurveyError(f"no tile files match survey.tiles '{survey['tiles']}' (bands "
                           f"{survey['bands']}); fix the pattern, or run the mock step first "
                           "when survey.kind is mock")
+    if missing and (config.get("strict") or len(missing) == len(tiles)):
+        tile, absent = next(iter(missing.items()))
+        raise SurveyError(missing_band_message(survey["tiles"], tile, absent)
+                          + (f" ({len(missing)} tiles miss band files)" if len(missing) > 1
+                             else ""))
+    if missing:
+        log.warning("%d of %d tiles miss band files (e.g. %s); their objects are rejected "
+                    "(missing_band:<band>); strict: true makes this an error", len(missing),
+                    len(tiles), missing_band_message(survey["tiles"], *next(iter(missing.items()))))
+    bands = {t: [b for b in survey["bands"] if b not in missing.get(t, ())] for t in tiles}
     known = read_header_summary(summary, config) if summary else {}
-    todo = [t for t in tiles if t not in known]
+    todo = [t for t in tiles if t not in known or known[t].bands != bands[t]]
     if summary:
         log.info("headers of %d of %d tiles from %s; reading %d", len(tiles) - len(todo),
                  len(tiles), summary, len(todo))
-    read = {t: read_tile_header(config, t) for t in cli.progress(todo, desc="headers")}
-    return [known[t] if t in known else read[t] for t in tiles]
+    read = {t: read_tile_header(config, t, bands[t])
+            for t in cli.progress(todo, desc="headers")}
+    return [read[t] if t in read else known[t] for t in tiles]
 
 
 def pin_to_previous(previous: Mapping[str, dict], names: Sequence[str], ids: np.ndarray,
@@ -147,18 +161,21 @@ def _refuse_rejects(config: dict, catalog, reason: np.ndarray) -> None:
         counts = ", ".join(f"{n} {why}" for why, n in
                            sorted(Counter(reason[rows].tolist()).items()))
         raise SurveyError(f"{catalog.path}: {rows.size} rows cannot be cut ({counts}; e.g. "
-                          f"row {rows[0]}: {reason[rows[0]]}); fix their coordinates or the "
-                          "tile list, or set strict: false to list them in the rejects")
+                          f"row {rows[0]}: {reason[rows[0]]}); fix their coordinates, the "
+                          "tile list or the missing band files, or set strict: false to list "
+                          "them in the rejects")
 
 
 def _refuse_unassigned(catalog, headers: Sequence[TileHeader], tile_idx: np.ndarray,
-                       index: np.ndarray) -> None:
+                       reason: np.ndarray) -> None:
     """Raise SurveyError when no catalog object lies on any tile (``tile_idx`` (n,) all -1)."""
     if not (tile_idx >= 0).any():
-        raise SurveyError(f"{catalog.path}: none of its {index.size} objects lies on any of the "
-                          f"{len(headers)} tiles (e.g. tile {headers[0].tile} covers "
+        why = ", ".join(f"{n} {r}" for r, n in sorted(Counter(reason.tolist()).items()))
+        raise SurveyError(f"{catalog.path}: none of its {reason.size} objects lies on any of the "
+                          f"{len(headers)} tiles with every band ({why}; e.g. tile "
+                          f"{headers[0].tile} covers "
                           f"{footprint_radec(headers[0].wcs, headers[0].shape)}); check "
-                          "survey.columns.ra/dec (degrees) and survey.tiles")
+                          "survey.columns.ra/dec (degrees), survey.tiles and survey.bands")
 
 
 def _tile_rows(catalog, index: np.ndarray, ra: np.ndarray, tile_idx: np.ndarray,
@@ -207,15 +224,23 @@ def build_index(config: dict, headers: Sequence[TileHeader] | None = None,
     if headers is None:
         headers = load_headers(config)
     catalog = read_catalog(config)
-    footprints = [(h.wcs, h.shape) for h in headers]
+    bands = list(config["survey"]["bands"])
+    full = np.array([i for i, h in enumerate(headers) if list(h.bands) == bands], np.int64)
+    footprints = [(headers[i].wcs, headers[i].shape) for i in full]  # tiles with every band
     ra = normalise_ra(catalog.ra_deg)
     tile_idx, x_pix, y_pix, reason = assign_objects(ra, catalog.dec_deg, footprints)
+    partial = [h for h in headers if list(h.bands) != bands]
+    reason = missing_band_reasons(ra, catalog.dec_deg, reason,
+                                  [(h.wcs, h.shape) for h in partial],
+                                  [[b for b in bands if b not in h.bands] for h in partial])
     _refuse_rejects(config, catalog, reason)
     index = np.arange(len(catalog.ids), dtype=np.int64)
-    _refuse_unassigned(catalog, headers, tile_idx, index)
+    _refuse_unassigned(catalog, headers, tile_idx, reason)
+    n_pinned = pin_to_previous(previous, [headers[i].tile for i in full], catalog.ids, ra,
+                               catalog.dec_deg, footprints, tile_idx, x_pix,
+                               y_pix) if previous else 0
+    tile_idx = np.where(tile_idx >= 0, full[np.maximum(tile_idx, 0)], -1)  # into headers
     names = np.array([h.tile for h in headers], dtype=str)
-    n_pinned = pin_to_previous(previous, names.tolist(), catalog.ids, ra, catalog.dec_deg,
-                               footprints, tile_idx, x_pix, y_pix) if previous else 0
     counts, tile_rows = _tile_rows(catalog, index, ra, tile_idx, x_pix, y_pix, names,
                                    len(headers))
     plan = plan_shards(names.tolist(), tile_rows, config["index"]["tiles_per_shard"], previous)
@@ -308,7 +333,8 @@ def write_index(out_dir: str | Path, idx: SurveyIndex, config: dict) -> None:
     write_json(out / "tiles.json", {
         "tiles": [{"tile": h.tile, "shape": list(h.shape), "pixscale_arcsec": h.pixscale_arcsec,
                    "footprint_radec": footprint_radec(h.wcs, h.shape), "n_objects": int(c),
-                   "shard": shard_of.get(h.tile)}
+                   "shard": shard_of.get(h.tile),
+                   "missing_bands": [b for b in survey["bands"] if b not in h.bands]}
                   for h, c in zip(idx.headers, idx.counts, strict=True)],
         "bands": list(survey["bands"]), "n_catalog": idx.n_catalog,
         "n_assigned": len(idx.assignment), "n_rejected": len(idx.rejects), "provenance": prov})

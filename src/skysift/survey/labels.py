@@ -104,6 +104,12 @@ def clean_labels(column, where: str) -> tuple[np.ndarray, np.ndarray]:
 
     Masked entries and NaN count as missing (the object is unlabelled for this task);
     every other value must be 0 or 1 (``where`` names the file/column/key in errors).
+
+    Raises
+    ------
+    SurveyError
+        Values other than 0, 1, empty or NaN (e.g. -1, 2, text): the message gives the bad
+        values, how many rows hold them, the allowed values and the fix.
     """
     values = np.asarray(np.ma.getdata(column))
     present = ~np.ma.getmaskarray(column)
@@ -111,13 +117,20 @@ def clean_labels(column, where: str) -> tuple[np.ndarray, np.ndarray]:
         values = values.astype(np.uint8)
     elif values.dtype.kind == "f":
         present &= ~np.isnan(values)
-    elif values.dtype.kind not in "iu":
-        raise SurveyError(f"{where} holds {values.dtype} values; labels must be 0 or 1")
+    elif values.dtype.kind not in "iu":  # text (a CSV column with a word in it), objects
+        text = values.astype(str)
+        bad = present & ~np.isin(text, ("0", "1"))
+        bad = bad if bad.any() else present
+        shown = sorted(set(text[bad].tolist()))[:5]
+        raise SurveyError(f"{where} holds text, not the numbers 0 or 1: {int(bad.sum())} rows "
+                          f"hold values such as {shown}; labels must be 0 or 1 (empty or NaN "
+                          "for unknown): write the column as integers 0/1")
     bad = present & ~np.isin(values, (0, 1))
     if bad.any():
         shown = sorted(set(values[bad].tolist()))[:5]
         raise SurveyError(f"{where} must hold only 0 or 1 (empty or NaN for unknown); "
-                          f"{int(bad.sum())} rows hold other values, e.g. {shown}")
+                          f"{int(bad.sum())} rows hold other values, e.g. {shown}: set them to "
+                          "0, 1 or empty, or point the task's label at its 0/1 column")
     return present, np.where(present, values, 0).astype(np.uint8)
 
 

@@ -2,15 +2,18 @@
 :mod:`skysift.survey.catalog`).
 
 A tile is one FITS file per band named by ``survey.tiles`` (:mod:`skysift.survey.files`); plain
-and fpack-compressed (``CompImageHDU``) files read the same. The image HDU is
-``survey.hdu`` or the first HDU with 2-D data and a celestial WCS. ``survey.mask`` names an
-optional bit-mask, weight (inverse variance) or variance HDU, in the tile file or in files
-of their own; the pixels it rejects become NaN. The survey index that assigns objects to
+and fpack-compressed (``CompImageHDU``) files read the same, and so do integer images scaled
+by ``BSCALE``/``BZERO`` (``BLANK`` pixels become NaN), read as float32
+(:mod:`skysift.survey.pixels`). The image HDU is ``survey.hdu`` or the first HDU with 2-D data
+and a celestial WCS. ``survey.mask`` names an optional bit-mask, weight (inverse variance)
+or variance HDU, in the tile file or in files of their own; the pixels it rejects become
+NaN. The survey index that assigns objects to
 tiles is :mod:`skysift.survey.index`.
 
 Memory: :func:`read_tile` holds the tile's bands as one float32 array (band, y, x), plus one
 bool per pixel and band when a mask is configured, plus one band's HDU data while that
-band is read (docs/formats.md states the bound).
+band is read (docs/formats.md states the bound); a scaled integer band is converted a block
+of rows at a time (:mod:`skysift.survey.pixels`), not as a whole float64 copy.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from skysift.errors import SurveyError
 from skysift.survey.files import mask_paths, tile_path
+from skysift.survey.pixels import band_pixels, mask_values
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +55,10 @@ class TileHeader:
     pixscale_arcsec: float
     psf_fwhm_arcsec: list[float]  # per band, NaN where the header key is missing
     zeropoint: list[float]        # per band (AB), NaN where the header key is missing
+    cd_and_cdelt: bool = False    # the first band's header holds both CDi_j and CDELTi
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TileStack(TileHeader):
     """A tile's pixels: ``images`` (band, y, x) float32 native, NaN where the data are NaN or
     the mask rejects the pixel; ``masked`` (band, y, x) bool, True where the mask rejects it
@@ -133,14 +138,21 @@ def _raise_if_truncated(caught: list, path: str) -> None:
 
 @contextlib.contextmanager
 def fits_file(path: str, what: str = "tile file") -> Iterator[fits.HDUList]:
-    """``fits.open(path)`` whose failures (missing, unreadable, truncated) are SurveyErrors."""
+    """``fits.open(path)`` whose failures (missing, unreadable, truncated) are SurveyErrors.
+
+    The file is memory-mapped and its images are left unscaled (``hdu.data`` holds the raw
+    stored values, ``BSCALE``/``BZERO``/``BLANK`` stay in the header): read pixels through
+    :func:`band_pixels` or :func:`mask_values`, which apply them.
+    """
     if not os.path.exists(path):
         raise SurveyError(f"{path}: {what} not found; create it or fix survey.tiles / "
                           "survey.bands / survey.mask.file in config")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with fits.open(path, memmap=True) as hdul:
+            # unscaled: astropy refuses to memory-map a scaled image, and scales a whole
+            # band into float64 when not memory-mapped; band_pixels scales by blocks instead
+            with fits.open(path, memmap=True, do_not_scale_image_data=True) as hdul:
                 yield hdul
         except (SurveyError, MemoryError):
             raise
@@ -252,7 +264,7 @@ def _read_mask(survey: dict, path: str, image_path: str, shape: tuple[int, int],
         try:
             bits = _bad_bits(mask_cfg, hdu.header)
             if out is not None:
-                out[...] = rejected_pixels(np.asarray(hdu.data).reshape(shape), mask_cfg, bits)
+                out[...] = rejected_pixels(mask_values(hdu, shape, path), mask_cfg, bits)
         except SurveyError as exc:
             raise SurveyError(f"{path}: HDU {index}: {exc}") from None
 
@@ -266,18 +278,25 @@ def _buffer(pool: dict | None, key: str, shape: tuple, dtype) -> np.ndarray:
     return np.empty(shape, dtype)
 
 
-def _read(config: dict, tile: str, load_data: bool, pool: dict | None = None
-          ) -> TileHeader | TileStack:
+def _cd_and_cdelt(header: fits.Header) -> bool:
+    """Whether a header holds both a CD matrix and CDELT (wcslib then ignores CDELT)."""
+    cd = any(f"CD{i}_{j}" in header for i in (1, 2) for j in (1, 2))
+    return cd and any(f"CDELT{i}" in header for i in (1, 2))
+
+
+def _read(config: dict, tile: str, load_data: bool, pool: dict | None = None,
+          bands: Sequence[str] | None = None) -> TileHeader | TileStack:
     survey = config["survey"]
-    bands = list(survey["bands"])
+    bands = list(survey["bands"] if bands is None else bands)
     paths = [tile_path(survey["tiles"], tile, band) for band in bands]
-    masks = mask_paths(survey, tile)
+    masks = mask_paths(survey, tile, bands)
     wcs0, shape0, psfs, zps, images, masked = None, None, [], [], None, None
     for b, path in enumerate(paths):
         with fits_file(path) as hdul:
             index, wcs, shape = _image_hdu(hdul, survey["hdu"], path)
             if b == 0:
                 wcs0, shape0 = wcs, shape
+                cd_and_cdelt = _cd_and_cdelt(hdul[index].header)
                 if load_data:
                     images = _buffer(pool, "images", (len(bands),) + shape, np.float32)
                     masked = (_buffer(pool, "masked", (len(bands),) + shape, np.bool_)
@@ -292,8 +311,7 @@ def _read(config: dict, tile: str, load_data: bool, pool: dict | None = None
             zps.append(_header_float(heads, survey["zeropoint_key"], path))
             if load_data:
                 # one band at a time: a compressed band is decompressed once, copied, freed
-                np.copyto(images[b], np.asarray(hdul[index].data).reshape(shape),
-                          casting="unsafe")
+                band_pixels(hdul[index], shape, images[b], path)
         if masks:
             _read_mask(survey, masks[b], path, shape0, masked[b] if load_data else None)
             if load_data:
@@ -302,13 +320,19 @@ def _read(config: dict, tile: str, load_data: bool, pool: dict | None = None
     to_arcsec = [u.Unit(c).to(u.arcsec) for c in wcs0.wcs.cunit]
     pixscale = float(np.mean(np.asarray(scales) * np.asarray(to_arcsec)))
     kw = dict(tile=tile, bands=bands, paths=paths, mask_paths=masks, wcs=wcs0, shape=shape0,
-              pixscale_arcsec=pixscale, psf_fwhm_arcsec=psfs, zeropoint=zps)
+              pixscale_arcsec=pixscale, psf_fwhm_arcsec=psfs, zeropoint=zps,
+              cd_and_cdelt=cd_and_cdelt)
     return TileStack(images=images, masked=masked, **kw) if load_data else TileHeader(**kw)
 
 
-def read_tile_header(config: dict, tile: str) -> TileHeader:
-    """Headers of every band of ``tile`` (no pixels are read); see :class:`TileHeader`."""
-    return _read(config, tile, load_data=False)
+def read_tile_header(config: dict, tile: str, bands: Sequence[str] | None = None
+                     ) -> TileHeader:
+    """Headers of every band of ``tile`` (no pixels are read); see :class:`TileHeader`.
+
+    ``bands`` (default ``survey.bands``) reads only those: the bands present of a tile whose
+    other band files are missing, for its footprint (:func:`skysift.survey.files.find_tiles`).
+    """
+    return _read(config, tile, load_data=False, bands=bands)
 
 
 def read_tile(config: dict, tile: str, pool: dict | None = None) -> TileStack:
