@@ -119,8 +119,32 @@ def id_array(values) -> np.ndarray:
     return keys if keys.dtype.kind == "i" else np.char.encode(keys, "utf-8")
 
 
+def _read_parquet(path: Path) -> Table:
+    """A Parquet table (Rubin's catalogs) with exact integers and verbatim strings: a null
+    entry is masked, never turned into a float NaN (astropy's reader would turn an integer
+    column with nulls into floats)."""
+    import pyarrow as pa  # only Parquet inputs need it
+    import pyarrow.parquet as pq
+
+    arrow = pq.read_table(path)
+    columns = {}
+    for name, col in zip(arrow.column_names, arrow.columns, strict=True):
+        col = col.combine_chunks() if col.num_chunks else pa.array([], col.type)
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        nulls = col.is_null().to_numpy(zero_copy_only=False)
+        text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+        if nulls.any() and not pa.types.is_floating(col.type):
+            fill = "" if text else (False if pa.types.is_boolean(col.type) else 0)
+            col = col.fill_null(pa.scalar(fill, col.type))
+        values = col.to_numpy(zero_copy_only=False)
+        values = values.astype(str) if text else values
+        columns[name] = np.ma.MaskedArray(values, nulls) if nulls.any() else values
+    return Table(columns)
+
+
 def read_table(path: str | Path, what: str = "table") -> Table:
-    """Read a FITS, CSV or ECSV table with astropy, with a user-facing error."""
+    """Read a FITS, CSV, ECSV or Parquet table, with a user-facing error."""
     path = Path(path)
     if not path.exists():
         raise SurveyError(f"{path}: {what} not found; check the path in config")
@@ -131,10 +155,12 @@ def read_table(path: str | Path, what: str = "table") -> Table:
     elif suffix.endswith(".ecsv"):
         fmt = "ascii.ecsv"
     try:
+        if suffix.endswith((".parquet", ".parq", ".pq")):
+            return _read_parquet(path)
         return Table.read(path, format=fmt) if fmt else Table.read(path)
-    except Exception as exc:  # astropy raises many types for unreadable tables
+    except Exception as exc:  # astropy and pyarrow raise many types for unreadable tables
         raise SurveyError(f"{path}: cannot read {what} ({exc}); "
-                          "give a FITS, CSV or ECSV table") from None
+                          "give a FITS, CSV, ECSV or Parquet table") from None
 
 
 def require_columns(table: Table, columns: Mapping[str, str], path: str | Path, key: str) -> None:

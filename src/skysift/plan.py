@@ -28,9 +28,10 @@ CUTOUTS_BATCH_MB = 64
 def survey_files(config: Mapping) -> list[str]:
     """Every tile (and mask) file the check reads: the mock's, or those matching the pattern.
 
-    For a user's survey this is a glob (no FITS is opened), so a tile missing a band fails
-    the plan before any job; the survey index checkpoint discovers the tiles again at run
-    time, which is how the tiles the mock writes are found.
+    For a user's survey this is a glob (no FITS is opened) of the tiles with every band: a
+    tile missing a band file is left out of the plan, and check and the index reject its
+    objects (fatal with strict); the survey index checkpoint discovers the tiles again at
+    run time, which is how the tiles the mock writes are found.
     """
     survey = config["survey"]
     if survey["kind"] == "mock":

@@ -139,7 +139,9 @@ def bands_of_different_shapes(root, work):
 def missing_band_file(root, work):
     path = _copy_tiles(root, work) / "t1_g.fits"
     path.unlink()
-    return _with_tiles(root, work), {}, str(path)
+    conf = _with_tiles(root, work)
+    conf["strict"] = True  # without strict the tile's objects are rejects (tests/survey)
+    return conf, {}, str(path)
 
 
 def _catalog(root, work, table):

@@ -23,6 +23,7 @@ from survey_helpers import (
 from skysift.errors import SurveyError
 from skysift.survey.catalog import read_catalog
 from skysift.survey.files import discover_tiles, find_tiles, missing_band_message, tile_path
+from skysift.survey.labels import load_labels
 from skysift.survey.tiles import (
     TileHeader,
     find_image_hdu,
@@ -345,3 +346,50 @@ def test_float_ids_are_an_error(tmp_path):
     Table({"objid": [1.0, 2.0], "ra": [0.0, 0.0], "dec": [0.0, 0.0]}).write(tmp_path / "f.fits")
     with pytest.raises(SurveyError, match="f.fits: column 'objid' .*floating point"):
         read_catalog(make_config(tmp_path, catalog=tmp_path / "f.fits"))
+
+
+def _write_parquet(path, columns):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table(columns), path)
+
+
+@pytest.mark.parametrize("kind", ["int64", "uint64", "str"])
+def test_parquet_catalog_and_labels_keep_ids_verbatim(tmp_path, kind):
+    """Rubin's catalogs are Parquet: ids above 2**53 stay exact, string ids verbatim, nulls
+    are blanks (never floats)."""
+    import pyarrow as pa
+    if kind == "int64":  # none of these is a float64
+        ids = pa.array([2**62 + 1, 2**53 + 1, -(2**60) - 3], pa.int64())
+        expect = [2**62 + 1, 2**53 + 1, -(2**60) - 3]
+    elif kind == "uint64":  # above the int64 range: their decimal strings
+        ids = pa.array([2**64 - 1, 2**63 + 5, 7], pa.uint64())
+        expect = [str(2**64 - 1), str(2**63 + 5), "7"]
+    else:
+        ids = pa.array(["000123", "J0101+0101", "ü-7"])
+        expect = ["000123", "J0101+0101", "ü-7"]
+    _write_parquet(tmp_path / "cat.parquet", {
+        "objid": ids, "coord_ra": [150.0, 150.1, None], "coord_dec": [2.0, 2.1, 2.2],
+        "extra": pa.array(["x", "y", "x"]).dictionary_encode()})
+    config = make_config(tmp_path, catalog=tmp_path / "cat.parquet", survey={
+        "columns": {"id": "objid", "ra": "coord_ra", "dec": "coord_dec"}})
+    cat = read_catalog(config)
+    assert cat.ids.tolist() == expect and cat.ids.dtype.kind == ("i" if kind == "int64" else "U")
+    np.testing.assert_array_equal(cat.ra_deg, [150.0, 150.1, np.nan])
+    _write_parquet(tmp_path / "labels.parquet", {
+        "objid": ids, "is_lens": pa.array([1, None, 0], pa.int64())})
+    config["survey"]["labels"] = str(tmp_path / "labels.parquet")
+    labels = load_labels(config, 0, {"name": "lens", "label": "is_lens"}, cat.ids)
+    found, label = labels.lookup(cat.ids)
+    assert found.tolist() == [True, False, True] and label.tolist() == [1, 0, 0]
+
+
+def test_parquet_catalog_with_a_null_id_is_refused(tmp_path):
+    import pyarrow as pa
+    _write_parquet(tmp_path / "cat.parquet", {"objid": pa.array([1, None], pa.int64()),
+                                              "ra": [1.0, 2.0], "dec": [0.0, 0.0]})
+    with pytest.raises(SurveyError, match=r"cat.parquet: column 'objid' .*has blank ids"):
+        read_catalog(make_config(tmp_path, catalog=tmp_path / "cat.parquet"))
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(SurveyError, match=r"bad.parquet: cannot read catalog .*Parquet table"):
+        read_catalog(make_config(tmp_path, catalog=tmp_path / "bad.parquet"))

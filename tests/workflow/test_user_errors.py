@@ -32,8 +32,11 @@ def _write_config(path, conf):
     return path
 
 
-def test_missing_band_file_fails_the_plan_naming_the_file(small_survey, tmp_path):
+def test_missing_band_file_does_not_stop_the_plan(small_survey, tmp_path):
+    """A tile missing a band file is a counted reject of its objects (the index's), fatal only
+    under strict (tests/survey/test_index.py): the plan of the rest of the survey runs."""
     root, conf = small_survey
+    conf = {**conf, "survey": {**conf["survey"], "known_lenses": None}}  # none on disk here
     missing = root / "tiles" / "m001_r.fits"
     moved = missing.with_name("moved.fits")
     missing.rename(moved)
@@ -45,24 +48,30 @@ def test_missing_band_file_fails_the_plan_naming_the_file(small_survey, tmp_path
                               capture_output=True, text=True, env=run_env(), timeout=120)
     finally:
         moved.rename(missing)
-    assert proc.returncode != 0
-    assert "m001_r.fits" in proc.stderr + proc.stdout
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "m000_r.fits" in proc.stdout  # the complete tile is the check's input
+    assert "m001_r.fits" not in proc.stdout  # not an input of any job
     assert not (tmp_path / "results").exists()
 
 
-def test_index_cli_missing_band_exit_2_no_output(small_survey, tmp_path, capsys):
+def test_index_cli_missing_band_rejects_its_objects_exit_2_when_strict(small_survey, tmp_path,
+                                                                       capsys):
     root, conf = small_survey
     missing = root / "tiles" / "m000_i.fits"
     moved = missing.with_name("moved.fits")
     missing.rename(moved)
+    text = __import__("json").dumps(conf)
     try:
-        code = survey.main(["--config-json", __import__("json").dumps(conf),
-                            "--out-dir", str(tmp_path / "index")])
+        strict = survey.main(["--config-json", text, "--out-dir", str(tmp_path / "s"),
+                              "--strict"])
+        err = capsys.readouterr().err
+        code = survey.main(["--config-json", text, "--out-dir", str(tmp_path / "index")])
     finally:
         moved.rename(missing)
-    assert code == 2
-    assert "m000_i.fits" in capsys.readouterr().err
-    assert not list((tmp_path).rglob("*.fits*"))
+    assert strict == 2 and "m000_i.fits" in err and not (tmp_path / "s").exists()
+    assert code == 0
+    rejects = Table.read(tmp_path / "index" / "rejects.ecsv")
+    assert "missing_band:i" in set(rejects["reason"])
 
 
 def test_catalog_without_configured_column(small_survey, tmp_path, capsys):

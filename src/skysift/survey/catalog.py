@@ -1,9 +1,11 @@
 """The survey catalog: ids kept verbatim, positions, configured column names, checks.
 
-``survey.catalog`` is a FITS, CSV or ECSV table; ``survey.columns`` names its id, RA and Dec
-columns (e.g. ``COADD_OBJECT_ID``, ``ALPHAWIN_J2000``). Ids stay exactly what the file holds:
-int64 for integers (also above 2**53), strings otherwise (a CSV id with leading zeros stays
-a string); float ids, blank ids and duplicate ids are errors.
+``survey.catalog`` is a FITS, CSV, ECSV or Parquet table (Rubin's catalogs; read by
+:func:`skysift.io.read_table`); ``survey.columns`` names its id, RA and Dec columns (e.g.
+``COADD_OBJECT_ID``, ``ALPHAWIN_J2000``, ``objectId``, ``coord_ra``). Ids stay exactly what
+the file holds: int64 for integers (also above 2**53), strings otherwise (a CSV id with
+leading zeros stays a string; unsigned ids above the int64 range become their decimal
+strings); float ids, blank (null) ids and duplicate ids are errors.
 """
 
 from __future__ import annotations

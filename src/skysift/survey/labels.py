@@ -176,8 +176,8 @@ def load_labels(config: Mapping, task_pos: int, task: Mapping,
     path = survey["labels"]
     if not path:
         raise SurveyError(f"task '{task['name']}' needs labels for training but survey.labels "
-                          "is null; set survey.labels to a FITS/CSV/ECSV table with the id "
-                          "column survey.labels_id_column and a 0/1 column per task "
+                          "is null; set survey.labels to a FITS/CSV/ECSV/Parquet table with "
+                          "the id column survey.labels_id_column and a 0/1 column per task "
                           f"(here '{task['label']}', tasks[{task_pos}].label)")
     table = read_table(path, "labels table")
     id_column = survey["labels_id_column"]
