@@ -21,6 +21,7 @@ from survey_helpers import (
 )
 
 from skysift.errors import SurveyError
+from skysift.io import read_table
 from skysift.survey.catalog import read_catalog
 from skysift.survey.files import discover_tiles, find_tiles, missing_band_message, tile_path
 from skysift.survey.labels import load_labels
@@ -370,7 +371,11 @@ def test_parquet_catalog_and_labels_keep_ids_verbatim(tmp_path, kind):
         expect = ["000123", "J0101+0101", "ü-7"]
     _write_parquet(tmp_path / "cat.parquet", {
         "objid": ids, "coord_ra": [150.0, 150.1, None], "coord_dec": [2.0, 2.1, 2.2],
+        "parentObjectId": pa.array([None, 2**62 + 3, 0], pa.int64()),
         "extra": pa.array(["x", "y", "x"]).dictionary_encode()})
+    parent = read_table(tmp_path / "cat.parquet", "catalog")["parentObjectId"]
+    assert parent.dtype == np.int64 and parent.mask.tolist() == [True, False, False]
+    assert parent[1] == 2**62 + 3  # an integer column with nulls is not made float
     config = make_config(tmp_path, catalog=tmp_path / "cat.parquet", survey={
         "columns": {"id": "objid", "ra": "coord_ra", "dec": "coord_dec"}})
     cat = read_catalog(config)
