@@ -172,7 +172,7 @@ def _refuse_unassigned(catalog, headers: Sequence[TileHeader], tile_idx: np.ndar
     if not (tile_idx >= 0).any():
         why = ", ".join(f"{n} {r}" for r, n in sorted(Counter(reason.tolist()).items()))
         raise SurveyError(f"{catalog.path}: none of its {reason.size} objects lies on any of the "
-                          f"{len(headers)} tiles with every band ({why}; e.g. tile "
+                          f"{len(headers)} tiles with every band file ({why}; e.g. tile "
                           f"{headers[0].tile} covers "
                           f"{footprint_radec(headers[0].wcs, headers[0].shape)}); check "
                           "survey.columns.ra/dec (degrees), survey.tiles and survey.bands")
