@@ -209,9 +209,10 @@ def simulate(kind: str, raw: np.ndarray, frame: Frame, host: Host, tcfg: Mapping
     Returns
     -------
     image : (band, s, s) float32, raw + the added light + its Poisson noise.
-    params : the drawn parameters and ``sim_snr``, the S/N of the added light alone
+    params : the drawn parameters, ``sim_snr``, the S/N of the added light alone
         (:func:`skysift.sim.render.snr` against ``frame.sky_sigma``; on blank sky the
-        primary's light included).
+        primary's light included), and ``feature_snr``, that of the feature alone
+        (companion, tidal light, ring, arms; never the simulated primary).
     """
     base: list = []
     if blank or kind == "isolated":
@@ -222,9 +223,13 @@ def simulate(kind: str, raw: np.ndarray, frame: Frame, host: Host, tcfg: Mapping
         comps, params = (merger if kind == "merger" else projection)(rng, host, tcfg["merger"])
     else:
         comps, params = {"ring": ring, "spiral": spiral, "pair": pair}[kind](rng, host)
-    added = np.zeros(raw.shape)
-    for shape, mag, slope in base + comps:
+    added, feature = np.zeros(raw.shape), np.zeros(raw.shape)
+    for k, (shape, mag, slope) in enumerate(base + comps):
         flux = sed_flux(mag, slope, frame.lam_nm, frame.ref, frame.zeropoint)[None]
-        added += render(shape, flux, frame, tcfg["supersample"])[0]
+        light = render(shape, flux, frame, tcfg["supersample"])[0]
+        added += light
+        if k >= len(base):
+            feature += light
     params["sim_snr"] = snr(added, frame.sky_sigma)
+    params["feature_snr"] = snr(feature, frame.sky_sigma)
     return (raw + add_poisson(added, frame.gain, rng)).astype(np.float32), params

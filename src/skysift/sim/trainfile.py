@@ -93,3 +93,14 @@ def counts_by_split(label: np.ndarray, split: np.ndarray) -> dict:
     return {name: {"neg": int(((split == code) & (label == 0)).sum()),
                    "pos": int(((split == code) & (label == 1)).sum())}
             for code, name in enumerate(SPLIT_NAMES)}
+
+
+def read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """``ds[rows]`` for any rows (repeats allowed), reading each distinct row once."""
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    return ds[uniq.tolist()][inverse] if uniq.size else ds[0:0]
+
+
+def blank_ids(ids: np.ndarray, blank: np.ndarray) -> np.ndarray:
+    """Ids with blank-sky rows set to -1 (integer ids) or b"" (string ids)."""
+    return np.where(blank, -1 if ids.dtype.kind in "iu" else b"", ids).astype(ids.dtype)
