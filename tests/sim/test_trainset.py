@@ -229,8 +229,8 @@ def test_simulated_lens_set_rows_splits_and_parameters(simsurvey, lens_set):
     assert not np.isin(index, simsurvey["known"]).any()  # known lenses: no host, no negative
     assert not np.isin(index[sim | hard], [0, 1]).any()  # point-like and flagged: no host
     assert np.array_equal(got["split"], simsurvey["split"][index])  # the host's id hash
-    assert (got["sim"][sim] == b"lens").all() and set(got["sim"][hard]) <= {b"ring", b"spiral",
-                                                                             b"pair"}
+    assert (got["sim"][sim] == b"lens").all() and set(got["sim"][hard]) <= {
+        b"ring", b"spiral", b"pair", b"edgeon"}
     assert np.isfinite(got["params/theta_e_arcsec"][sim]).all()
     assert np.isnan(got["params/arc_snr"][real]).all()
     assert (got["params/magnification"][sim] > 1).all()
