@@ -188,3 +188,20 @@ def test_blank_sky_draws_a_simulated_primary_with_the_hosts_photometry(tcfg):
     assert p["merger_stage"] in ("pair", "interacting", "coalescing", "post")
     # on blank sky the primary is simulated too: more light than the secondary and tides
     assert merger[frame.ref].sum() > alone[frame.ref].sum() + 0.9 * ref_flux[frame.ref]
+
+
+def test_reddest_hosts_by_the_surveys_own_colours():
+    """host_red_fraction keeps the reddest fraction in g - i (the residual's bands), judged
+    by the hosts' own colour distribution, whatever the band order."""
+    from skysift.sim.hosts import reddest
+    rng = np.random.default_rng(2)
+    mag = np.column_stack([rng.normal(21, 0.5, 400), rng.normal(20.5, 0.5, 400),
+                           rng.normal(20, 0.5, 400)])  # columns i, r, g (g - i = col2 - col0)
+    ok = rng.uniform(size=400) < 0.9
+    red, thr = reddest(mag, ["i", "r", "g"], ok, 0.25)
+    colour = mag[:, 2] - mag[:, 0]
+    assert not (red & ~ok).any()
+    assert red.sum() == pytest.approx(0.25 * ok.sum(), abs=2)
+    assert colour[red].min() >= thr > colour[ok & ~red].max()
+    same, _ = reddest(mag[:, :1], ["i"], ok, 0.25)  # one band: nothing to judge by
+    assert np.array_equal(same, ok)

@@ -429,3 +429,21 @@ def test_invisible_positives_are_counted_and_not_drawn(simsurvey, lens_set):
     kept, kattrs = _read(d / "kept.h5")
     assert (kept["origin"] == SIMULATED).sum() == 15
     assert kattrs["invisible_positives"]["total"] == 15 and not kattrs["invisible_dropped"]
+
+
+def test_lens_hosts_from_the_reddest_fraction(simsurvey, lens_set):
+    d = simsurvey["dir"]
+    tset = dict(simsurvey["cfg"]["training_set"],
+                lens=dict(simsurvey["cfg"]["training_set"]["lens"], host_red_fraction=0.3))
+    assert main(_argv(d, dict(simsurvey["cfg"], training_set=tset), out="red.h5")) == 0
+    red, attrs = _read(d / "red.h5")
+    base, battrs = _read(lens_set)
+    config = skyconfig.load(None, json.dumps(simsurvey["cfg"]))
+    mag = scan([str(d / "st0.h5"), str(d / "st1.h5")], [str(d / "cut0.h5"), str(d / "cut1.h5")],
+               config).cols["mag"]
+    colour = mag[:, 0] - mag[:, 1]  # g - r: the residual's bands with two bands
+    sims = red["origin"] >= SIMULATED
+    assert attrs["host_cuts"]["not among the reddest"] > 0
+    assert attrs["n_hosts"] < battrs["n_hosts"]
+    cut = np.quantile(colour[base["index"][base["origin"] >= SIMULATED]], 0.5)
+    assert (colour[red["index"][sims]] > cut).mean() > 0.9

@@ -20,6 +20,7 @@ from skysift.io import read_table, require_columns
 from skysift.sim.paint import reference_band
 from skysift.sim.simulate import Host
 from skysift.stamps.normalise import border_stats
+from skysift.stamps.residual import residual_bands
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,26 @@ def _range(values: np.ndarray, lo_hi: Sequence | None) -> np.ndarray:
     if hi is not None:
         ok &= values <= hi
     return ok
+
+
+def reddest(mag: np.ndarray, bands: Sequence[str], ok: np.ndarray, fraction: float
+            ) -> tuple[np.ndarray, float]:
+    """The ``fraction`` reddest of the hosts ``ok`` (n,) and the colour threshold.
+
+    Colour: the lens residual's bands (:func:`skysift.stamps.residual.residual_bands`, e.g.
+    g - i) of the stamp magnitudes ``mag`` (n, band), so "red" is judged by the survey's
+    own colour distribution (a lens deflector is a luminous red galaxy), not by a fixed cut.
+    One band: ``ok`` unchanged.
+    """
+    pair = residual_bands(bands)
+    if pair is None:
+        return ok, float("nan")
+    colour = mag[:, pair[0]] - mag[:, pair[1]]
+    pool = ok & np.isfinite(colour)
+    if not pool.any():
+        return ok, float("nan")
+    threshold = float(np.quantile(colour[pool], 1.0 - fraction))
+    return pool & (colour >= threshold), threshold
 
 
 def select_hosts(config: Mapping, index: np.ndarray, ids: np.ndarray, flags: np.ndarray,

@@ -42,7 +42,7 @@ from skysift import seeds
 from skysift.errors import SurveyError
 from skysift.io import atomic_output, open_h5, provenance, write_attrs
 from skysift.sim.frames import Frames, Survey, scan
-from skysift.sim.hosts import make_host, select_hosts
+from skysift.sim.hosts import make_host, reddest, select_hosts
 from skysift.sim.inject import inject_lens, load_source_images
 from skysift.sim.paint import reference_band
 from skysift.sim.simulate import simulate
@@ -54,13 +54,13 @@ from skysift.sim.trainfile import (
     SIMULATED,
     ChunkAppender,
     blank_ids,
+    blank_splits,
     counts_by_split,
     merge_attrs,
     read_rows,
 )
 from skysift.sim.visibility import keep_rows, summarise
 from skysift.stamps.normalise import normalise
-from skysift.survey.hashsplit import assign_split
 from skysift.survey.labels import LabelIndex, find_task, load_labels, load_split, lookup_split
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ class Plan:
     sim_blank: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
-def _hosts(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str) -> tuple:
+def _hosts(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str,
+           kind: str) -> tuple:
     """Per object (n,): found and label, known positive, eligible, host; and the host cuts."""
     tcfg, c = config["training_set"], survey.cols
     n = len(c["index"])
@@ -107,6 +108,10 @@ def _hosts(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str
                                   c["peak_offset_arcsec"])
     hosts &= eligible & np.isfinite(c["mag"][:, reference_band(
         config["survey"]["bands"], tcfg["reference_band"])])
+    if kind == "lens" and tcfg["lens"]["host_red_fraction"] is not None:
+        red, _ = reddest(c["mag"], config["survey"]["bands"], hosts,
+                         tcfg["lens"]["host_red_fraction"])
+        removed["not among the reddest"], hosts = int((hosts & ~red).sum()), red
     if not hosts.any():
         raise SurveyError(f"task '{task}': no object may host a simulation among {n} (removed "
                           f"by each cut in turn: {removed}, known positives: "
@@ -130,7 +135,7 @@ def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: 
               kind: str, rng: np.random.Generator) -> Plan:
     """Choose the real rows and the simulations of one task (see the module docstring)."""
     tcfg, n = config["training_set"], len(survey.cols["index"])
-    found, label, known_pos, eligible, hosts, removed = _hosts(survey, labels, config, task)
+    found, label, known_pos, eligible, hosts, removed = _hosts(survey, labels, config, task, kind)
     both = tcfg["use"] == "both"
     labelled = np.flatnonzero(found) if both else np.zeros(0, np.int64)
     pool = eligible & ~(found if both else np.zeros(n, bool))
@@ -238,17 +243,6 @@ def _read_raw(fc: h5py.File, survey: Survey, hosts: np.ndarray, on_blank: np.nda
     if (~gal).any():
         raw[~gal] = read_rows(fc["blank/images"], survey.blank["row"][on_blank[~gal]])
     return raw
-
-
-def blank_splits(survey: Survey, config: Mapping) -> np.ndarray:
-    """Split (train 0, val 1, test 2) of each blank-sky stamp: ``split`` hash of its name
-    ``blank/{tile}/{x}/{y}``, so one stamp of sky never serves two splits."""
-    b = survey.blank
-    if not len(b.get("tile", ())):
-        return np.zeros(0, np.uint8)
-    names = [f"blank/{t}/{x:.0f}/{y:.0f}" for t, (x, y) in zip(b["tile"], b["pos_xy"],
-                                                                strict=True)]
-    return assign_split(names, config["split"]["fractions"], config["split"]["salt"])
 
 
 def _inputs(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[str | Path],
