@@ -120,6 +120,22 @@ def reddest(mag: np.ndarray, bands: Sequence[str], ok: np.ndarray, fraction: flo
     return pool & (colour >= threshold), threshold
 
 
+def faint_colours(slope: np.ndarray, mag: np.ndarray, r50_arcsec: np.ndarray,
+                  psf_fwhm_arcsec: np.ndarray, min_size_psf: float) -> np.ndarray:
+    """SED slopes of the survey's faint galaxies: the colours lensed sources are drawn from.
+
+    Resolved objects (half-light radius at least ``min_size_psf`` x half the PSF FWHM, as
+    the hosts' cut) fainter than the median magnitude ``mag`` (n,) of them, with a finite
+    slope, clipped to [-3, 5] (noisy photometry of faint stamps).
+    """
+    ok = np.isfinite(slope) & np.isfinite(mag) & (r50_arcsec >= min_size_psf
+                                                   * psf_fwhm_arcsec / 2)
+    if not ok.any():
+        return np.zeros(0)
+    faint = ok & (mag >= np.median(mag[ok]))
+    return np.clip(slope[faint], -3.0, 5.0)
+
+
 def select_hosts(config: Mapping, index: np.ndarray, ids: np.ndarray, flags: np.ndarray,
                  mag: np.ndarray, r50_arcsec: np.ndarray, psf_fwhm_arcsec: np.ndarray,
                  peak_offset_arcsec: np.ndarray) -> tuple[np.ndarray, dict]:

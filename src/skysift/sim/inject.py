@@ -159,17 +159,22 @@ def band_image_source(kwargs_lens: list, cube: np.ndarray, pixscale_arcsec: floa
 
 
 def draw_source(rng: np.random.Generator, lcfg: Mapping, kwargs_lens: list,
-                images: Sequence[np.ndarray] = ()) -> tuple[LensedSource, dict]:
+                images: Sequence[np.ndarray] = (), colours: np.ndarray | None = None
+                ) -> tuple[LensedSource, dict]:
     """A source behind the lens from the ``training_set.lens`` priors: (shape, parameters).
 
     Position uniform in area within ``source_offset_max`` x theta_E of the lens centre.
+    ``colours``: SED slopes to draw the source's from (the survey's faint galaxies,
+    :func:`skysift.sim.hosts.faint_colours`) instead of ``source_colour_slope``.
     """
     theta_e = kwargs_lens[0]["theta_E"]
     beta = lcfg["source_offset_max"] * theta_e * np.sqrt(rng.uniform())
     phi = rng.uniform(0, 2 * np.pi)
     centre = (float(beta * np.cos(phi)), float(beta * np.sin(phi)))
     params = dict(source_mag=float(rng.uniform(*lcfg["source_mag"])),
-                  source_slope=float(rng.uniform(*lcfg["source_colour_slope"])),
+                  source_slope=float(colours[rng.integers(colours.size)])
+                  if colours is not None and colours.size
+                  else float(rng.uniform(*lcfg["source_colour_slope"])),
                   source_x_arcsec=centre[0], source_y_arcsec=centre[1])
     if images:
         k = int(rng.integers(len(images)))
@@ -222,7 +227,8 @@ def source_fluxes(params: Mapping, frame: Frame) -> np.ndarray:
 
 def inject_lens(raw: np.ndarray, frame: Frame, lcfg: Mapping, supersample: int,
                 rng: np.random.Generator, images: Sequence[np.ndarray] = (),
-                min_theta_e: float = 0.0) -> tuple[np.ndarray, dict]:
+                min_theta_e: float = 0.0, colours: np.ndarray | None = None
+                ) -> tuple[np.ndarray, dict]:
     """Inject one lensed source into a raw cutout.
 
     The lens is drawn once (theta_E above ``min_theta_e``, :func:`draw_deflector`); the source
@@ -249,7 +255,7 @@ def inject_lens(raw: np.ndarray, frame: Frame, lcfg: Mapping, supersample: int,
     best, n_draws = None, 0
     while n_draws < int(lcfg["max_draws"]):
         n_draws += 1
-        shape, src = draw_source(rng, lcfg, kwargs_lens, images)
+        shape, src = draw_source(rng, lcfg, kwargs_lens, images, colours)
         flux = source_fluxes(src, frame)
         arc, totals = render(shape, flux, frame, supersample)
         s = snr(arc, frame.sky_sigma)

@@ -42,7 +42,7 @@ from skysift import seeds
 from skysift.errors import SurveyError
 from skysift.io import atomic_output, open_h5, provenance, write_attrs
 from skysift.sim.frames import Frames, Survey, scan
-from skysift.sim.hosts import make_host, reddest, select_hosts
+from skysift.sim.hosts import faint_colours, make_host, reddest, select_hosts
 from skysift.sim.inject import inject_lens, load_source_images
 from skysift.sim.paint import reference_band
 from skysift.sim.simulate import simulate
@@ -196,6 +196,9 @@ def render_sims(raw: np.ndarray, hosts: np.ndarray, kinds: np.ndarray, seeds: np
     stages = np.zeros(len(kinds), dtype="S16")
     blank = np.full(len(kinds), -1) if blank is None else np.asarray(blank)
     ref = frames.ref
+    colours = (faint_colours(c["slope"], c["mag"][:, ref], c["r50_arcsec"], c["psf_fwhm_arcsec"],
+                             tcfg["hosts"]["min_size_psf"])
+               if tcfg["lens"]["source_colours"] == "survey" else None)
     for j, (obj, kind, seed) in enumerate(zip(hosts, kinds, seeds, strict=True)):
         rng = np.random.default_rng(int(seed))
         on_blank = bool(blank[j] >= 0)
@@ -203,7 +206,8 @@ def render_sims(raw: np.ndarray, hosts: np.ndarray, kinds: np.ndarray, seeds: np
                        else frames.frame(int(obj)))
         if kind == "lens":
             out[j], p = inject_lens(raw[j], frame, tcfg["lens"], tcfg["supersample"], rng,
-                                    source_images, fwhm if tcfg["drop_invisible"] else 0.0)
+                                    source_images, fwhm if tcfg["drop_invisible"] else 0.0,
+                                    colours)
             p["sim_snr"] = p["arc_snr"]
         else:
             host = make_host(c["flux"][obj], c["mag"][obj], c["slope"][obj],
