@@ -130,4 +130,5 @@ def test_a_models_entry_overrides_the_monitor():
     cfg = config.load(json_text='{"models": [{"name": "a", "architecture": "d4", '
                                 '"monitor": "val_auroc"}, {"name": "b", "architecture": "d4"}]}')
     by_name = {s.name: s.train["monitor"] for s in model_specs(cfg) if s.task == "lens"}
-    assert by_name == {"a": "val_auroc", "b": cfg["train"]["monitor"]} and by_name["b"] == "val_loss"
+    assert by_name == {"a": "val_auroc", "b": cfg["train"]["monitor"]}
+    assert by_name["b"] == "val_loss"

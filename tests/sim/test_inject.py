@@ -283,3 +283,29 @@ def test_arc_snr_target_sets_how_bright_arcs_are_whatever_the_depth():
     plain = inject_lens(raw, _frame(bands=2, sky=0.5), _lens_cfg(), 3,
                         np.random.default_rng(0))[1]
     assert plain["arc_snr"] > 60.0  # without the target the deep survey's arc is brighter
+
+
+def test_source_colours_from_a_pool_and_theta_e_above_the_psf():
+    """colours: each source takes one of the pool's slopes (the survey's faint galaxies);
+    min_theta_e: theta_E drawn from the prior truncated there."""
+    frame = _frame(bands=3, sky=2.0)
+    raw = np.zeros((3, 48, 48), np.float32)
+    cfg = _lens_cfg(theta_e_arcsec=[0.5, 3.0])
+    pool = np.array([-1.25, 0.5, 3.75])
+    got = [inject_lens(raw, frame, cfg, 2, np.random.default_rng(s), colours=pool,
+                       min_theta_e=1.2)[1] for s in range(12)]
+    assert {p["source_slope"] for p in got} <= set(pool.tolist())
+    assert len({p["source_slope"] for p in got}) > 1
+    assert min(p["theta_e_arcsec"] for p in got) > 1.2
+    free = [inject_lens(raw, frame, cfg, 2, np.random.default_rng(s))[1] for s in range(12)]
+    assert min(p["theta_e_arcsec"] for p in free) < 1.2  # the prior reaches below 1.2
+    assert not {p["source_slope"] for p in free} & set(pool.tolist())
+
+
+def test_faint_colours_are_those_of_the_faint_resolved_galaxies():
+    from skysift.sim.hosts import faint_colours
+    slope = np.array([0.1, 0.2, 0.3, 0.4, 9.0, np.nan, 0.7])
+    mag = np.array([20.0, 21.0, 24.0, 25.0, 26.0, 25.0, 26.0])
+    r50 = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.1])  # the last: point-like
+    got = faint_colours(slope, mag, r50, np.full(7, 0.8), 1.2)
+    assert got.tolist() == [0.3, 0.4, 5.0]  # fainter than the median 24; 9 clipped to 5

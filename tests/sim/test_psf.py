@@ -71,7 +71,8 @@ def test_the_psf_measured_from_a_tiles_stars_is_the_truth():
     truth = moffat_kernel(FWHM / PIX, BETA)
     k = min(len(measured), len(truth)) // 2
     cm, ct = len(measured) // 2, len(truth) // 2
-    diff = measured[cm - k:cm + k + 1, cm - k:cm + k + 1] - truth[ct - k:ct + k + 1, ct - k:ct + k + 1]
+    diff = (measured[cm - k:cm + k + 1, cm - k:cm + k + 1]
+            - truth[ct - k:ct + k + 1, ct - k:ct + k + 1])
     assert np.abs(diff).max() < 0.03 * truth.max()
 
 

@@ -49,7 +49,7 @@ def test_knots_grid_and_pointwise_agree_and_have_unit_flux():
     assert grid.sum() * (xa[1] - xa[0]) ** 2 == pytest.approx(1.0, rel=1e-3)
 
 
-@pytest.mark.parametrize("kind", ["merger", "projection", "ring", "spiral", "pair"])
+@pytest.mark.parametrize("kind", ["merger", "projection", "ring", "spiral", "pair", "edgeon"])
 def test_every_kind_adds_light_reproducibly(kind, tcfg):
     raw = np.random.default_rng(0).normal(0, 1, (2, SIZE, SIZE)).astype(np.float32)
     a, pa = simulate(kind, raw, _frame(np.array([4.0, 4.0])), HOST, tcfg,
@@ -69,6 +69,29 @@ def test_ring_is_centred_and_pair_is_not(tcfg):
     pair, p = simulate("pair", raw, _frame(), HOST, tcfg, np.random.default_rng(1))
     assert np.hypot(*(np.array(_centroid(pair)) - 24)) * PIX > 0.5
     assert 0.8 <= p["separation_arcsec"] <= 3.5
+
+
+def test_edgeon_disc_is_a_thin_streak_mostly_tangential_to_the_host(tcfg):
+    """Second moments of the added light: a median axis ratio < 0.5 (small discs are
+    rounded by the 0.9" PSF) and, in most draws, the long axis perpendicular to the line to
+    the host (where a lensed arc would lie)."""
+    frame, raw = _frame(), np.zeros((2, SIZE, SIZE), np.float32)
+    tangential, ratios = 0, []
+    for seed in range(20):
+        img, p = simulate("edgeon", raw, frame, HOST, tcfg, np.random.default_rng(seed))
+        w = img.sum(axis=0)
+        yy, xx = np.mgrid[:SIZE, :SIZE]
+        cx, cy = (w * xx).sum() / w.sum(), (w * yy).sum() / w.sum()
+        dx, dy = xx - cx, yy - cy
+        m = np.array([[(w * dx * dx).sum(), (w * dx * dy).sum()],
+                      [(w * dx * dy).sum(), (w * dy * dy).sum()]]) / w.sum()
+        vals, vecs = np.linalg.eigh(m)
+        ratios.append(np.sqrt(vals[0] / vals[1]))
+        radial = np.array([cx - 24.0, cy - 24.0]) / np.hypot(cx - 24.0, cy - 24.0)
+        tangential += abs(vecs[:, 1] @ radial) < 0.3  # long axis ~ perpendicular to radius
+        assert p["separation_arcsec"] == pytest.approx(np.hypot(cx - 24, cy - 24) * PIX, rel=0.1)
+    assert np.median(ratios) < 0.5
+    assert 8 <= tangential <= 18  # 60% drawn tangential, the rest at random angles
 
 
 def test_merger_parameters(tcfg):
@@ -165,3 +188,20 @@ def test_blank_sky_draws_a_simulated_primary_with_the_hosts_photometry(tcfg):
     assert p["merger_stage"] in ("pair", "interacting", "coalescing", "post")
     # on blank sky the primary is simulated too: more light than the secondary and tides
     assert merger[frame.ref].sum() > alone[frame.ref].sum() + 0.9 * ref_flux[frame.ref]
+
+
+def test_reddest_hosts_by_the_surveys_own_colours():
+    """host_red_fraction keeps the reddest fraction in g - i (the residual's bands), judged
+    by the hosts' own colour distribution, whatever the band order."""
+    from skysift.sim.hosts import reddest
+    rng = np.random.default_rng(2)
+    mag = np.column_stack([rng.normal(21, 0.5, 400), rng.normal(20.5, 0.5, 400),
+                           rng.normal(20, 0.5, 400)])  # columns i, r, g (g - i = col2 - col0)
+    ok = rng.uniform(size=400) < 0.9
+    red, thr = reddest(mag, ["i", "r", "g"], ok, 0.25)
+    colour = mag[:, 2] - mag[:, 0]
+    assert not (red & ~ok).any()
+    assert red.sum() == pytest.approx(0.25 * ok.sum(), abs=2)
+    assert colour[red].min() >= thr > colour[ok & ~red].max()
+    same, _ = reddest(mag[:, :1], ["i"], ok, 0.25)  # one band: nothing to judge by
+    assert np.array_equal(same, ok)

@@ -229,8 +229,8 @@ def test_simulated_lens_set_rows_splits_and_parameters(simsurvey, lens_set):
     assert not np.isin(index, simsurvey["known"]).any()  # known lenses: no host, no negative
     assert not np.isin(index[sim | hard], [0, 1]).any()  # point-like and flagged: no host
     assert np.array_equal(got["split"], simsurvey["split"][index])  # the host's id hash
-    assert (got["sim"][sim] == b"lens").all() and set(got["sim"][hard]) <= {b"ring", b"spiral",
-                                                                             b"pair"}
+    assert (got["sim"][sim] == b"lens").all() and set(got["sim"][hard]) <= {
+        b"ring", b"spiral", b"pair", b"edgeon"}
     assert np.isfinite(got["params/theta_e_arcsec"][sim]).all()
     assert np.isnan(got["params/arc_snr"][real]).all()
     assert (got["params/magnification"][sim] > 1).all()
@@ -404,3 +404,46 @@ def test_psf_from_the_tiles_stars_paints_with_the_measured_width(simsurvey):
     got = attrs["psf_stars"]
     assert got["tiles_own_stars"] == 0 and got["tiles_pooled"] == 2
     assert all(t["n_stars"] == 2 for t in got["tiles"].values())
+
+
+def test_invisible_positives_are_counted_and_not_drawn(simsurvey, lens_set):
+    """A positive no one could see is not a training example: with thresholds no arc can
+    reach, every simulated lens is counted invisible and none is written; with
+    drop_invisible false they are all written and still counted."""
+    d = simsurvey["dir"]
+    got, attrs = _read(lens_set)
+    sim = got["origin"] == SIMULATED
+    assert attrs["invisible_dropped"] and attrs["visible_fraction"] == 1.0
+    assert attrs["invisible_positives"]["total"] == 0
+    fwhm = io.read_arrays(lens_set, ["params/psf_fwhm_arcsec"])[0]["params/psf_fwhm_arcsec"]
+    assert (got["params/theta_e_arcsec"][sim] > fwhm[sim]).all()  # no arc inside the PSF core
+    tset = dict(simsurvey["cfg"]["training_set"], visible_arc_snr=1e9)
+    assert main(_argv(d, dict(simsurvey["cfg"], training_set=tset), out="dim.h5")) == 0
+    dim, dattrs = _read(d / "dim.h5")
+    assert (dim["origin"] != SIMULATED).all() and dim["images"].shape[0] == dim["label"].size
+    assert dattrs["invisible_positives"]["arc_snr"] == sim.sum() == 15
+    assert dattrs["visible_fraction"] == 0.0 and (dim["label"] == 0).all()
+    assert np.array_equal(np.sort(dim["index"]), np.sort(got["index"][~sim]))
+    keep = dict(tset, drop_invisible=False)
+    assert main(_argv(d, dict(simsurvey["cfg"], training_set=keep), out="kept.h5")) == 0
+    kept, kattrs = _read(d / "kept.h5")
+    assert (kept["origin"] == SIMULATED).sum() == 15
+    assert kattrs["invisible_positives"]["total"] == 15 and not kattrs["invisible_dropped"]
+
+
+def test_lens_hosts_from_the_reddest_fraction(simsurvey, lens_set):
+    d = simsurvey["dir"]
+    tset = dict(simsurvey["cfg"]["training_set"],
+                lens=dict(simsurvey["cfg"]["training_set"]["lens"], host_red_fraction=0.3))
+    assert main(_argv(d, dict(simsurvey["cfg"], training_set=tset), out="red.h5")) == 0
+    red, attrs = _read(d / "red.h5")
+    base, battrs = _read(lens_set)
+    config = skyconfig.load(None, json.dumps(simsurvey["cfg"]))
+    mag = scan([str(d / "st0.h5"), str(d / "st1.h5")], [str(d / "cut0.h5"), str(d / "cut1.h5")],
+               config).cols["mag"]
+    colour = mag[:, 0] - mag[:, 1]  # g - r: the residual's bands with two bands
+    sims = red["origin"] >= SIMULATED
+    assert attrs["host_cuts"]["not among the reddest"] > 0
+    assert attrs["n_hosts"] < battrs["n_hosts"]
+    cut = np.quantile(colour[base["index"][base["origin"] >= SIMULATED]], 0.5)
+    assert (colour[red["index"][sims]] > cut).mean() > 0.9

@@ -20,6 +20,7 @@ from skysift.io import read_table, require_columns
 from skysift.sim.paint import reference_band
 from skysift.sim.simulate import Host
 from skysift.stamps.normalise import border_stats
+from skysift.stamps.residual import residual_bands
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,42 @@ def _range(values: np.ndarray, lo_hi: Sequence | None) -> np.ndarray:
     if hi is not None:
         ok &= values <= hi
     return ok
+
+
+def reddest(mag: np.ndarray, bands: Sequence[str], ok: np.ndarray, fraction: float
+            ) -> tuple[np.ndarray, float]:
+    """The ``fraction`` reddest of the hosts ``ok`` (n,) and the colour threshold.
+
+    Colour: the lens residual's bands (:func:`skysift.stamps.residual.residual_bands`, e.g.
+    g - i) of the stamp magnitudes ``mag`` (n, band), so "red" is judged by the survey's
+    own colour distribution (a lens deflector is a luminous red galaxy), not by a fixed cut.
+    One band: ``ok`` unchanged.
+    """
+    pair = residual_bands(bands)
+    if pair is None:
+        return ok, float("nan")
+    colour = mag[:, pair[0]] - mag[:, pair[1]]
+    pool = ok & np.isfinite(colour)
+    if not pool.any():
+        return ok, float("nan")
+    threshold = float(np.quantile(colour[pool], 1.0 - fraction))
+    return pool & (colour >= threshold), threshold
+
+
+def faint_colours(slope: np.ndarray, mag: np.ndarray, r50_arcsec: np.ndarray,
+                  psf_fwhm_arcsec: np.ndarray, min_size_psf: float) -> np.ndarray:
+    """SED slopes of the survey's faint galaxies: the colours lensed sources are drawn from.
+
+    Resolved objects (half-light radius at least ``min_size_psf`` x half the PSF FWHM, as
+    the hosts' cut) fainter than the median magnitude ``mag`` (n,) of them, with a finite
+    slope, clipped to [-3, 5] (noisy photometry of faint stamps).
+    """
+    ok = np.isfinite(slope) & np.isfinite(mag) & (r50_arcsec >= min_size_psf
+                                                   * psf_fwhm_arcsec / 2)
+    if not ok.any():
+        return np.zeros(0)
+    faint = ok & (mag >= np.median(mag[ok]))
+    return np.clip(slope[faint], -3.0, 5.0)
 
 
 def select_hosts(config: Mapping, index: np.ndarray, ids: np.ndarray, flags: np.ndarray,

@@ -64,9 +64,17 @@ def lens_kwargs(theta_e: float, q: float = 1.0, angle_rad: float = 0.0, gamma: f
                  gamma2=float(gamma * np.sin(2 * gamma_angle_rad)), ra_0=0.0, dec_0=0.0)]
 
 
-def draw_deflector(rng: np.random.Generator, lcfg: Mapping) -> tuple[list[dict], dict]:
-    """An SIE + shear from ``training_set.lens``: (lenstronomy kwargs, parameters)."""
-    theta_e = _loguniform(rng, lcfg["theta_e_arcsec"])
+def draw_deflector(rng: np.random.Generator, lcfg: Mapping, min_theta_e: float = 0.0
+                   ) -> tuple[list[dict], dict]:
+    """An SIE + shear from ``training_set.lens``: (lenstronomy kwargs, parameters).
+
+    ``min_theta_e`` (arcsec, e.g. the PSF FWHM): theta_E is drawn from its log-uniform prior
+    truncated below there (no arc is drawn inside the PSF core); when the whole prior lies
+    below it, from the untruncated prior (the row is then counted invisible).
+    """
+    lo, hi = lcfg["theta_e_arcsec"]
+    theta_e = _loguniform(rng, (max(lo, min_theta_e * 1.001), hi) if min_theta_e * 1.001 < hi
+                          else (lo, hi))
     q = float(rng.uniform(*lcfg["lens_axis_ratio"]))
     gamma = float(rng.uniform(0.0, lcfg["shear_max"]))
     kwargs = lens_kwargs(theta_e, q, rng.uniform(0, np.pi), gamma, rng.uniform(0, np.pi))
@@ -151,17 +159,22 @@ def band_image_source(kwargs_lens: list, cube: np.ndarray, pixscale_arcsec: floa
 
 
 def draw_source(rng: np.random.Generator, lcfg: Mapping, kwargs_lens: list,
-                images: Sequence[np.ndarray] = ()) -> tuple[LensedSource, dict]:
+                images: Sequence[np.ndarray] = (), colours: np.ndarray | None = None
+                ) -> tuple[LensedSource, dict]:
     """A source behind the lens from the ``training_set.lens`` priors: (shape, parameters).
 
     Position uniform in area within ``source_offset_max`` x theta_E of the lens centre.
+    ``colours``: SED slopes to draw the source's from (the survey's faint galaxies,
+    :func:`skysift.sim.hosts.faint_colours`) instead of ``source_colour_slope``.
     """
     theta_e = kwargs_lens[0]["theta_E"]
     beta = lcfg["source_offset_max"] * theta_e * np.sqrt(rng.uniform())
     phi = rng.uniform(0, 2 * np.pi)
     centre = (float(beta * np.cos(phi)), float(beta * np.sin(phi)))
     params = dict(source_mag=float(rng.uniform(*lcfg["source_mag"])),
-                  source_slope=float(rng.uniform(*lcfg["source_colour_slope"])),
+                  source_slope=float(colours[rng.integers(colours.size)])
+                  if colours is not None and colours.size
+                  else float(rng.uniform(*lcfg["source_colour_slope"])),
                   source_x_arcsec=centre[0], source_y_arcsec=centre[1])
     if images:
         k = int(rng.integers(len(images)))
@@ -213,11 +226,13 @@ def source_fluxes(params: Mapping, frame: Frame) -> np.ndarray:
 
 
 def inject_lens(raw: np.ndarray, frame: Frame, lcfg: Mapping, supersample: int,
-                rng: np.random.Generator, images: Sequence[np.ndarray] = ()
+                rng: np.random.Generator, images: Sequence[np.ndarray] = (),
+                min_theta_e: float = 0.0, colours: np.ndarray | None = None
                 ) -> tuple[np.ndarray, dict]:
     """Inject one lensed source into a raw cutout.
 
-    The lens is drawn once; the source is redrawn up to ``lcfg["max_draws"]`` times until
+    The lens is drawn once (theta_E above ``min_theta_e``, :func:`draw_deflector`); the source
+    is redrawn up to ``lcfg["max_draws"]`` times until
     the arc S/N reaches ``arc_snr_min`` (else the best draw is kept, ``n_draws`` says so).
     With ``arc_snr_target`` [lo, hi], the kept source's flux is then scaled so that its arc
     S/N is log-uniform in that range (``source_mag`` follows), whatever the survey's depth.
@@ -236,11 +251,11 @@ def inject_lens(raw: np.ndarray, frame: Frame, lcfg: Mapping, supersample: int,
         the stamp and its PSF margin), arc_flux (reference band, image units), and the
         drawn lens and source parameters.
     """
-    kwargs_lens, lens_params = draw_deflector(rng, lcfg)
+    kwargs_lens, lens_params = draw_deflector(rng, lcfg, min_theta_e)
     best, n_draws = None, 0
     while n_draws < int(lcfg["max_draws"]):
         n_draws += 1
-        shape, src = draw_source(rng, lcfg, kwargs_lens, images)
+        shape, src = draw_source(rng, lcfg, kwargs_lens, images, colours)
         flux = source_fluxes(src, frame)
         arc, totals = render(shape, flux, frame, supersample)
         s = snr(arc, frame.sky_sigma)

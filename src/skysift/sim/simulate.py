@@ -14,7 +14,9 @@ unrelated galaxy of another colour and size (another redshift) beside the host, 
 
 Lens task, hard negatives: ``ring`` (a star-forming ring of knots around the host, complete
 and centred, unlike an arc), ``spiral`` (blue logarithmic spiral arms), ``pair`` (one or two
-compact blue companions at 0.8-3.5 arcsec, which mimic counter-images).
+compact blue companions at 0.8-3.5 arcsec, which mimic counter-images), ``edgeon`` (a thin
+edge-on disc beside the host, often tangential: an arc-like streak). The merger task may use
+the lens kinds too (spiral arms and rings pass for tidal features).
 
 Tidal features, rings and arms are chains of circular Gaussian knots
 (:class:`skysift.sim.render.Blobs`, the class the mock's tidal features use); galaxies are
@@ -114,6 +116,19 @@ def pair(rng: np.random.Generator, host: Host) -> tuple[list, dict]:
     return comps, dict(separation_arcsec=float(min(seps)))
 
 
+def edgeon(rng: np.random.Generator, host: Host) -> tuple[list, dict]:
+    """A thin edge-on disc (axis ratio 0.08-0.25) at 1-3.5 arcsec, tangential to the host in
+    60% of draws: a straight streak where an arc would curve (a chance alignment)."""
+    sep, phi = rng.uniform(1.0, 3.5), rng.uniform(0, 2 * np.pi)
+    # Sersic's major axis lies at 90 deg - pa_deg from +xi: pa = -phi puts it tangential
+    pa = -np.degrees(phi) if rng.uniform() < 0.6 else rng.uniform(0.0, 180.0)
+    r_e = _loguniform(rng, 0.3, 1.2)
+    disc = Sersic(float(sep * np.cos(phi)), float(sep * np.sin(phi)), r_e,
+                  float(rng.uniform(0.8, 1.5)), float(rng.uniform(0.08, 0.25)), float(pa))
+    return [(disc, host.mag + rng.uniform(0.0, 3.0), rng.uniform(-0.5, 1.5))], dict(
+        separation_arcsec=float(sep), size_arcsec=float(r_e))
+
+
 # --- mergers and chance projections ------------------------------------------------------
 
 def _tail(rng: np.random.Generator, base: tuple[float, float], angle: float, r_start: float,
@@ -196,7 +211,7 @@ def primary(rng: np.random.Generator, host: Host) -> tuple[list, dict]:
 
 def simulate(kind: str, raw: np.ndarray, frame: Frame, host: Host, tcfg: Mapping,
              rng: np.random.Generator, blank: bool = False) -> tuple[np.ndarray, dict]:
-    """Add one simulated feature of ``kind`` (merger, projection, ring, spiral, pair) to a cutout.
+    """Add one simulated feature of ``kind`` (merger, projection, ring, spiral, pair, edgeon).
 
     Parameters
     ----------
@@ -209,9 +224,10 @@ def simulate(kind: str, raw: np.ndarray, frame: Frame, host: Host, tcfg: Mapping
     Returns
     -------
     image : (band, s, s) float32, raw + the added light + its Poisson noise.
-    params : the drawn parameters and ``sim_snr``, the S/N of the added light alone
+    params : the drawn parameters, ``sim_snr``, the S/N of the added light alone
         (:func:`skysift.sim.render.snr` against ``frame.sky_sigma``; on blank sky the
-        primary's light included).
+        primary's light included), and ``feature_snr``, that of the feature alone
+        (companion, tidal light, ring, arms; never the simulated primary).
     """
     base: list = []
     if blank or kind == "isolated":
@@ -221,10 +237,15 @@ def simulate(kind: str, raw: np.ndarray, frame: Frame, host: Host, tcfg: Mapping
     elif kind in ("merger", "projection"):
         comps, params = (merger if kind == "merger" else projection)(rng, host, tcfg["merger"])
     else:
-        comps, params = {"ring": ring, "spiral": spiral, "pair": pair}[kind](rng, host)
-    added = np.zeros(raw.shape)
-    for shape, mag, slope in base + comps:
+        comps, params = {"ring": ring, "spiral": spiral, "pair": pair,
+                         "edgeon": edgeon}[kind](rng, host)
+    added, feature = np.zeros(raw.shape), np.zeros(raw.shape)
+    for k, (shape, mag, slope) in enumerate(base + comps):
         flux = sed_flux(mag, slope, frame.lam_nm, frame.ref, frame.zeropoint)[None]
-        added += render(shape, flux, frame, tcfg["supersample"])[0]
+        light = render(shape, flux, frame, tcfg["supersample"])[0]
+        added += light
+        if k >= len(base):
+            feature += light
     params["sim_snr"] = snr(added, frame.sky_sigma)
+    params["feature_snr"] = snr(feature, frame.sky_sigma)
     return (raw + add_poisson(added, frame.gain, rng)).astype(np.float32), params

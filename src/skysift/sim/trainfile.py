@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from skysift.errors import DataError
+from skysift.survey.hashsplit import assign_split
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +94,25 @@ def counts_by_split(label: np.ndarray, split: np.ndarray) -> dict:
     return {name: {"neg": int(((split == code) & (label == 0)).sum()),
                    "pos": int(((split == code) & (label == 1)).sum())}
             for code, name in enumerate(SPLIT_NAMES)}
+
+
+def read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """``ds[rows]`` for any rows (repeats allowed), reading each distinct row once."""
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    return ds[uniq.tolist()][inverse] if uniq.size else ds[0:0]
+
+
+def blank_ids(ids: np.ndarray, blank: np.ndarray) -> np.ndarray:
+    """Ids with blank-sky rows set to -1 (integer ids) or b"" (string ids)."""
+    return np.where(blank, -1 if ids.dtype.kind in "iu" else b"", ids).astype(ids.dtype)
+
+
+def blank_splits(survey, config: Mapping) -> np.ndarray:
+    """Split (train 0, val 1, test 2) of each blank-sky stamp: ``split`` hash of its name
+    ``blank/{tile}/{x}/{y}``, so one stamp of sky never serves two splits."""
+    b = survey.blank
+    if not len(b.get("tile", ())):
+        return np.zeros(0, np.uint8)
+    names = [f"blank/{t}/{x:.0f}/{y:.0f}" for t, (x, y) in zip(b["tile"], b["pos_xy"],
+                                                                strict=True)]
+    return assign_split(names, config["split"]["fractions"], config["split"]["salt"])

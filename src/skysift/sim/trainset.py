@@ -285,12 +285,17 @@ def _run(args: argparse.Namespace) -> int:
             log.info("PSF from stars: %d tiles measured on their own stars, %d took the pooled "
                      "stars; median FWHM per band %s arcsec", ps["tiles_own_stars"],
                      ps["tiles_pooled"], np.round(fwhm, 3).tolist())
-        if "visible_fraction" in summary:
-            log.info("arc S/N quantiles %s; %.0f%% of injected lenses have arc S/N >= %g and "
-                     "theta_E above the PSF FWHM; %d below arc_snr_min after %d draws",
+        if "arc_snr_quantiles" in summary:
+            log.info("arc S/N quantiles %s; %d below arc_snr_min after %d draws",
                      {k: round(v, 1) for k, v in summary["arc_snr_quantiles"].items()},
-                     100 * summary["visible_fraction"], config["training_set"]["visible_arc_snr"],
                      summary["below_arc_snr_min"], config["training_set"]["lens"]["max_draws"])
+        if "invisible_positives" in summary:
+            inv = summary["invisible_positives"]
+            log.info("visible positives: %.0f%% of the simulated ones; %d a person could not "
+                     "see (%s) %s", 100 * summary["visible_fraction"], inv["total"],
+                     ", ".join(f"{k} {v}" for k, v in inv.items() if k != "total" and v),
+                     "were not drawn" if summary["invisible_dropped"] else
+                     "are kept (drop_invisible: false)")
     if args.gallery:
         write_gallery(args.out, args.gallery, config["training_set"]["gallery_examples"],
                       config["seed"])

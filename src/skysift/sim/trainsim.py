@@ -42,7 +42,7 @@ from skysift import seeds
 from skysift.errors import SurveyError
 from skysift.io import atomic_output, open_h5, provenance, write_attrs
 from skysift.sim.frames import Frames, Survey, scan
-from skysift.sim.hosts import make_host, select_hosts
+from skysift.sim.hosts import faint_colours, make_host, reddest, select_hosts
 from skysift.sim.inject import inject_lens, load_source_images
 from skysift.sim.paint import reference_band
 from skysift.sim.simulate import simulate
@@ -53,11 +53,14 @@ from skysift.sim.trainfile import (
     REAL,
     SIMULATED,
     ChunkAppender,
+    blank_ids,
+    blank_splits,
     counts_by_split,
     merge_attrs,
+    read_rows,
 )
+from skysift.sim.visibility import keep_rows, summarise
 from skysift.stamps.normalise import normalise
-from skysift.survey.hashsplit import assign_split
 from skysift.survey.labels import LabelIndex, find_task, load_labels, load_split, lookup_split
 
 log = logging.getLogger(__name__)
@@ -66,7 +69,7 @@ log = logging.getLogger(__name__)
 PARAMS = ("theta_e_arcsec", "source_mag", "arc_snr", "magnification", "arc_flux",
           "psf_fwhm_arcsec", "lens_axis_ratio", "shear", "source_r_e_arcsec", "n_clumps",
           "clump_fraction", "n_draws", "sim_snr", "mass_ratio", "separation_arcsec", "major",
-          "flux_fraction", "size_arcsec")
+          "flux_fraction", "size_arcsec", "feature_snr")
 #: Dataset ``background`` of every row: drawn on a real object's cutout, or on blank sky.
 GALAXY, BLANK = b"galaxy", b"blank"
 
@@ -91,7 +94,8 @@ class Plan:
     sim_blank: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
-def _hosts(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str) -> tuple:
+def _hosts(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str,
+           kind: str) -> tuple:
     """Per object (n,): found and label, known positive, eligible, host; and the host cuts."""
     tcfg, c = config["training_set"], survey.cols
     n = len(c["index"])
@@ -104,6 +108,10 @@ def _hosts(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str
                                   c["peak_offset_arcsec"])
     hosts &= eligible & np.isfinite(c["mag"][:, reference_band(
         config["survey"]["bands"], tcfg["reference_band"])])
+    if kind == "lens" and tcfg["lens"]["host_red_fraction"] is not None:
+        red, _ = reddest(c["mag"], config["survey"]["bands"], hosts,
+                         tcfg["lens"]["host_red_fraction"])
+        removed["not among the reddest"], hosts = int((hosts & ~red).sum()), red
     if not hosts.any():
         raise SurveyError(f"task '{task}': no object may host a simulation among {n} (removed "
                           f"by each cut in turn: {removed}, known positives: "
@@ -127,7 +135,7 @@ def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: 
               kind: str, rng: np.random.Generator) -> Plan:
     """Choose the real rows and the simulations of one task (see the module docstring)."""
     tcfg, n = config["training_set"], len(survey.cols["index"])
-    found, label, known_pos, eligible, hosts, removed = _hosts(survey, labels, config, task)
+    found, label, known_pos, eligible, hosts, removed = _hosts(survey, labels, config, task, kind)
     both = tcfg["use"] == "both"
     labelled = np.flatnonzero(found) if both else np.zeros(0, np.int64)
     pool = eligible & ~(found if both else np.zeros(n, bool))
@@ -174,12 +182,6 @@ def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: 
                 info, sim_blank.astype(np.int64))
 
 
-def _read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """``ds[rows]`` for any rows (repeats allowed), reading each distinct row once."""
-    uniq, inverse = np.unique(rows, return_inverse=True)
-    return ds[uniq.tolist()][inverse] if uniq.size else ds[0:0]
-
-
 def render_sims(raw: np.ndarray, hosts: np.ndarray, kinds: np.ndarray, seeds: np.ndarray,
                 survey: Survey, frames: Frames, tcfg: Mapping,
                 source_images: Sequence[np.ndarray], blank: np.ndarray | None = None
@@ -194,6 +196,9 @@ def render_sims(raw: np.ndarray, hosts: np.ndarray, kinds: np.ndarray, seeds: np
     stages = np.zeros(len(kinds), dtype="S16")
     blank = np.full(len(kinds), -1) if blank is None else np.asarray(blank)
     ref = frames.ref
+    colours = (faint_colours(c["slope"], c["mag"][:, ref], c["r50_arcsec"], c["psf_fwhm_arcsec"],
+                             tcfg["hosts"]["min_size_psf"])
+               if tcfg["lens"]["source_colours"] == "survey" else None)
     for j, (obj, kind, seed) in enumerate(zip(hosts, kinds, seeds, strict=True)):
         rng = np.random.default_rng(int(seed))
         on_blank = bool(blank[j] >= 0)
@@ -201,7 +206,8 @@ def render_sims(raw: np.ndarray, hosts: np.ndarray, kinds: np.ndarray, seeds: np
                        else frames.frame(int(obj)))
         if kind == "lens":
             out[j], p = inject_lens(raw[j], frame, tcfg["lens"], tcfg["supersample"], rng,
-                                    source_images)
+                                    source_images, fwhm if tcfg["drop_invisible"] else 0.0,
+                                    colours)
             p["sim_snr"] = p["arc_snr"]
         else:
             host = make_host(c["flux"][obj], c["mag"][obj], c["slope"][obj],
@@ -224,11 +230,9 @@ def _summary(label: np.ndarray, split: np.ndarray, origin: np.ndarray, sim: np.n
          "origin_counts": {name: int((origin == k).sum()) for k, name in enumerate(ORIGINS)},
          "kind_counts": {k.decode(): int((sim == k).sum()) for k in np.unique(sim) if k}}
     if lens.any():
-        snr, te = params["arc_snr"][lens], params["theta_e_arcsec"][lens]
-        visible = (snr >= tcfg["visible_arc_snr"]) & (te > params["psf_fwhm_arcsec"][lens])
+        snr = params["arc_snr"][lens]
         s.update(arc_snr_quantiles={str(q): float(np.quantile(snr, q))
                                     for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
-                 visible_fraction=float(visible.mean()),
                  below_arc_snr_min=int((snr < tcfg["lens"]["arc_snr_min"]).sum()))
     return s
 
@@ -239,26 +243,10 @@ def _read_raw(fc: h5py.File, survey: Survey, hosts: np.ndarray, on_blank: np.nda
     shape = fc["images"].shape[1:]
     raw = np.empty((len(hosts),) + shape, np.float32)
     gal = on_blank < 0
-    raw[gal] = _read_rows(fc["images"], survey.row[hosts[gal]])
+    raw[gal] = read_rows(fc["images"], survey.row[hosts[gal]])
     if (~gal).any():
-        raw[~gal] = _read_rows(fc["blank/images"], survey.blank["row"][on_blank[~gal]])
+        raw[~gal] = read_rows(fc["blank/images"], survey.blank["row"][on_blank[~gal]])
     return raw
-
-
-def _blank_ids(ids: np.ndarray, blank: np.ndarray) -> np.ndarray:
-    """Ids with blank-sky rows set to -1 (integer ids) or b"" (string ids)."""
-    return np.where(blank, -1 if ids.dtype.kind in "iu" else b"", ids).astype(ids.dtype)
-
-
-def blank_splits(survey: Survey, config: Mapping) -> np.ndarray:
-    """Split (train 0, val 1, test 2) of each blank-sky stamp: ``split`` hash of its name
-    ``blank/{tile}/{x}/{y}``, so one stamp of sky never serves two splits."""
-    b = survey.blank
-    if not len(b.get("tile", ())):
-        return np.zeros(0, np.uint8)
-    names = [f"blank/{t}/{x:.0f}/{y:.0f}" for t, (x, y) in zip(b["tile"], b["pos_xy"],
-                                                                strict=True)]
-    return assign_split(names, config["split"]["fractions"], config["split"]["salt"])
 
 
 def _inputs(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[str | Path],
@@ -290,7 +278,7 @@ def _shard_columns(survey: Survey, plan: Plan, k: int, real: np.ndarray, in_shar
     bl = np.r_[np.full(real.size, -1), on_blank]
     block = {"flags": np.where(bl >= 0, 0, survey.cols["flags"][objs]).astype(np.uint8),
              "index": np.where(bl >= 0, -1, survey.cols["index"][objs]),
-             "id": _blank_ids(survey.cols["id"][objs], bl >= 0),
+             "id": blank_ids(survey.cols["id"][objs], bl >= 0),
              "split": np.where(bl >= 0, blank_split[np.maximum(bl, 0)]
                                if blank_split.size else 0, split_of[objs]).astype(np.uint8),
              "background": np.r_[np.full(real.size, GALAXY, "S8"), p.pop("background")],
@@ -310,12 +298,13 @@ def _shard_columns(survey: Survey, plan: Plan, k: int, real: np.ndarray, in_shar
 def _write_shards(appender: ChunkAppender, survey: Survey, plan: Plan, frames: Frames,
                   images: Sequence[np.ndarray], norm: dict, split_of: np.ndarray,
                   blank_split: np.ndarray, sim_shard: np.ndarray, tcfg: Mapping, seed: int,
-                  task_name: str) -> tuple[dict, dict, float]:
-    """Append each shard's rows, shuffled, to images and mask: (columns, params, seconds)."""
+                  task_name: str) -> tuple[dict, dict, float, list]:
+    """Append each shard's rows, shuffled, to images and mask: (columns, params, seconds,
+    invisible-positive counts per shard); invisible positives go only when tcfg says so."""
     cols: dict[str, list] = {k: [] for k in ("flags", "index", "id", "label", "split",
                                              "origin", "sim", "seed", "background")}
     pcols: dict[str, list] = {k: [] for k in PARAMS + ("merger_stage",)}
-    sim_seconds = 0.0
+    sim_seconds, invisible = 0.0, []
     for k in range(len(survey.stamps)):
         real = plan.real[survey.shard[plan.real] == k]
         in_shard = sim_shard == k
@@ -323,25 +312,29 @@ def _write_shards(appender: ChunkAppender, survey: Survey, plan: Plan, frames: F
         if real.size + hosts.size == 0:
             continue
         with open_h5(survey.stamps[k]) as fs, open_h5(survey.cutouts[k]) as fc:
-            r_img = _read_rows(fs["images"], survey.row[real])
-            r_mask = _read_rows(fs["mask"], survey.row[real])
+            r_img = read_rows(fs["images"], survey.row[real])
+            r_mask = read_rows(fs["mask"], survey.row[real])
             t0 = time.perf_counter()
             raw, p = render_sims(_read_raw(fc, survey, hosts, on_blank), hosts,
                                  plan.sim_kind[in_shard], plan.sim_seed[in_shard], survey,
                                  frames, tcfg, images, on_blank)
             s_img, s_mask = normalise(raw, norm) if hosts.size else (raw, raw.astype(np.uint8))
             sim_seconds += time.perf_counter() - t0
+        keep, counts = keep_rows(plan.sim_kind[in_shard], plan.sim_label[in_shard], p, tcfg)
+        invisible.append(counts)
         objs = np.concatenate([real, hosts])
         block, params = _shard_columns(survey, plan, k, real, in_shard, objs, on_blank, p,
                                        split_of, blank_split)
-        perm = np.random.default_rng(derive_seed(seed, task_name, str(k))).permutation(objs.size)
+        rows = np.flatnonzero(np.r_[np.ones(real.size, bool), keep])
+        perm = rows[np.random.default_rng(derive_seed(seed, task_name, str(k))).permutation(
+            rows.size)]
         appender.append({"images": np.concatenate([r_img, s_img])[perm],
                          "mask": np.concatenate([r_mask, s_mask])[perm]})
         for name, v in block.items():
             cols[name].append(v[perm])
         for name, v in params.items():
             pcols[name].append(v[perm])
-    return cols, pcols, sim_seconds
+    return cols, pcols, sim_seconds, invisible
 
 
 def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[str | Path],
@@ -368,15 +361,18 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
                          if len(survey.blank["shard"]) else -1, survey.shard[plan.sim_host])
     blank_split = blank_splits(survey, config)
     kw = dict(chunks=(max(min(chunk, n_rows), 1),) + shape, compression="gzip",
-              compression_opts=1, shuffle=True)
+              compression_opts=1, shuffle=True, maxshape=(None,) + shape)
     with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as fout:
         appender = ChunkAppender(
             {"images": fout.create_dataset("images", (n_rows,) + shape, np.float32, **kw),
              "mask": fout.create_dataset("mask", (n_rows,) + shape, np.uint8, **kw)}, chunk)
-        cols, pcols, sim_seconds = _write_shards(appender, survey, plan, frames, images, norm,
-                                                 split_of, blank_split, sim_shard, tcfg,
-                                                 config["seed"], task_name)
+        cols, pcols, sim_seconds, invisible = _write_shards(
+            appender, survey, plan, frames, images, norm, split_of, blank_split, sim_shard, tcfg,
+            config["seed"], task_name)
         appender.close()
+        n_rows = appender.pos  # invisible positives dropped: the written rows
+        for name in ("images", "mask"):
+            fout[name].resize(n_rows, axis=0)
         data = {name: np.concatenate(v) for name, v in cols.items()}
         for name, v in data.items():
             fout.create_dataset(name, data=v)
@@ -385,6 +381,8 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
             fout.create_dataset(f"params/{name}", data=v)
         summary = dict(plan.info, **_summary(data["label"], data["split"], data["origin"],
                                              data["sim"], pdata, tcfg),
+                       **summarise(invisible, int((plan.sim_label == 1).sum()),
+                                   tcfg["drop_invisible"]),
                        n_rows=n_rows, sim_seconds=sim_seconds,
                        n_tiles_without_gain=frames.n_no_gain, **frames.psf_summary())
         header.update(task=task_name, label_column=task["label"], simulator=kind,
