@@ -1,20 +1,28 @@
-"""Inference end to end (HDF5 -> model -> scores table) against tensors in memory, and peak
-memory against the number of objects.
+"""Inference end to end (HDF5 -> model -> scores table) against tensors in memory, from a
+warm and from a cold page cache, and peak memory against the number of objects.
 
 For each stamp shape (``BANDSxSIZE``) writes a synthetic stamps file of --n stamps in the
 preprocess layout (images compressed as --compression, default none like
 preprocess.compression; chunks of 256 objects; a uint8 mask, lzf) and a
 checkpoint of --architecture with matching meta (random weights: the rate does not depend
-on them), then times, in one process on one device, --repeats times each (medians):
-  e2e:    skysift.score.infer.infer_tile: read batches from HDF5 (the next one read in a thread
-          while the model scores this one), score, write the FITS table;
+on them), then times, in one process on one device, --repeats times each, interleaved
+(medians):
+  cold:   skysift.score.infer.infer_tile after the stamps file's pages were dropped from the
+          page cache (fsync, then posix_fadvise(POSIX_FADV_DONTNEED); no root needed; the
+          share of the file still resident is read back with util-linux ``fincore``): the
+          stamps come from the disk (on a virtual machine, from whatever its host caches);
+  warm:   the same right after, the file now in the page cache: read batches from HDF5 (the
+          next one read in a thread while the model scores this one), score, write the FITS
+          table;
   memory: the same model scoring the same stamps already in memory on the device;
-and prints one JSON line per shape with both rates and their ratio (goal >= 0.9 on the CPU;
-the precision is train.precision: bf16 on CUDA that has it). Then, unless --mem-n is empty,
-runs infer_tile in a fresh subprocess per size of --mem-n and prints each peak RSS
-(ru_maxrss) and the largest over the smallest (goal: within 10 %), with bytes per object
-of the stamps and scores files. --gather-shards runs skysift.score.gather (streamed: memory
-bounded by one shard) over that many synthetic score files, printing peak RSS and time.
+and prints one JSON line per shape with the three rates, the ratios to memory (goal >= 0.9
+on the CPU; the precision is train.precision: bf16 on CUDA that has it) and the cold
+sequential read rate of the file alone. Then, unless --mem-n is empty, runs infer_tile in a
+fresh subprocess per size of --mem-n and prints each peak memory (VmHWM: the process's own
+high-water mark) and the largest over the smallest (goal: within 10 %), with bytes per
+object of the stamps and scores files. --gather-shards runs skysift.score.gather (streamed:
+memory bounded by one shard) over that many synthetic score files, printing peak memory
+and time.
 
     python benchmarks/infer.py [--architecture baseline3] [--shapes 3x32] [--n 4096]
         [--batch 256] [--mem-n 10000 100000] [--repeats 3] [--gather-shards 2 8]
@@ -25,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,7 +45,7 @@ import h5py
 import numpy as np
 import torch
 from astropy.table import Table
-from timing import Stopwatch, max_rss_kib, rate, timed
+from timing import Stopwatch, peak_rss_kib, rate, timed
 
 from skysift.config import load
 from skysift.io import H5_LAYOUT_VERSION, compression_kw, write_attrs
@@ -96,6 +106,38 @@ def write_checkpoint(path: Path, arch: str, bands: int, size: int) -> Path:
     return path
 
 
+def drop_cache(path: Path) -> None:
+    """Evict ``path``'s pages from the page cache: fsync (dirty pages cannot be dropped),
+    then ``posix_fadvise(POSIX_FADV_DONTNEED)`` over the whole file. No root needed."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def resident_fraction(path: Path) -> float | None:
+    """Share of ``path``'s bytes in the page cache (util-linux ``fincore``); None without it."""
+    exe = shutil.which("fincore")
+    if exe is None:
+        return None
+    proc = subprocess.run([exe, "--bytes", "--noheadings", "--output", "RES", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return None
+    return int(proc.stdout.split()[0]) / max(path.stat().st_size, 1)
+
+
+def cold_read_rate(path: Path) -> float:
+    """MB/s of reading the whole file once, sequentially, after dropping its pages."""
+    drop_cache(path)
+    with Stopwatch() as sw, open(path, "rb", buffering=0) as fh:
+        while fh.read(1 << 24):
+            pass
+    return path.stat().st_size / 1e6 / sw.seconds
+
+
 def overrides(args) -> list[str]:
     return [f"infer.batch_size={args.batch}", f"train.device={args.device}",
             f"train.precision={args.precision}", f"train.threads={args.threads}"]
@@ -116,8 +158,12 @@ def rates(args, tmp: Path, bands: int, size: int) -> dict:
         ).manual_seed(1)) / 3).to(device)
     infer_tile(config, stamps, [ckpt], tmp / "warm.fits")  # warm-up
     score(model, x[:args.batch], args.batch, device, precision)
-    e2e, memory = [], []
-    for _ in range(args.repeats):  # interleaved, so a load change on the machine hits both
+    cold, e2e, memory, resident = [], [], [], []
+    for _ in range(args.repeats):  # interleaved, so a load change on the machine hits all
+        drop_cache(stamps)
+        resident.append(resident_fraction(stamps))
+        seconds, _ = timed(infer_tile, config, stamps, [ckpt], tmp / "scores.fits")
+        cold.append(rate(args.n, seconds))
         seconds, _ = timed(infer_tile, config, stamps, [ckpt], tmp / "scores.fits")
         e2e.append(rate(args.n, seconds))
         with Stopwatch() as sw:
@@ -125,25 +171,32 @@ def rates(args, tmp: Path, bands: int, size: int) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
         memory.append(rate(args.n, sw.seconds))
+    read_mb_s = statistics.median(cold_read_rate(stamps) for _ in range(args.repeats))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"cpu, {args.threads} threads"
-    e2e_s, mem_s = statistics.median(e2e), statistics.median(memory)
+    cold_s, e2e_s = statistics.median(cold), statistics.median(e2e)
+    mem_s = statistics.median(memory)
+    known = [r for r in resident if r is not None]
     return {"architecture": args.architecture, "device": name, "precision": precision,
             "shape": [bands, size, size], "n": args.n, "batch": args.batch,
-            "repeats": args.repeats, "e2e_cutouts_per_s": round(e2e_s, 1),
+            "repeats": args.repeats, "stamps_file_mb": round(stamps.stat().st_size / 1e6, 1),
+            "cold_cutouts_per_s": round(cold_s, 1), "warm_cutouts_per_s": round(e2e_s, 1),
             "memory_cutouts_per_s": round(mem_s, 1),
-            "ratio_e2e_over_memory": round(e2e_s / mem_s, 3)}
+            "ratio_cold_over_memory": round(cold_s / mem_s, 3),
+            "ratio_warm_over_memory": round(e2e_s / mem_s, 3),
+            "cold_resident_fraction_max": round(max(known), 4) if known else None,
+            "cold_sequential_read_mb_per_s": round(read_mb_s, 1)}
 
 
 def peak_rss(args, tmp: Path, n: int, bands: int, size: int) -> dict:
-    """Peak RSS of infer_tile on ``n`` objects, in a fresh process."""
+    """Peak memory (VmHWM) of infer_tile on ``n`` objects, in a fresh process."""
     stamps = write_stamps(tmp / f"mem_{n}.h5", n, bands, size, args.compression)
     ckpt = write_checkpoint(tmp / "mem.pt", args.architecture, bands, size)
     out = tmp / f"mem_{n}.fits"
     seconds, proc = timed(subprocess.run, [sys.executable, __file__, "--child", str(stamps),
                                            str(ckpt), str(out), *overrides(args)],
                           capture_output=True, text=True, check=True)
-    return {"n": n, "peak_rss_mib": round(int(proc.stdout.split()[-1]) / 1024, 1),
+    return {"n": n, "peak_vmhwm_mib": round(int(proc.stdout.split()[-1]) / 1024, 1),
             "seconds": round(seconds, 1),
             "stamps_bytes_per_object": round(stamps.stat().st_size / n, 1),
             "scores_bytes_per_object": round(out.stat().st_size / n, 1)}
@@ -163,7 +216,7 @@ def write_scores(path: Path, start: int, n: int, rng: np.random.Generator) -> Pa
 
 
 def gather_run(tmp: Path, shards: int, per_shard: int) -> dict:
-    """Peak RSS and time of gather over ``shards`` files of ``per_shard`` objects."""
+    """Peak memory (VmHWM) and time of gather over ``shards`` files of ``per_shard`` objects."""
     rng = np.random.default_rng(2)
     paths = [write_scores(tmp / f"g{shards}_{i}.fits", i * per_shard, per_shard, rng)
              for i in range(shards)]
@@ -172,7 +225,7 @@ def gather_run(tmp: Path, shards: int, per_shard: int) -> dict:
                                            *map(str, paths)],
                           capture_output=True, text=True, check=True)
     return {"shards": shards, "objects": shards * per_shard,
-            "peak_rss_mib": round(int(proc.stdout.split()[-1]) / 1024, 1),
+            "peak_vmhwm_mib": round(int(proc.stdout.split()[-1]) / 1024, 1),
             "seconds": round(seconds, 1),
             "catalog_fits_bytes_per_object": round(
                 (out / "catalog.fits").stat().st_size / (shards * per_shard), 1),
@@ -188,7 +241,7 @@ def child(argv: list[str]) -> int:
     else:
         stamps, ckpt, out, *sets = argv[1:]
         infer_tile(load(overrides=sets), stamps, [ckpt], out)
-    print(max_rss_kib())  # KiB on Linux
+    print(peak_rss_kib())  # VmHWM, KiB
     return 0
 
 
@@ -221,8 +274,8 @@ def main() -> int:
             bands, size = (int(v) for v in args.mem_shape.split("x"))
             runs = [peak_rss(args, Path(tmp), n, bands, size) for n in args.mem_n]
             print(json.dumps({"peak_memory": runs, "shape": [bands, size, size],
-                              "ratio_peak_rss_largest_over_smallest": round(
-                                  runs[-1]["peak_rss_mib"] / runs[0]["peak_rss_mib"], 3)}),
+                              "ratio_peak_largest_over_smallest": round(
+                                  runs[-1]["peak_vmhwm_mib"] / runs[0]["peak_vmhwm_mib"], 3)}),
                   flush=True)
         for shards in args.gather_shards:
             print(json.dumps({"gather": gather_run(Path(tmp), shards, args.gather_per_shard)}),

@@ -17,8 +17,9 @@ TPR10 with 95 % stratified bootstrap intervals, printed and written to
 WORK/survey2_metrics.json. ``scarce`` makes the scarce-label variant of a survey: DIR2 links
 DIR's tiles, catalog and truth, and its labels.fits holds only ``--positives`` lenses and as
 many mergers drawn from DIR's labels (positives only: each row's other task is masked, no
-labelled negatives), so ``run`` on DIR2 scores every other object. Object models: survey2_galaxies.py, survey2_systems.py;
-rendering: survey2_render.py. No module here imports skysift.sim.
+labelled negatives), so ``run`` on DIR2 scores every other object. Object models:
+survey2_galaxies.py, survey2_systems.py; rendering: survey2_render.py. No module here
+imports skysift.sim.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def best_of(fn: Callable[[], Any], repeats: int, release: bool = False) -> tuple
     return best, result
 
 
-def median_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+def median_of(fn: Callable[[], Any], repeats: int, release: bool = False) -> tuple[float, Any]:
     """Median time of several calls.
 
     Parameters
@@ -113,6 +113,8 @@ def median_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
         Called ``repeats`` times without arguments.
     repeats : int
         Number of calls (at least 1).
+    release : bool, optional
+        Drop the previous call's result before the next call (as in :func:`best_of`).
 
     Returns
     -------
@@ -123,6 +125,8 @@ def median_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     """
     times, result = [], None
     for _ in range(repeats):
+        if release:
+            result = None
         seconds, result = timed(fn)
         times.append(seconds)
     return statistics.median(times), result

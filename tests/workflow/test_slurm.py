@@ -2,8 +2,11 @@
 
 Runs when CI=true or SKYSIFT_TEST_SLURM=1 (it needs root and apt to bring the cluster up);
 skipped with that reason otherwise. The tiny pipeline runs through
-workflow/profiles/slurm with only the overrides a one-node, CPU-only cluster needs, and must
-give the same catalog as the suite's shared local run.
+workflow/profiles/slurm with only the overrides a one-node, CPU-only cluster needs, and is
+compared with the suite's shared local run exactly as README "Reproducibility" states: split
+and training sets byte-identical; catalog columns the same, every non-score column identical,
+each score_* column within SCORE_ATOL in logit with a correlation above SCORE_MIN_CORR;
+prob_* and rank_* (functions of the scores) are not compared.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ ALLOWED_OVERRIDES = {"slurm-status-command", "slurm-init-seconds-before-status-c
                      "default-resources.slurm_partition", "set-resources.*.gpu",
                      "set-resources.*.slurm_partition", "set-resources.*.slurm_extra",
                      "set-resources.*.mem_mb", "default-resources.mem_mb", "jobs"}
+
+#: What README "Reproducibility" promises for trained scores between the two runs.
+SCORE_ATOL, SCORE_MIN_CORR = 0.25, 0.98
 
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(
     not (os.environ.get("CI") == "true" or os.environ.get("SKYSIFT_TEST_SLURM") == "1")
@@ -116,5 +122,5 @@ def test_tiny_pipeline_on_slurm_matches_local_run(cluster, tiny_run, tmp_path):
         elif name.startswith("score_"):
             # CPU training was seen once to differ in the 4th decimal of a loss between two
             # runs on this machine (README, Reproducibility): scores agree closely, not bitwise
-            np.testing.assert_allclose(a, b, atol=0.25, err_msg=name)
-            assert np.corrcoef(a, b)[0, 1] > 0.98, name
+            np.testing.assert_allclose(a, b, rtol=0, atol=SCORE_ATOL, err_msg=name)
+            assert np.corrcoef(a, b)[0, 1] > SCORE_MIN_CORR, name

@@ -1,0 +1,111 @@
+"""The README's count of the jobs a survey submits, against what Snakemake plans.
+
+The survey index is a checkpoint: before it ran, ``snakemake -n`` cannot list the per-shard
+jobs. Each case runs the tiny survey up to it (mock, check, survey_index), then dry-runs the
+rest and adds those three jobs back. Two cases (one shard and two tasks; two shards and one
+task) so that a term with the wrong factor is caught.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+import yaml
+from conftest import REPO, TINY, run_env, snakemake_cmd
+
+from skysift.config import deep_update, load
+from skysift.modelspec import model_specs
+from skysift.plan import read_shards
+
+#: The jobs run before the dry run: the checkpoint and what it needs.
+BEFORE_DRY_RUN = {"mock": 1, "check": 1, "survey_index": 1}
+
+
+def readme_formula() -> tuple[dict[str, int], int, list[str]]:
+    """The README's formula: factors of S, T, M, the constant, and the conditional jobs.
+
+    It reads "submits 3 S + 3 T + M + 7 jobs (...), plus one `recover` job ... and one
+    `mock` job ...:": the factors and constant from the formula, the conditional rules from
+    each "one `rule` job" before the colon.
+    """
+    text = " ".join((REPO / "README.md").read_text().split())
+    match = re.search(r"submits ((?:\d+ )?S \+ (?:\d+ )?T \+ (?:\d+ )?M \+ \d+) jobs", text)
+    assert match, "README: the sentence 'submits a S + b T + c M + d jobs' is gone"
+    tail = text[match.end():].split(":", 1)[0].split(";")[-1]  # after the parenthesis
+    factors, constant = {}, 0
+    for term in match.group(1).split(" + "):
+        parts = term.split()
+        if parts[-1] in "STM":
+            factors[parts[-1]] = int(parts[0]) if len(parts) == 2 else 1
+        else:
+            constant = int(term)
+    conditional = re.findall(r"one `(\w+)` job", tail)
+    return factors, constant, conditional
+
+
+def job_stats(stdout: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake dry run, as {rule: count}."""
+    table = stdout.split("Job stats:")[1].split("\n\n")[0]
+    counts = {}
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+CASES = {
+    "one shard, two tasks": {},
+    "two shards, one task": {"index": {"tiles_per_shard": 1},
+                             "tasks": [{"name": "lens", "label": "is_lens"}]},
+}
+
+
+@pytest.mark.parametrize("extra", CASES.values(), ids=CASES.keys())
+def test_readme_job_count_matches_snakemake_plan(tmp_path, extra):
+    work = tmp_path / "work"
+    (work / "config").mkdir(parents=True)
+    base = (REPO / "config" / "config.yaml").read_text()
+    (work / "config" / "config.yaml").write_text(base)
+    extra_file = tmp_path / "extra.yaml"
+    extra_file.write_text(yaml.safe_dump(extra))
+    up_to_index = subprocess.run(
+        snakemake_cmd(work, "--configfile", str(TINY), str(extra_file), "--until",
+                      "survey_index"), capture_output=True, text=True, env=run_env(), timeout=300)
+    assert up_to_index.returncode == 0, up_to_index.stderr[-4000:]
+    dry = subprocess.run(snakemake_cmd(work, "--configfile", str(TINY), str(extra_file), "-n"),
+                         capture_output=True, text=True, env=run_env(), timeout=300)
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    planned = job_stats(dry.stdout)
+    assert not set(planned) & set(BEFORE_DRY_RUN), planned  # those ran: none is planned again
+    for rule, n in BEFORE_DRY_RUN.items():
+        planned[rule] = n
+
+    merged = yaml.safe_load(base)
+    for layer in (yaml.safe_load(TINY.read_text()), extra):
+        deep_update(merged, layer)
+    config = load(json_text=json.dumps(merged))
+    shards = read_shards(work / "results" / "index" / "shards.json")
+    terms = {"S": len(shards), "T": len(config["tasks"]), "M": len(model_specs(config))}
+    factors, constant, conditional = readme_formula()
+    formula = sum(factors[k] * terms[k] for k in factors) + constant
+    # the tiny survey is a mock with known lenses: every conditional job runs
+    assert set(conditional) == {"mock", "recover"}
+    assert planned["mock"] == 1 and planned.get("recover") == 1
+    assert sum(planned.values()) == formula + len(conditional), (planned, terms)
+    # the per-shard steps scale with S, as the README says
+    assert all(planned[r] == terms["S"] for r in ("cutouts", "preprocess", "infer")), planned
+
+
+def test_readme_examples_follow_the_formula():
+    """The README's worked examples: two tasks with the full recipe's four models."""
+    factors, constant, _ = readme_formula()
+    text = " ".join((REPO / "README.md").read_text().split())
+    for tiles, digits in ((10**4, -1), (10**5, -2)):
+        terms = {"S": -(-tiles // 32), "T": 2, "M": 4}
+        jobs = sum(factors[k] * terms[k] for k in factors) + constant
+        assert f"~{round(jobs, digits):,} jobs" in text, (tiles, jobs)
+
