@@ -143,7 +143,7 @@
     var e = entry(id);
     setEntry(id, { grade: g, comment: e.comment, timestamp: new Date().toISOString() });
     state.history.push({ id: id, before: before });
-    if (state.history.length > 1000) state.history.shift();
+    if (state.history.length > 200) state.history.shift();  // storage is ~5 MB for all pages
     save();
     showGrade(current);
     progress();
