@@ -65,7 +65,7 @@ class _Page(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "img":
+        if tag == "img" and "src" in a:  # a thumbnail (the larger view's are set by script)
             self.imgs.append(a)
         elif tag == "tbody":
             self._in_body = True
@@ -174,7 +174,8 @@ def test_gallery_and_sheet_of_candidates_from_two_shards(survey):
 def test_the_page_shows_each_models_real_test_metrics_and_sim_to_real_gap(survey):
     tmp_path, cands, cutouts = survey
     metrics = {"models": {"lens": {
-        "cnn": {"primary": True, "n_pos": 40, "n_neg": 2000, "auroc": 0.91, "auroc_ci": [0.88, 0.94],
+        "cnn": {"primary": True, "n_pos": 40, "n_neg": 2000, "auroc": 0.91,
+                "auroc_ci": [0.88, 0.94],
                 "tpr0": 0.1, "tpr10": 0.35, "simulated_test": {"auroc": 0.99},
                 "sim_to_real_gap": {"auroc": 0.08}},
         "classical": {"n_pos": 40, "n_neg": 2000, "auroc": 0.95, "tpr0": 0.2, "tpr10": 0.5,

@@ -9,6 +9,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+import time
 from html.parser import HTMLParser
 
 import pytest
@@ -27,7 +29,7 @@ class _Page(HTMLParser):
         self.imgs, self.rows, self._body = [], [], False
 
     def handle_starttag(self, tag, attrs):
-        if tag == "img":
+        if tag == "img" and "src" in dict(attrs):  # thumbnails; the larger view's are scripted
             self.imgs.append(dict(attrs))
         elif tag == "tbody":
             self._body = True
@@ -86,7 +88,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--allow-file-access-from-files"):
+                "--allow-file-access-from-files", "--window-size=1280,1000"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -109,9 +111,16 @@ def _header(driver, name):
 @pytest.mark.browser
 @pytest.mark.parametrize("task", TASKS)
 def test_gallery_in_headless_chromium_images_load_and_sorting_works(tiny_run, browser, task):
+    from selenium.webdriver.support.ui import WebDriverWait
+
     browser.get((tiny_run / "results" / "review" / f"{task}.html").as_uri())
+    # thumbnails load lazily, near the viewport: bring the last one in and wait for all
+    browser.execute_script("document.querySelector('#grid figure:last-child').scrollIntoView();")
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script(
+        "return Array.from(document.querySelectorAll('#grid img')).every(i => i.complete);"))
     widths = browser.execute_script(
-        "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1);")
+        "return Array.from(document.querySelectorAll('#grid img'))"
+        ".map(i => i.complete ? i.naturalWidth : -1);")
     assert widths == [STAMP_PIX] * TOP_K  # every PNG decoded, at the stamp's size
 
     col, head = _header(browser, "logit")
@@ -142,6 +151,122 @@ def test_gallery_in_headless_chromium_images_load_and_sorting_works(tiny_run, br
     ra_head.click()
     ras = [float(v) for v in _column(browser, ra_col)]
     assert ras == sorted(ras)  # numerically
+
+
+# --- grading in the browser: keys, kept across a reload, exported, read back -------------
+
+#: Keys pressed on the lens page, the current object first rank 1 (docs/review.md): four
+#: grades, u undoes N (back on rank 4), C grades it; ←/→ and k/j move; six more grades (A and N
+#: typed upper case); ctrl-z undoes the last (rank 10) and n gives it again.
+GRADED = ["A", "B", "C", "C", "A", "N", "N", "B", "A", "N"]  # by rank
+GRADER = "ann o'hara"
+COMMENT = 'arc at 2 o\'clock, "faint"'
+
+
+def _keys(browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    chain = ActionChains(browser).send_keys("abcn", "u", "c", Keys.ARROW_LEFT,
+                                            Keys.ARROW_RIGHT, "k", "j", "ANnban")
+    chain.key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).send_keys("n").perform()
+
+
+def _page_grades(browser):
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll('#grid figure')).map(f => "
+        "[f.dataset.id, f.querySelector('.grade').textContent]);")
+
+
+@pytest.fixture(scope="module")
+def graded(tiny_run, browser):
+    """The lens page graded with the keyboard from a clean state: what the page shows."""
+    browser.get((tiny_run / "results" / "review" / "lens.html").as_uri())
+    browser.execute_script("localStorage.removeItem(window.skysift.storageKey);")
+    browser.refresh()
+    browser.find_element("id", "grader").send_keys(GRADER)
+    browser.find_element("css selector", "#grid figure").click()  # current: rank 1, page focus
+    _keys(browser)
+    browser.find_element("css selector", "#grid figure:nth-child(3)").click()
+    browser.find_element("id", "comment").send_keys(COMMENT)
+    return {"grades": _page_grades(browser),
+            "progress": browser.find_element("id", "progress").text,
+            "table": browser.execute_script(
+                "return Array.from(document.querySelectorAll('#candidates tbody tr'))"
+                ".map(r => r.querySelector('td.gradecell').dataset.value);")}
+
+
+@pytest.mark.browser
+def test_ten_objects_graded_with_the_keyboard(tiny_run, graded):
+    ids = [r["id"] for r in _csv(tiny_run / "results" / "candidates" / "lens.csv")]
+    assert graded["grades"] == [[i, g] for i, g in zip(ids, GRADED, strict=True)]
+    assert graded["table"] == GRADED and graded["progress"] == f"{TOP_K} of {TOP_K} graded"
+
+
+@pytest.mark.browser
+def test_reload_keeps_grades_comment_and_grader_per_run_and_task(tiny_run, browser, graded):
+    browser.refresh()
+    assert _page_grades(browser) == graded["grades"]
+    assert browser.find_element("id", "grader").get_attribute("value") == GRADER
+    browser.find_element("css selector", "#grid figure:nth-child(3)").click()
+    assert browser.find_element("id", "comment").get_attribute("value") == COMMENT
+    key = browser.execute_script("return window.skysift.storageKey;")
+    footer = browser.find_element("css selector", "footer").text
+    browser.get((tiny_run / "results" / "review" / "merger.html").as_uri())  # same origin
+    assert browser.find_element("id", "grader").get_attribute("value") == ""  # its own state
+    assert browser.find_element("id", "progress").text == f"0 of {TOP_K} graded"
+    assert key.endswith("/lens") and key.split("/")[1] in footer  # the run's config hash
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, browser, graded, tmp_path_factory):
+    """The file the export button downloads (chromium's download folder set over CDP)."""
+    folder = tmp_path_factory.mktemp("downloads")
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior",
+                            {"behavior": "allow", "downloadPath": str(folder)})
+    browser.get((tiny_run / "results" / "review" / "lens.html").as_uri())
+    browser.find_element("id", "export").click()
+    path = folder / "lens_grades_ann_o_hara.csv"
+    for _ in range(100):
+        if path.exists():
+            break
+        time.sleep(0.1)
+    return path
+
+
+@pytest.mark.browser
+def test_export_button_downloads_the_grades_file(tiny_run, exported):
+    rows = _csv(exported)
+    cands = _csv(tiny_run / "results" / "candidates" / "lens.csv")
+    assert list(rows[0]) == ["rank", "index", "id", "grade", "grader", "comment", "timestamp",
+                             "task", "run"]
+    assert [(r["rank"], r["index"], r["id"]) for r in rows] == [
+        (c["rank"], c["index"], c["id"]) for c in cands]  # ids verbatim, as text
+    assert [r["grade"] for r in rows] == GRADED and {r["grader"] for r in rows} == {GRADER}
+    assert [r["comment"] for r in rows] == ["", "", COMMENT] + [""] * (TOP_K - 3)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["timestamp"])
+               for r in rows)
+    page = (tiny_run / "results" / "review" / "lens.html").read_text()
+    assert {r["task"] for r in rows} == {"lens"} and f"config_hash {rows[0]['run']}" in page
+
+
+@pytest.mark.browser
+def test_skysift_grades_reads_the_export_back(tiny_run, exported, tmp_path):
+    second = tmp_path / "bob.csv"  # a second grader: the export with bob's name and N for A
+    text = exported.read_text().replace(f",{GRADER},", ",bob,").replace(",A,bob,", ",N,bob,")
+    second.write_text(text)
+    out = tmp_path / "purity.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "skysift", "grades", "--grades", str(exported), str(second),
+         "--candidates", str(tiny_run / "results" / "review" / "lens_grades.csv"),
+         "--out", str(out)], capture_output=True, text=True, env=run_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert res["graders"] == {GRADER: TOP_K, "bob": TOP_K}
+    # A with N: mean 1.5, C; the others agree
+    assert res["counts"] == {"A": 0, "B": 2, "C": 5, "N": 3}
+    assert res["agreement"]["n_disagree_more_than_one_step"] == GRADED.count("A")
+    assert res["purity"]["A+B+C"]["value"] == pytest.approx(7 / TOP_K)
 
 
 def test_snakemake_report_embeds_gallery_and_config(tiny_run, tmp_path):

@@ -1,18 +1,18 @@
-"""Candidate review: a self-contained HTML gallery and a grading sheet per task (rule ``review``).
+"""Candidate review: a grading page and a grading sheet per task (rule ``review``).
 
 For the ranked candidates of ``results/candidates/{task}.csv`` (gather) the raw flux stamps
-are read back from ``results/cutouts/{shard}.h5``, shown as Lupton et al. (2004) asinh colour
-composites (``astropy.visualization.make_lupton_rgb``; the reddest band shown as red) embedded
-as base64 PNG data URIs, in ``results/review/{task}.html``: a table sortable by every column
-(plain JavaScript, nothing fetched) and a grid of thumbnails in the table's order. Beside it
-``{task}_grades.csv``, the sheet a person fills with A/B/C/N that ``skysift.review.grades`` reads
-back into purity by grade.
+are read back from ``results/cutouts/{shard}.h5`` and shown in ``results/review/{task}.html``
+(:mod:`.page`, images :mod:`.panels`): a grid of Lupton et al. (2004) asinh colour composites
+at one stretch with a scale bar, graded in the browser with the keyboard and exported as a
+grades file; a larger view of the current object (each band, a composite at a deeper
+stretch, the lens residual); a table sortable by every column. Beside it
+``{task}_grades.csv``, the sheet a person may fill by hand instead. ``skysift grades``
+(:mod:`skysift.review.grades`) reads either back into purity by grade.
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -25,19 +25,17 @@ from skysift import cli
 from skysift.errors import DataError
 from skysift.io import atomic_output, open_h5, provenance, read_attr_json
 from skysift.modelspec import primary_specs
-from skysift.review.images import (
-    auto_stretch,
-    band_scales,
-    composite,
-    png_data_uri,
-    rgb_bands,
-)
+from skysift.review.images import band_scales
+from skysift.review.page import render_page
+from skysift.review.panels import Panels, make_panels, scale_bar
 from skysift.review.summary import metrics_table, task_metrics
 from skysift.stamps.flags import FLAG_BITS
 from skysift.survey.grades import SHEET_COLUMNS
 
 log = logging.getLogger(__name__)
 
+#: Values of a candidate list's optional ``known_lens`` column read as true.
+TRUE_TEXT = ("1", "true", "t", "yes", "y")
 
 
 @dataclass
@@ -52,18 +50,7 @@ class Candidates:
     score: np.ndarray   # (n,) float64 logit of the primary model
     prob: np.ndarray | None  # (n,) prevalence-corrected probability, when gather wrote one
     tile: list[str] | None   # (n,) the object's tile, when present
-
-
-
-
-
-
-
-
-
-
-
-
+    known: np.ndarray | None = None  # (n,) bool, column known_lens (already known), when present
 
 
 def _column(rows: list[dict], name: str, path: Path, kind):
@@ -103,7 +90,9 @@ def read_candidates(path: str | Path, score_column: str, prob_columns: Sequence[
         dec=_column(rows, "dec", path, float).astype(np.float64).reshape(-1),
         score=_column(rows, score_column, path, float).astype(np.float64).reshape(-1),
         prob=None if prob is None else _column(rows, prob, path, float).reshape(-1),
-        tile=[r["tile"] for r in rows] if "tile" in names else None)
+        tile=[r["tile"] for r in rows] if "tile" in names else None,
+        known=(np.array([(r["known_lens"] or "").strip().lower() in TRUE_TEXT for r in rows],
+                        bool) if "known_lens" in names else None))
 
 
 def _id_text(value) -> str:
@@ -177,153 +166,46 @@ def write_sheet(path: str | Path, cands: Candidates) -> None:
                              repr(float(cands.score[k])), ""])
 
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; font-size: 0.9em; }
-th, td { padding: 0.2em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }
-td.text { text-align: left; font-family: monospace; }
-th { cursor: pointer; user-select: none; background: #f0f0f0; }
-th[aria-sort=ascending]::after { content: " \\25B2"; }
-th[aria-sort=descending]::after { content: " \\25BC"; }
-#grid { display: flex; flex-wrap: wrap; gap: 0.6em; margin-top: 1.5em; }
-figure { margin: 0; font-size: 0.75em; text-align: center; }
-figure img { image-rendering: pixelated; display: block; background: #000; }
-footer { margin-top: 2em; font-size: 0.75em; color: #666; }
-"""
-
-# Plain JavaScript, nothing fetched: a click on a header sorts the rows by that column
-# (numbers numerically, integer ids exactly as BigInt, missing values last, ties by rank)
-# and re-orders the thumbnails to follow; a second click reverses the order.
-_SCRIPT = """
-(function () {
-  "use strict";
-  var table = document.getElementById("candidates");
-  var body = table.tBodies[0], grid = document.getElementById("grid");
-  var heads = table.tHead.rows[0].cells;
-  function value(row, col, type) {
-    var v = row.cells[col].getAttribute("data-value");
-    if (v === null || v === "") return null;
-    if (type === "num") return parseFloat(v);
-    if (type === "int") return BigInt(v);
-    return v;
-  }
-  function sortBy(col) {
-    var th = heads[col], type = th.getAttribute("data-type");
-    var now = th.getAttribute("aria-sort");
-    var dir = now === "ascending" ? "descending" : now === "descending" ? "ascending"
-      : (th.getAttribute("data-first") || "ascending");
-    var sign = dir === "ascending" ? 1 : -1;
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (r, s) {
-      var a = value(r, col, type), b = value(s, col, type), c = 0;
-      if (a === null || b === null) c = (a === null) - (b === null);
-      else c = sign * (a < b ? -1 : a > b ? 1 : 0);
-      return c || (Number(r.getAttribute("data-rank")) - Number(s.getAttribute("data-rank")));
-    });
-    rows.forEach(function (row) {
-      body.appendChild(row);
-      var fig = document.getElementById("c" + row.getAttribute("data-rank"));
-      if (fig) grid.appendChild(fig);
-    });
-    for (var k = 0; k < heads.length; k++) heads[k].setAttribute("aria-sort", "none");
-    th.setAttribute("aria-sort", dir);
-  }
-  Array.prototype.forEach.call(heads, function (th, col) {
-    th.addEventListener("click", function () { sortBy(col); });
-    th.addEventListener("keydown", function (e) {
-      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortBy(col); }
-    });
-  });
-})();
-"""
+def read_pixscale(cutouts: Sequence[str | Path]) -> float | None:
+    """The pixel scale (arcsec) of the first cutouts file, None when it records none."""
+    if not cutouts:
+        return None
+    with open_h5(cutouts[0]) as fh:
+        value = fh.attrs.get("pixscale_arcsec")
+    return float(value) if value is not None and np.isfinite(value) else None
 
 
-def _cell(value, text: str | None = None, cls: str = "") -> str:
-    attr = f' class="{cls}"' if cls else ""
-    shown = html.escape(str(value) if text is None else text)
-    return f'<td{attr} data-value="{html.escape(str(value), quote=True)}">{shown}</td>'
-
-
-def _num(x: float, fmt: str) -> tuple[str, str]:
-    return ("", "") if not np.isfinite(x) else (repr(float(x)), format(float(x), fmt))
-
-
-def render_page(task: str, cands: Candidates, uris: Sequence[str], flags: Sequence[str],
-                score_column: str, rgb: Sequence[str], stretch: float, q: float,
-                thumb_px: int, sheet_name: str, prov: Mapping, metrics_html: str = "") -> str:
-    """The self-contained HTML gallery of one task (see the module docstring)."""
-    e = html.escape
-    int_ids = all(i.lstrip("-").isdigit() and i.isascii() for i in cands.ids)
-    heads = [("rank", "num", ""), ("id", "int" if int_ids else "text", ""),
-             ("RA (deg)", "num", ""), ("Dec (deg)", "num", ""),
-             ("logit", "num", "descending")]
-    if cands.prob is not None:
-        heads.append(("probability", "num", "descending"))
-    heads.append(("flags", "text", ""))
-    th = "".join(
-        f'<th tabindex="0" data-type="{t}"' + (f' data-first="{f}"' if f else "")
-        + f' aria-sort="{"ascending" if name == "rank" else "none"}">{e(name)}</th>'
-        for name, t, f in heads)
-    rows, figures = [], []
-    for k, rank in enumerate(cands.rank):
-        cells = [f'<td data-value="{rank}"><a href="#c{rank}">{rank}</a></td>',
-                 _cell(cands.ids[k], cls="text"), _cell(*_num(cands.ra[k], ".6f")),
-                 _cell(*_num(cands.dec[k], "+.6f")), _cell(*_num(cands.score[k], ".3f"))]
-        if cands.prob is not None:
-            cells.append(_cell(*_num(cands.prob[k], ".3g")))
-        cells.append(_cell(flags[k], cls="text"))
-        rows.append(f'<tr data-rank="{rank}">' + "".join(cells) + "</tr>")
-        alt = e(f"rank {rank}, id {cands.ids[k]}", quote=True)
-        figures.append(
-            f'<figure id="c{rank}" data-rank="{rank}"><img src="{uris[k]}" alt="{alt}" '
-            f'width="{thumb_px}" height="{thumb_px}"><figcaption>#{rank} '
-            f"{e(cands.ids[k])}<br>logit {cands.score[k]:.2f}</figcaption></figure>")
-    colours = ", ".join(f"{c}={b}" for c, b in zip("RGB", rgb, strict=False))
-    meta = (f"{len(rows)} candidates ranked by <code>{e(score_column)}</code> (logit of the "
-            "task's primary model; higher is more lens-like"
-            + (", probability at the stated prevalence" if cands.prob is not None else "")
-            + f"). Colour composites (Lupton et al. 2004 asinh): {e(colours)}, "
-            f"stretch {stretch:.4g} (image units), Q {q:g}. Click a header to sort.")
-    grading = (f"To grade: copy <code>{e(sheet_name)}</code> to <code>filled.csv</code> and "
-               "fill its column grade: A certain, B probable, C possible, N not a lens "
-               "(empty: not graded); keep ids as text. Then <code>skysift grades "
-               f"--sheet filled.csv --candidates {e(sheet_name)} --out purity.json</code> "
-               "reports purity by grade.")
-    footer = " · ".join(f"{e(str(k))} {e(str(v))}" for k, v in prov.items())
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>skysift {e(task)} candidates</title>\n<style>{_STYLE}</style>\n</head>\n"
-        f"<body>\n<h1>{e(task)} candidates</h1>\n<p>{meta}</p>\n<p>{grading}</p>\n"
-        + metrics_html
-        + f'<table id="candidates">\n<thead><tr>{th}</tr></thead>\n<tbody>\n'
-        + "\n".join(rows) + "\n</tbody>\n</table>\n"
-        + '<div id="grid">\n' + "\n".join(figures) + "\n</div>\n"
-        + f"<footer>{footer}</footer>\n<script>{_SCRIPT}</script>\n</body>\n</html>\n")
+def _panels(config: Mapping, task: str, images: np.ndarray, bands: list[str],
+            pixscale: float | None) -> Panels:
+    """The page's images; the lens residual for ``review.residual_tasks``."""
+    opts = config["review"]
+    if not len(images):
+        return Panels([], [], [], [], [], float("nan"), float("nan"))
+    size = images.shape[-1]
+    core_pix = (opts["residual_core_arcsec"] / pixscale if pixscale
+                else 0.1 * size)  # pixel scale unknown: a tenth of the stamp
+    return make_panels(images, bands, opts,
+                       core_pix if task in opts["residual_tasks"] else None)
 
 
 def review_task(config: Mapping, task: str, candidates: str | Path,
                 cutouts: Sequence[str | Path], html_out: str | Path,
                 sheet_out: str | Path, metrics: str | Path | None = None) -> int:
-    """Write one task's gallery and grading sheet; returns the number of candidates.
+    """Write one task's grading page and sheet; returns the number of candidates.
     ``metrics`` (results/metrics.json) adds the models' test metrics and sim→real gaps."""
     spec = primary_specs(config)[task]
     opts = config["review"]
     cands = read_candidates(candidates, spec.column,
                             (spec.column.replace("score_", "prob_", 1), f"prob_{task}"))
     images, flags, bands, _ = read_stamps(cands, cutouts)
-    uris, order, stretch = [], [], float("nan")
-    if len(cands.rank):
-        order = rgb_bands(bands, opts["rgb_bands"])
-        stretch = (auto_stretch(images) if opts["stretch"] == "auto"
-                   else float(opts["stretch"]))
-        rgb = composite(images, order, stretch, opts["q"], opts["minimum"])
-        uris = [png_data_uri(im) for im in rgb]
-    shown = ["mean" if i < 0 else bands[i] for i in order]
+    pixscale = read_pixscale(cutouts)
+    panels = _panels(config, task, images, bands, pixscale)
     page = render_page(
-        task=task, cands=cands, uris=uris, flags=[flag_names(f) for f in flags],
-        score_column=spec.column, rgb=shown, stretch=stretch, q=opts["q"],
-        thumb_px=opts["thumb_px"], sheet_name=Path(sheet_out).name,
-        prov=provenance(config, step="review", task=task),
+        task=task, cands=cands, panels=panels, flags=[flag_names(f) for f in flags],
+        score_column=spec.column, q=opts["q"], thumb_px=opts["thumb_px"],
+        view_px=opts["view_px"],
+        scale=scale_bar(pixscale, images.shape[-1] if len(images) else 0),
+        sheet_name=Path(sheet_out).name, prov=provenance(config, step="review", task=task),
         metrics_html=metrics_table(task_metrics(metrics, task)))
     with atomic_output(html_out) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")

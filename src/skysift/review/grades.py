@@ -1,12 +1,14 @@
-"""Read back a graded candidate sheet and report purity by grade (``skysift grades``).
+"""Read back graded candidates and report purity by grade (``skysift grades``).
 
-The sheet is ``results/review/{task}_grades.csv`` (rule ``review``) with its ``grade`` column
-filled by a person: A (certain lens), B (probable), C (possible), N (not a lens), empty for
-a candidate not yet graded. Purity is the fraction of the graded candidates that are
-positive, for three definitions of positive: A, A+B and A+B+C, each with a Wilson score
-interval at ``evaluate.ci``. Given the original sheet (``--candidates``), every candidate is
-matched back by catalog ``index`` and ``id`` exactly (text, never through a float), so a
-spreadsheet that rounded an id or dropped a row is caught.
+Grades come from the review page's exports (one file per grader, docs/review.md) and from
+sheets filled by hand (``results/review/{task}_grades.csv``, rule ``review``): A (certain
+lens), B (probable), C (possible), N (not a lens), empty for a candidate not yet graded.
+Several graders are combined per object (:mod:`.combine`: mean on A 3 ... N 0, rounded,
+ties down) and their disagreement reported. Purity is the fraction of the graded candidates
+that are positive, for three definitions of positive: A, A+B and A+B+C, each with a Wilson
+score interval at ``evaluate.ci``. Given the original sheet (``--candidates``), every object
+is matched back by catalog ``index`` and ``id`` exactly (text, never through a float), so a
+spreadsheet that rounded an id, a dropped row or an export of another run is caught.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from skysift import cli
 from skysift.errors import DataError
 from skysift.io import provenance, write_json
 from skysift.metrics import wilson_interval
-from skysift.survey.grades import GRADES, match_sheet, parse_grades, read_sheet, sheet_keys
+from skysift.review.combine import Key, agreement, combine, combined_grade, write_combined
+from skysift.survey.grades import (
+    GRADES,
+    GradesFile,
+    match_sheet,
+    read_grades_file,
+    read_sheet,
+    sheet_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,45 +56,86 @@ def purity(grades: Sequence[str], ci: float) -> dict:
     return out
 
 
-def grade_sheet(config: Mapping, sheet: str | Path, candidates: str | Path | None,
-                out: str | Path) -> dict:
-    """Read a filled sheet, check it against the candidates, write purity JSON; return it."""
-    rows = read_sheet(sheet)
-    grades = parse_grades(rows, sheet)
-    if candidates is not None:
-        match_sheet(rows, read_sheet(candidates), sheet, candidates)
-    else:
-        sheet_keys(rows, sheet)
-    result = purity(grades, config["evaluate"]["ci"])
+def check_candidates(files: Sequence[GradesFile], candidates: str | Path) -> list[Key]:
+    """Check every file against the candidates; returns the candidates' keys in order.
+
+    A sheet must hold exactly the candidates (:func:`match_sheet`); an export only
+    candidates (it lists the objects graded). Raises DataError naming file and line.
+    """
+    reference = read_sheet(candidates)
+    keys = sheet_keys(reference, candidates)
+    wanted = set(keys)
+    for f in files:
+        if f.kind == "sheet":
+            match_sheet(f.rows, reference, f.path, candidates)
+            continue
+        for line, row in zip(f.lines, f.rows, strict=True):
+            if (row["index"].strip(), row["id"]) not in wanted:
+                raise DataError(f"{f.path}: line {line} (index {row['index']}, id {row['id']}) "
+                                f"is not a candidate of {candidates}; was it exported from "
+                                "another run's page, or the id changed by a spreadsheet?")
+    return keys
+
+
+def grade_files(config: Mapping, paths: Sequence[str | Path], candidates: str | Path | None,
+                out: str | Path, combined_out: str | Path | None = None) -> dict:
+    """Read grades files (sheets or page exports), combine the graders per object, write
+    purity by combined grade and the graders' agreement as JSON; return it."""
+    if not paths:
+        raise DataError("no grades file given; pass --grades (page exports) or --sheet")
+    files = [read_grades_file(p) for p in paths]
+    keys = check_candidates(files, candidates) if candidates is not None else None
+    comb = combine(files)
+    keys = keys if keys is not None else comb.keys
+    final = [combined_grade(list(comb.grades[k].values()))[1] if k in comb.grades else ""
+             for k in keys]
+    result = purity(final, config["evaluate"]["ci"])
     if not result["n_graded"]:
-        raise DataError(f"{sheet}: no row has a grade; fill the 'grade' column with "
-                        f"{', '.join(GRADES)}")
-    result.update(sheet=str(sheet), candidates=None if candidates is None else str(candidates),
-                  provenance=provenance(config, step="grades"))
+        raise DataError(f"{', '.join(map(str, paths))}: no row has a grade; fill the 'grade' "
+                        f"column with {', '.join(GRADES)} or grade on the review page")
+    result.update(
+        sheet=str(paths[0]) if len(paths) == 1 else None, grades_files=[str(p) for p in paths],
+        candidates=None if candidates is None else str(candidates),
+        graders={g: sum(g in x for x in comb.grades.values()) for g in comb.graders},
+        agreement=agreement(comb), combined=None if combined_out is None else str(combined_out),
+        provenance=provenance(config, step="grades"))
+    if combined_out is not None:
+        write_combined(combined_out, comb)
     write_json(out, result)
     return result
 
 
 def parser():
     """The ``skysift grades`` argument parser."""
-    p = cli.parser("Purity by grade of a filled candidate grading sheet.")
-    p.add_argument("--sheet", required=True, help="the filled sheet (CSV, column grade)")
+    p = cli.parser("Purity by grade of graded candidates: review page exports (one per "
+                   "grader) and hand-filled sheets, graders combined per object.")
+    p.add_argument("--grades", nargs="+", default=[], metavar="FILE",
+                   help="grades files exported by the review page (one per grader) or "
+                        "filled sheets")
+    p.add_argument("--sheet", help="a filled sheet (CSV, column grade); read with --grades")
     p.add_argument("--candidates",
                    help="the sheet as the review rule wrote it (results/review/{task}_grades"
-                        ".csv) or the candidate list: every candidate must be matched exactly")
+                        ".csv) or the candidate list: every graded object must be a candidate")
     p.add_argument("--out", required=True, help="purity JSON to write")
+    p.add_argument("--combined", help="CSV to write: each graded object's combined grade")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the grades CLI; returns the exit code."""
     def body(args) -> int:
-        res = grade_sheet(cli.load_config(args), args.sheet, args.candidates, args.out)
+        paths = ([args.sheet] if args.sheet else []) + list(args.grades)
+        res = grade_files(cli.load_config(args), paths, args.candidates, args.out,
+                          args.combined)
         figures = ", ".join(f"{name} {p['value']:.2f} [{p['interval'][0]:.2f}, "
                             f"{p['interval'][1]:.2f}]" for name, p in res["purity"].items())
-        log.info("%s: %d of %d candidates graded (%s); purity %s -> %s", args.sheet,
-                 res["n_graded"], res["n_rows"],
-                 " ".join(f"{g}={n}" for g, n in res["counts"].items()), figures, args.out)
+        agree = res["agreement"]
+        log.info("%d files, %d graders: %d of %d candidates graded (%s); purity %s; "
+                 "%d objects graded more than once, %d with graders more than one step "
+                 "apart -> %s", len(paths), agree["n_graders"], res["n_graded"],
+                 res["n_rows"], " ".join(f"{g}={n}" for g, n in res["counts"].items()),
+                 figures, agree["n_multiply_graded"],
+                 agree["n_disagree_more_than_one_step"], args.out)
         return 0
     return cli.run(body, parser(), argv)
 

@@ -106,10 +106,37 @@ def composite(stamps: np.ndarray, order: Sequence[int], stretch: float, q: float
     return out
 
 
-def png_data_uri(rgb: np.ndarray) -> str:
-    """A ``data:image/png;base64,...`` URI of a (y, x, 3) uint8 image."""
-    from matplotlib.image import imsave
+def grey(stamps: np.ndarray, stretch: float, q: float, minimum: float = 0.0) -> np.ndarray:
+    """Each band of each stamp as a grey asinh image, the composites' scale (one band alone).
+
+    stamps : (n, band, y, x) image units (NaN shown black); stretch, minimum : image units;
+    q : asinh softening, as :func:`composite`. Returns (n, band, y, x) uint8.
+    """
+    x = np.nan_to_num(np.asarray(stamps, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    v = np.arcsinh(q * np.maximum(x - minimum, 0.0) / stretch) / q
+    return np.clip(np.round(255.0 * v), 0, 255).astype(np.uint8)
+
+
+def signed_grey(images: np.ndarray, stretch: float, q: float) -> np.ndarray:
+    """Signed images (e.g. a residual) as grey, 0 mid-grey, positive bright, asinh both ways.
+
+    images : (n, y, x) image units; returns (n, y, x) uint8 (128 at 0).
+    """
+    x = np.nan_to_num(np.asarray(images, dtype=np.float64))
+    v = np.arcsinh(q * x / stretch) / q
+    return np.clip(np.round(127.5 + 127.5 * v), 0, 255).astype(np.uint8)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG of a (y, x) grey or (y, x, 3) RGB uint8 image (8 bits a channel, no alpha)."""
+    from PIL import Image
 
     buf = io.BytesIO()
-    imsave(buf, rgb, format="png")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(
+        buf, format="PNG", compress_level=9)
+    return buf.getvalue()
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    """A ``data:image/png;base64,...`` URI of a (y, x) grey or (y, x, 3) uint8 image."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")

@@ -1,16 +1,25 @@
-"""Grading sheets as input: the grades people gave to candidates, read back and checked.
+"""Grades files as input: the grades people gave to candidates, read back and checked.
 
-A sheet (``results/review/{task}_grades.csv``, docs/formats.md) holds one row per candidate
-with its catalog ``index`` and ``id`` (text, verbatim) and a ``grade``: A (certain), B
-(probable), C (possible), N (not), empty when not graded. Reading one is input handling, as
-the labels table is (:mod:`skysift.survey.labels`): the review step writes sheets and
-reports purity from them (:mod:`skysift.review.grades`).
+Two kinds, told apart by their header:
+
+- a sheet (``results/review/{task}_grades.csv``, docs/formats.md) holds one row per
+  candidate with its catalog ``index`` and ``id`` (text, verbatim) and a ``grade``: A
+  (certain), B (probable), C (possible), N (not), empty when not graded, filled by hand;
+- an export of the review page (``EXPORT_COLUMNS``, docs/review.md) holds one row per object
+  a grader graded or commented, with the ``grader``'s name, a ``comment`` and an ISO 8601
+  ``timestamp``.
+
+Reading them is input handling, as the labels table is (:mod:`skysift.survey.labels`): the
+review step writes sheets and pages and reports purity from their grades
+(:mod:`skysift.review.grades`).
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from skysift.errors import DataError
@@ -19,6 +28,21 @@ from skysift.errors import DataError
 SHEET_COLUMNS = ("rank", "index", "id", "ra", "dec", "score", "grade")
 #: Grades a reviewer may give: lens sure (A), probable (B), possible (C), not a lens (N).
 GRADES = ("A", "B", "C", "N")
+#: Columns of a grades file exported by the review page, in order (docs/review.md).
+EXPORT_COLUMNS = ("rank", "index", "id", "grade", "grader", "comment", "timestamp", "task",
+                  "run")
+
+
+@dataclass
+class GradesFile:
+    """One grades file read back: its rows as text, each row's grade and grader."""
+
+    path: Path
+    kind: str                  # "sheet" (filled by hand) or "export" (the review page)
+    rows: list[dict[str, str]]
+    lines: list[int]           # (row,) line of each row in the file (the header is line 1)
+    grades: list[str]          # (row,) in GRADES or '' (not graded)
+    graders: list[str]         # (row,) the grader's name; the file's name when none is given
 
 
 def read_sheet(path: str | Path) -> list[dict[str, str]]:
@@ -38,13 +62,15 @@ def read_sheet(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def parse_grades(rows: Sequence[Mapping[str, str]], path: str | Path) -> list[str]:
+def parse_grades(rows: Sequence[Mapping[str, str]], path: str | Path,
+                 lines: Sequence[int] | None = None) -> list[str]:
     """The grade of every row, upper-cased; '' for ungraded. DataError naming bad rows.
 
-    Row numbers count the header as line 1, as a spreadsheet shows them.
+    lines : the line of each row in the file; by default row k is on line k + 2 (the header
+    is line 1, as a spreadsheet shows them).
     """
     grades, bad = [], []
-    for line, row in enumerate(rows, start=2):
+    for line, row in zip(lines or range(2, len(rows) + 2), rows, strict=True):
         grade = (row.get("grade") or "").strip().upper()
         if grade and grade not in GRADES:
             bad.append(f"line {line} (rank {row.get('rank', '?')}, id {row.get('id')}): "
@@ -58,11 +84,12 @@ def parse_grades(rows: Sequence[Mapping[str, str]], path: str | Path) -> list[st
     return grades
 
 
-def sheet_keys(rows: Sequence[Mapping[str, str]], path: str | Path) -> list[tuple[str, str]]:
+def sheet_keys(rows: Sequence[Mapping[str, str]], path: str | Path,
+               lines: Sequence[int] | None = None) -> list[tuple[str, str]]:
     """The (index, id) text of every row; DataError when a candidate appears twice."""
     keys = [((r.get("index") or "").strip(), r.get("id") or "") for r in rows]
     seen: dict[tuple[str, str], int] = {}
-    for line, key in enumerate(keys, start=2):
+    for line, key in zip(lines or range(2, len(keys) + 2), keys, strict=True):
         if key in seen:
             raise DataError(f"{path}: line {line} repeats index {key[0]}, id {key[1]} of line "
                             f"{seen[key]}; keep one row per candidate")
@@ -88,3 +115,50 @@ def match_sheet(rows: Sequence[Mapping[str, str]], reference: Sequence[Mapping[s
             raise DataError(f"{path}: candidate index {key[0]}, id {key[1]} (line {line} of "
                             f"{ref_path}) is missing; keep every row, leave grade empty if "
                             "not graded")
+
+
+def read_grades_file(path: str | Path) -> GradesFile:
+    """Read a sheet or a review page export (told apart by a ``grader`` column), checked.
+
+    Raises DataError naming the file and line of a malformed row: a grade not in ``GRADES``,
+    an empty id or index, a timestamp that is not ISO 8601, an object given twice.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: grades file not found; export it from the review page "
+                        "(results/review/{task}.html, button 'export grades') or fill "
+                        "results/review/{task}_grades.csv")
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: Excel's BOM
+        reader = csv.DictReader(fh)
+        rows, lines = [], []
+        for row in reader:
+            rows.append(row)
+            lines.append(reader.line_num)
+        names = reader.fieldnames or []
+    kind = "export" if "grader" in names else "sheet"
+    missing = [c for c in ("index", "id", "grade") if c not in names]
+    if missing:
+        how = ("export the file again from the review page" if kind == "export" else
+               "keep the columns of the sheet the review rule wrote and fill only 'grade'")
+        raise DataError(f"{path}: columns {missing} missing (found {names}); {how}")
+    for line, row in zip(lines, rows, strict=True):
+        if not (row.get("id") or "") or not (row.get("index") or "").strip():
+            raise DataError(f"{path}: line {line} has no id or index; keep both columns of "
+                            "every row as written")
+        stamp = (row.get("timestamp") or "").strip()
+        if kind == "export" and stamp:
+            try:
+                datetime.fromisoformat(stamp)
+            except ValueError:
+                raise DataError(f"{path}: line {line} (id {row['id']}): timestamp {stamp!r} "
+                                "is not ISO 8601 (e.g. 2026-01-31T12:00:00Z)") from None
+    grades = parse_grades(rows, path, lines)
+    graders = [(r.get("grader") or "").strip() or path.name for r in rows]
+    seen: dict[tuple[str, str, str], int] = {}
+    for line, who, row in zip(lines, graders, rows, strict=True):
+        key = (who, row["index"].strip(), row["id"])
+        if key in seen:
+            raise DataError(f"{path}: line {line} repeats index {key[1]}, id {key[2]} of line "
+                            f"{seen[key]} (grader {who}); keep one row per object and grader")
+        seen[key] = line
+    return GradesFile(path, kind, rows, lines, grades, graders)
