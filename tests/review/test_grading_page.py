@@ -18,7 +18,8 @@ from test_review import BIG, CONFIG, SIZE, candidates_file, cutouts_file
 
 from skysift.config import load
 from skysift.io import config_hash
-from skysift.review import gallery, images, page, panels
+from skysift.review import gallery, page, panels
+from skysift.stamps import display as images
 from skysift.stamps.residual import lens_residual, residual_bands
 
 

@@ -16,7 +16,8 @@ from matplotlib.image import imread
 from skysift.errors import DataError
 from skysift.io import H5_LAYOUT_VERSION
 from skysift.review import gallery as review
-from skysift.review import grades, images
+from skysift.review import grades
+from skysift.stamps import display as images
 from skysift.survey.grades import SHEET_COLUMNS
 
 BIG = 2**62 + 1  # far above 2**53: a float would lose its last digits

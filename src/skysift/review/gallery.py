@@ -25,10 +25,10 @@ from skysift import cli
 from skysift.errors import DataError
 from skysift.io import atomic_output, open_h5, provenance, read_attr_json
 from skysift.modelspec import primary_specs
-from skysift.review.images import band_scales
 from skysift.review.page import render_page
 from skysift.review.panels import Panels, make_panels, scale_bar
 from skysift.review.summary import metrics_table, task_metrics
+from skysift.stamps.display import band_scales
 from skysift.stamps.flags import FLAG_BITS
 from skysift.survey.grades import SHEET_COLUMNS
 

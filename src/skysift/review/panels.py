@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skysift.review.images import (
+from skysift.stamps.display import (
     auto_stretch,
     composite,
     grey,

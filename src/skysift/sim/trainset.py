@@ -42,6 +42,7 @@ from skysift.sim.trainfile import (
     merge_attrs,
 )
 from skysift.sim.trainsim import build_simulated
+from skysift.stamps.display import normalised_composite
 from skysift.survey.labels import LabelIndex, find_task, load_labels, load_split, lookup_split
 
 log = logging.getLogger(__name__)
@@ -181,20 +182,13 @@ def _gallery_classes(label: np.ndarray, origin: np.ndarray, sim: np.ndarray) -> 
     return classes
 
 
-def _rgb(stamp: np.ndarray, stretched: bool) -> np.ndarray:
-    """(s, s, 3) in [0, 1] of a normalised (band, s, s) stamp: the reddest 3 bands as RGB.
-
-    Fixed display range (arcsinh units 0-3, or arcsinh(x / 3) of linear stamps), so faint
-    arcs show beside bright hosts and every panel shares one scale.
-    """
-    rgb = stamp[::-1][:3] if stamp.shape[0] >= 3 else np.repeat(stamp[:1], 3, axis=0)
-    rgb = rgb if stretched else np.arcsinh(rgb / 3.0)
-    return np.clip(np.moveaxis(rgb, 0, -1) / 3.0, 0.0, 1.0)
-
-
 def write_gallery(train_path: str | Path, png_path: str | Path, n_per_class: int,
-                  seed: int) -> dict:
+                  seed: int, q: float) -> dict:
     """PNG of ``n_per_class`` random examples of every class of a training set (atomic).
+
+    Each stamp at the review page's stretch (:func:`skysift.stamps.display.
+    normalised_composite`, asinh softening ``q`` = ``review.q``), so a training example looks
+    as a candidate does and one scale serves every panel.
 
     Titles give the Einstein radius and arc S/N of injected lenses, stage and major/minor
     of simulated mergers. Returns {class name: rows in the file}.
@@ -205,7 +199,9 @@ def write_gallery(train_path: str | Path, png_path: str | Path, n_per_class: int
     with open_h5(train_path, required=("images", "label")) as fh:
         label = fh["label"][()]
         norm = read_attr_json(fh, "normalisation") if "normalisation" in fh.attrs else {}
-        stretched = isinstance(norm, dict) and norm.get("stretch") == "arcsinh"
+        norm = norm if isinstance(norm, dict) else {}
+        bands = read_attr_json(fh, "bands") if "bands" in fh.attrs else [
+            str(b) for b in range(fh["images"].shape[1])]
         origin = fh["origin"][()] if "origin" in fh else np.full(label.size, LABELLED)
         sim = fh["sim"][()] if "sim" in fh else np.zeros(label.size, "S16")
         params = {k: fh[f"params/{k}"][()] for k in ("theta_e_arcsec", "arc_snr",
@@ -223,7 +219,8 @@ def write_gallery(train_path: str | Path, png_path: str | Path, n_per_class: int
         for i, (name, rows) in enumerate(shown.items()):
             axes[i, 0].set_title(name, loc="left", fontsize=8, pad=12)
             for j, row in enumerate(rows.tolist()):
-                axes[i, j].imshow(_rgb(fh["images"][row], stretched), origin="lower")
+                axes[i, j].imshow(normalised_composite(fh["images"][row][None], bands, norm,
+                                                       q)[0], origin="lower")
                 text = ""
                 if sim[row] == b"lens" and "arc_snr" in params:
                     text = (f"θE {params['theta_e_arcsec'][row]:.1f}″ "
@@ -298,7 +295,7 @@ def _run(args: argparse.Namespace) -> int:
                      "are kept (drop_invisible: false)")
     if args.gallery:
         write_gallery(args.out, args.gallery, config["training_set"]["gallery_examples"],
-                      config["seed"])
+                      config["seed"], config["review"]["q"])
     seconds = time.perf_counter() - t0
     c = summary["counts"]
     n_rows = sum(v for split in c.values() for v in split.values())

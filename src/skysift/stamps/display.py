@@ -1,11 +1,13 @@
-"""Colour composites of multi-band stamps for people to look at: band choice by wavelength,
-zero-point scaling, a robust auto stretch and Lupton et al. (2004) asinh composites as PNG."""
+"""Stamps for people to look at: band choice by wavelength, zero-point scaling, a robust
+auto stretch and Lupton et al. (2004) asinh composites as PNG. The review page and the
+training-set galleries share them (:func:`normalised_composite`), so a training example looks
+as a candidate does."""
 
 from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -104,6 +106,23 @@ def composite(stamps: np.ndarray, order: Sequence[int], stretch: float, q: float
         with np.errstate(invalid="ignore", divide="ignore"):
             out[k] = make_lupton_rgb(red, green, blue, minimum=minimum, stretch=stretch, Q=q)
     return out
+
+
+def normalised_composite(stamps: np.ndarray, bands: Sequence[str], normalisation: Mapping,
+                         q: float) -> np.ndarray:
+    """Composites of *normalised* stamps (``preprocess`` output) at the review page's auto
+    stretch: the stretch is undone (noise units), then :func:`composite` with a linear range
+    of ``AUTO_STRETCH_SIGMA`` x the noise, as :func:`auto_stretch` sets for raw cutouts.
+
+    stamps : (n, band, y, x); normalisation : the stamps' recorded ``normalisation``
+    (``stretch`` arcsinh: ``y = arcsinh(x / arcsinh_softening)``). Bands are on the
+    per-band noise scale (not zero-point scaled), so colours are those of S/N.
+    Returns (n, y, x, 3) uint8.
+    """
+    x = np.asarray(stamps, dtype=np.float64)
+    if normalisation.get("stretch") == "arcsinh":
+        x = np.sinh(x) * float(normalisation.get("arcsinh_softening", 1.0))
+    return composite(x, rgb_bands(bands), AUTO_STRETCH_SIGMA, q)
 
 
 def grey(stamps: np.ndarray, stretch: float, q: float, minimum: float = 0.0) -> np.ndarray:
