@@ -38,6 +38,8 @@ def test_arcs_without_psf_are_recognised_as_simulations():
     images, label, origin, sim = _set(60, 60, sim_psf=False, seed=1)
     score = realism(images, label, origin, sim, ATTRS, seed=0)["positives"]
     assert score["auroc"] > 0.9
+    lo, hi = score["auroc_ci"]
+    assert 0.8 < lo <= score["auroc"] <= hi <= 1.0
     assert (score["n_simulated"], score["n_real"]) == (60, 60)
     assert len(score["top_features"]) == 8
 
@@ -46,6 +48,8 @@ def test_real_objects_split_in_two_are_indistinguishable():
     images, label, origin, sim = _set(60, 60, sim_psf=True, seed=2)  # both halves "real"
     score = realism(images, label, origin, sim, ATTRS, seed=0)["positives"]
     assert 0.3 < score["auroc"] < 0.7
+    lo, hi = score["auroc_ci"]
+    assert lo < 0.5 < hi and hi - lo > 0.1  # 60 vs 60: a wide interval that holds 0.5
 
 
 def test_each_hard_negative_family_is_compared_with_the_real_negatives():

@@ -34,6 +34,9 @@ MAX_PER_SIDE = 1500
 FOLDS = 5
 #: Features listed as the most separating.
 N_TOP = 8
+#: Stratified bootstrap of the out-of-fold scores: the score's 95 % interval (sampling of
+#: the real objects, often a few dozen, dominates it).
+N_BOOT, CI = 500, 0.95
 
 
 #: Smallest stamp side (pixels) the discriminator's features measure.
@@ -43,11 +46,12 @@ MIN_SIZE_PIX = 16
 def discriminate(x_sim: np.ndarray, x_real: np.ndarray, names: Sequence[str], seed: int
                  ) -> dict:
     """Out-of-fold AUROC of a fixed classifier telling ``x_sim`` (m, F) from ``x_real``
-    (k, F), and the most separating features; ``auroc`` None when a side has < FOLDS rows."""
+    (k, F), its bootstrap interval ``auroc_ci``, and the most separating features; ``auroc``
+    None when a side has < FOLDS rows."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import StratifiedKFold
 
-    out = {"auroc": None, "n_simulated": len(x_sim), "n_real": len(x_real), "top_features": []}
+    out = {"auroc": None, "auroc_ci": None, "n_simulated": len(x_sim), "n_real": len(x_real), "top_features": []}
     if min(len(x_sim), len(x_real)) < FOLDS:
         return out
     x = np.concatenate([x_sim, x_real]).astype(np.float64)
@@ -66,7 +70,8 @@ def discriminate(x_sim: np.ndarray, x_real: np.ndarray, names: Sequence[str], se
     single = [(metrics.auroc(np.nan_to_num(x[:, j], nan=-1e30), y), name)
               for j, name in enumerate(names)]
     single.sort(key=lambda t: -abs(t[0] - 0.5))
-    out.update(auroc=metrics.auroc(oof, y),
+    ci = metrics.bootstrap(oof, y, N_BOOT, CI, seed, {"auroc": metrics.auroc})["auroc"]
+    out.update(auroc=ci["value"], auroc_ci=[ci["lo"], ci["hi"]],
                top_features=[{"name": n, "auroc": a} for a, n in single[:N_TOP]])
     return out
 

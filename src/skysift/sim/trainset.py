@@ -318,7 +318,8 @@ def _add_realism(path: str | Path, config: Mapping, task: str) -> None:
     for name, score in scores.items():
         top = ", ".join(f"{f['name']} {f['auroc']:.2f}" for f in score["top_features"][:4])
         log.info("realism %s %s: AUROC %s (%d simulated vs %d real; 0.5 = indistinguishable)%s",
-                 task, name, "n/a" if score["auroc"] is None else f"{score['auroc']:.3f}",
+                 task, name, "n/a" if score["auroc"] is None else
+                 "{:.3f} [{:.3f}, {:.3f}]".format(score["auroc"], *score["auroc_ci"]),
                  score["n_simulated"], score["n_real"], f"; most telling: {top}" if top else "")
     log.info("realism scored in %.1f s", time.perf_counter() - t0)
 
