@@ -1,4 +1,6 @@
-# Known-lens recovery: only when survey.known_lenses names a table (the mock writes one).
+# Known-lens recovery: only when survey.known_lenses is set (a table, the mock writes one; or
+# lenscat, shipped inside skysift). Known lenses the models trained on (labelled positives of
+# the lens task in train/val) are counted apart, hence the split and labels.
 
 
 if config["survey"]["known_lenses"]:
@@ -7,6 +9,8 @@ if config["survey"]["known_lenses"]:
         input:
             catalog=paths.CATALOG,
             rejects=paths.REJECTS,
+            split=paths.SPLIT,
+            labels=plan.labels_files(config),
             known_lenses=plan.known_lenses_files(config),
             survey_catalog=config["survey"]["catalog"],
         output:
@@ -26,5 +30,5 @@ if config["survey"]["known_lenses"]:
             runtime=10,
         shell:
             "python -m skysift recover --config-json {params.cfg:q} --catalog {input.catalog:q} "
-            "--rejects {input.rejects:q} --out {output.table:q} --summary {output.summary:q} "
-            "2> {log:q}"
+            "--rejects {input.rejects:q} --split {input.split:q} --out {output.table:q} "
+            "--summary {output.summary:q} 2> {log:q}"

@@ -1,5 +1,6 @@
 """What the evaluation reads: the gathered catalog's scores, the split, and the labels of the
-test objects, joined exactly by catalog index and id (never through a float)."""
+test objects, joined exactly by catalog index and id (never through a float); and which
+objects the models were trained on (:func:`trained_positives`, for known-lens recovery)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,25 @@ def read_labels(config: Mapping, specs: Sequence[Mapping] = ()
         if isinstance(col, str):
             log.warning("task %s: completeness by %s unavailable: %s", task, name, col)
     return keys, values, columns
+
+
+def trained_positives(config: Mapping, catalog_ids: np.ndarray, split_path: str | Path,
+                      task: str) -> np.ndarray:
+    """Catalog rows (``index``, sorted int64) of the labelled positives of ``task`` in the train
+    or validation split: the real objects the models were trained or selected on.
+
+    catalog_ids : (n,) ids of every survey catalog row (row number = ``index``). Empty without
+    a labels table (``survey.labels`` null). The train split counts whatever
+    ``training_set.use`` is: a positive that may have been trained on is never "recovered".
+    """
+    if not config["survey"].get("labels"):
+        return np.zeros(0, np.int64)
+    keys, values, _ = read_labels(config)
+    positive = keys[values[task] == 1]
+    rows = match_ids(positive, catalog_ids)
+    rows = np.unique(rows[rows >= 0])
+    split = split_of(rows, split_path)
+    return rows[split <= 1]
 
 
 def duplicated(keys: np.ndarray) -> np.ndarray:

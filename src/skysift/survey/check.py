@@ -33,6 +33,7 @@ from skysift.survey.catalog import read_catalog
 from skysift.survey.files import find_tiles, tile_path
 from skysift.survey.footprints import assign_objects, footprint_radec
 from skysift.survey.headers import write_header_summary
+from skysift.survey.known import is_lenscat, read_known_lenses
 from skysift.survey.shards import make_shards
 from skysift.survey.tiles import read_tile_header
 
@@ -122,6 +123,12 @@ def _check_known_lenses(config: dict, problems: Problems) -> dict:
     path = survey["known_lenses"]
     if not path:
         return {}
+    if is_lenscat(config):  # shipped: checked (sha256) as it is read
+        try:
+            return read_known_lenses(config).provenance
+        except SkysiftError as exc:
+            problems.add("error", str(exc))
+            return {}
     columns = {k: v for k, v in survey["known_lenses_columns"].items() if v}
     try:
         table = read_table(path, "known-lens table")
