@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -17,8 +18,9 @@ from astropy.table import Table
 
 import skysift
 from skysift.config import validate
+from skysift.errors import DataError
 from skysift.evaluate import recover as rec
-from skysift.evaluate.inputs import trained_positives
+from skysift.io import H5_LAYOUT_VERSION
 from skysift.modelspec import model_specs
 from skysift.survey.known import LENSCAT_SHA256, LENSCAT_VERSION
 
@@ -159,37 +161,32 @@ def test_known_lenses_the_models_trained_on_are_not_counted_as_recovered():
     assert s["rank_quantiles"]["0.0"] == 2.0  # rank 1 was trained on
 
 
-def _labelled_survey(tmp_path):
-    """A survey of 6 objects (string ids) on a line of RA, its split and its labels: rows 0
-    (train), 1 (val), 2 (test) and 5 (train) are lens positives, row 4 (train) a negative."""
-    ids = np.array([f"obj{i:03d}" for i in range(6)])
-    cat_ra, cat_dec = 20.0 + np.arange(6) / 60, np.zeros(6)
-    Table({"objid": ids, "ra": cat_ra, "dec": cat_dec}).write(tmp_path / "cat.fits")
-    Table({"index": np.arange(6, dtype=np.int64),
-           "split": np.array([0, 1, 2, 0, 0, 0], np.uint8)}).write(tmp_path / "split.fits")
-    Table({"objid": ids[[5, 0, 1, 2, 4]], "is_lens": [1, 1, 1, 1, 0],
-           "is_merger": [0, 0, 0, 0, 1]}).write(tmp_path / "labels.fits")
-    return ids, cat_ra, cat_dec
+def _trainset(path, task="lens"):
+    """A lens training set: real object 0 a labelled positive of train, 1 of val, 2 of test;
+    4 a host of simulated positives in train (twice); 3 a negative; a positive on blank sky."""
+    with h5py.File(path, "w") as fh:
+        fh.attrs.update(h5_layout_version=H5_LAYOUT_VERSION, task=task)
+        fh["index"] = np.array([0, 1, 2, 4, 4, 3, -1], np.int64)
+        fh["label"] = np.array([1, 1, 1, 1, 1, 0, 1], np.uint8)
+        fh["split"] = np.array([0, 1, 2, 0, 0, 0, 0], np.uint8)
+    return path
 
 
-def test_trained_positives_are_labelled_lens_positives_of_train_and_val(tmp_path):
-    ids, _, _ = _labelled_survey(tmp_path)
-    config = validate({"survey": {"kind": "files", "catalog": str(tmp_path / "cat.fits"),
-                                  "labels": str(tmp_path / "labels.fits")}})
-    got = trained_positives(config, ids, tmp_path / "split.fits", "lens")
-    assert got.tolist() == [0, 1, 5]  # not 2 (test), 3 (unlabelled), 4 (negative)
-    assert trained_positives(config, ids, tmp_path / "split.fits", "merger").tolist() == [4]
-    config["survey"]["labels"] = None
-    assert trained_positives(config, ids, tmp_path / "split.fits", "lens").size == 0
+def test_trained_positives_are_the_positive_train_and_val_objects(tmp_path):
+    path = _trainset(tmp_path / "lens.h5")
+    assert rec.trained_positives(path, "lens").tolist() == [0, 1, 4]
+    with pytest.raises(DataError, match="a training set of task 'lens', not of the lens task"):
+        rec.trained_positives(path, "ring")
 
 
 def test_cli_reports_training_positives_apart(tmp_path):
-    ids, cat_ra, cat_dec = _labelled_survey(tmp_path)
-    Table({"ra": cat_ra[[0, 1, 2]], "dec": cat_dec[[0, 1, 2]],
-           "name": ["L0", "L1", "L2"]}).write(tmp_path / "known.csv")
+    ids = np.array([f"obj{i:03d}" for i in range(6)])
+    cat_ra, cat_dec = 20.0 + np.arange(6) / 60, np.zeros(6)
+    Table({"objid": ids, "ra": cat_ra, "dec": cat_dec}).write(tmp_path / "cat.fits")
+    Table({"ra": cat_ra[[0, 1, 2, 4]], "dec": cat_dec[[0, 1, 2, 4]],
+           "name": ["L0", "L1", "L2", "L4"]}).write(tmp_path / "known.csv")
     config = validate({"survey": {"kind": "files", "catalog": str(tmp_path / "cat.fits"),
-                                  "labels": str(tmp_path / "labels.fits"),
-                                  "known_lenses": str(tmp_path / "known.csv")},
+                                  "labels": None, "known_lenses": str(tmp_path / "known.csv")},
                        "infer": {"top_k": 2}})
     column = rec.lens_column(config)
     Table({"index": np.arange(6), "id": ids, "ra": cat_ra, "dec": cat_dec, "tile": ["t"] * 6,
@@ -198,20 +195,23 @@ def test_cli_reports_training_positives_apart(tmp_path):
     Table({"index": np.zeros(0, np.int64), "reason": np.zeros(0, str)}).write(
         tmp_path / "rejects.ecsv")
     out, summary = tmp_path / "known_lenses.csv", tmp_path / "known_lenses.json"
-    assert rec.main(["--config-json", json.dumps(config), "--catalog",
-                     str(tmp_path / "catalog.fits"), "--rejects", str(tmp_path / "rejects.ecsv"),
-                     "--split", str(tmp_path / "split.fits"), "--out", str(out),
-                     "--summary", str(summary)]) == 0
+    argv = ["--config-json", json.dumps(config), "--catalog", str(tmp_path / "catalog.fits"),
+            "--rejects", str(tmp_path / "rejects.ecsv"), "--out", str(out), "--summary",
+            str(summary)]
+    assert rec.main([*argv, "--trainset", str(_trainset(tmp_path / "lens.h5"))]) == 0
     table = Table.read(out, format="ascii.csv")
-    # L0 (rank 1) and L1 (rank 2) were trained on; L2 (test split, rank 3) is below the top 2
+    # L0 (rank 1) and L1 (rank 2) were trained on; L2 (test split) ranks 3, below the top 2
     assert table["status"].tolist() == ["training_positive", "training_positive",
-                                        "scored-below-top-k"]
-    assert table["training_positive"].tolist() == ["True", "True", "False"]  # CSV text
+                                        "scored-below-top-k", "training_positive"]
+    assert table["training_positive"].tolist() == ["True", "True", "False", "True"]  # CSV text
     s = json.loads(summary.read_text())
     assert (s["n_training_positive"], s["n_training_positive_in_top_k"], s["n_in_top_k"]) == \
-        (2, 2, 0)
+        (3, 2, 0)
     assert s["recovered_fraction"]["n"] == 1 and s["recovered_fraction"]["value"] == 0.0
-    assert s["n_training_positives_catalog"] == 3 and s["trained_from"].endswith("labels.fits")
+    assert s["n_trained_objects"] == 3 and s["trained_from"].endswith("lens.h5")
+    assert rec.main(argv) == 0  # without the training set: L0 and L1 are recoveries
+    s = json.loads(summary.read_text())
+    assert (s["n_training_positive"], s["n_in_top_k"], s["trained_from"]) == (0, 2, None)
 
 
 # --------------------------------------------------------------------------- lenscat, offline

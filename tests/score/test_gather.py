@@ -273,8 +273,8 @@ def _move(path, positions):
 
 
 def test_known_lenses_are_flagged_on_their_nearest_object_across_shards(tmp_path):
-    """L0 lies 0.4" from object 4 (shard a) and 0.6" from object 2 (shard b): only 4 is
-    flagged; L1 and L2 share object 9; L3 is off the survey. The names reach the FITS, the CSV
+    """L0 lies 0.4" from object 2 (shard b, read first) and 0.6" from object 4 (shard a): only
+    2 is flagged; L1 and L2 share object 9; L3 is off the survey. The names reach the FITS, the CSV
     and the candidates; the provenance names the table and its checksum."""
     arcsec = 1 / 3600
     pos = {7: (30.0, 0.0), 2: (50.0, 1.0 * arcsec), 9: (40.0, 0.0), 4: (50.0, 0.0),
@@ -284,7 +284,7 @@ def test_known_lenses_are_flagged_on_their_nearest_object_across_shards(tmp_path
              scores_file(tmp_path / "a.fits", [4, 0], [BIG + 4, BIG], [2.0, -1.0], "a")]
     for f in files:
         _move(f, pos)
-    Table({"ra": [50.0, 40.0, 40.0, 200.0], "dec": [0.4 * arcsec, 0.0, -0.2 * arcsec, 0.0],
+    Table({"ra": [50.0, 40.0, 40.0, 200.0], "dec": [0.6 * arcsec, 0.0, -0.2 * arcsec, 0.0],
            "name": ["L0", "L1", "Lens two", "L3"]}).write(tmp_path / "known.csv")
     config = {**CONFIG, "survey": {"kind": "files", "known_lenses": str(tmp_path / "known.csv")}}
     assert gather.main(["--config-json", json.dumps(config), "--scores", *map(str, files),
@@ -294,13 +294,14 @@ def test_known_lenses_are_flagged_on_their_nearest_object_across_shards(tmp_path
                         "--known-lenses"]) == 0
     cat = score_tables.read_scores(tmp_path / "catalog.fits")
     assert cat["index"].tolist() == [2, 7, 9, 0, 4]
-    assert cat["known_lens"].tolist() == [False, False, True, False, True]
-    assert cat["known_name"].tolist() == ["", "", "L1; Lens two", "", "L0"]
+    assert cat["known_lens"].tolist() == [True, False, True, False, False]
+    assert cat["known_name"].tolist() == ["L0", "", "L1; Lens two", "", ""]
     with open(tmp_path / "catalog.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["known_name"] for r in rows] == ["", "", "L1; Lens two", "", "L0"]
+    assert [r["known_name"] for r in rows] == ["L0", "", "L1; Lens two", "", ""]
     cand = Table.read(tmp_path / "candidates" / "lens.csv", format="ascii.csv")
-    assert cand["index"].tolist() == [2, 4, 7] and cand["known_lens"].tolist()[1] == "True"
+    assert cand["index"].tolist() == [2, 4, 7]
+    assert cand["known_lens"].tolist() == ["True", "False", "False"]
     side = json.loads((tmp_path / "catalog.json").read_text())
     assert side["provenance"]["known_lenses"] == str(tmp_path / "known.csv")
     assert len(side["provenance"]["known_lenses_sha256"]) == 64

@@ -14,7 +14,7 @@ from astropy.table import Table
 from skysift.errors import DataError, SurveyError
 from skysift.evaluate import completeness
 from skysift.ids import id_keys, match_ids
-from skysift.io import read_table, require_columns
+from skysift.io import open_h5, read_table, require_columns
 from skysift.survey.labels import clean_labels
 
 log = logging.getLogger(__name__)
@@ -114,23 +114,20 @@ def read_labels(config: Mapping, specs: Sequence[Mapping] = ()
     return keys, values, columns
 
 
-def trained_positives(config: Mapping, catalog_ids: np.ndarray, split_path: str | Path,
-                      task: str) -> np.ndarray:
-    """Catalog rows (``index``, sorted int64) of the labelled positives of ``task`` in the train
-    or validation split: the real objects the models were trained or selected on.
-
-    catalog_ids : (n,) ids of every survey catalog row (row number = ``index``). Empty without
-    a labels table (``survey.labels`` null). The train split counts whatever
-    ``training_set.use`` is: a positive that may have been trained on is never "recovered".
+def trained_positives(trainset_path: str | Path, task: str) -> np.ndarray:
+    """Catalog rows (``index``, sorted, unique int64) of the real objects that are positive
+    rows of the train or validation split of ``task``'s training set
+    (``results/train/{task}.h5``): labelled positives, and hosts a positive was simulated
+    into. The models of the task were trained (split 0) or selected (split 1) on them.
     """
-    if not config["survey"].get("labels"):
-        return np.zeros(0, np.int64)
-    keys, values, _ = read_labels(config)
-    positive = keys[values[task] == 1]
-    rows = match_ids(positive, catalog_ids)
-    rows = np.unique(rows[rows >= 0])
-    split = split_of(rows, split_path)
-    return rows[split <= 1]
+    with open_h5(trainset_path, ("index", "label", "split")) as fh:
+        if str(fh.attrs.get("task", task)) != task:
+            raise DataError(f"{trainset_path}: a training set of task '{fh.attrs['task']}', "
+                            f"not of the lens task '{task}' (training_set.lens_task); pass "
+                            f"results/train/{task}.h5")
+        index = np.asarray(fh["index"][:], np.int64)
+        keep = (np.asarray(fh["label"][:]) == 1) & (np.asarray(fh["split"][:]) <= 1)
+    return np.unique(index[keep & (index >= 0)])  # index -1: simulated on blank sky
 
 
 def duplicated(keys: np.ndarray) -> np.ndarray:

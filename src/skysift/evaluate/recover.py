@@ -6,12 +6,14 @@ catalogue shipped inside skysift (:mod:`skysift.survey.known`). Each is matched 
 position to the nearest object of the survey catalog within
 ``survey.known_lenses_match_arcsec`` (RA wrap handled), then looked up in the scored catalog
 (``results/catalog.fits``), in the rejects (``results/rejects.ecsv``) and among the objects
-the models were trained on (labelled positives of the lens task in the train or validation
-split, ``results/split.fits`` and ``survey.labels``). Every known lens gets one status, none
-is dropped:
+the models were trained on: positive rows of the train or validation split of the lens task's
+training set (``results/train/{lens_task}.h5``: labelled positives, and real galaxies a lens
+was simulated into; :func:`skysift.evaluate.inputs.trained_positives`). Every known lens gets
+one status, none is dropped:
 
-- ``training_positive``: scored, but a labelled positive the models were trained or selected
-  on: counted apart, never as recovered (its rank is still reported);
+- ``training_positive``: scored, but the models were trained (train split) or selected
+  (validation split) on it as a positive: counted apart, never as recovered (its rank is
+  still reported);
 - ``recovered``: scored, never trained on, and among the ``infer.top_k`` best by the primary
   lens model;
 - ``scored-below-top-k``: scored, never trained on, ranked below the top ``infer.top_k``;
@@ -30,8 +32,12 @@ matched lenses the models never trained on with a Wilson interval at ``evaluate.
 quantiles, provenance with the known-lens source: lenscat version and sha256).
 
     skysift recover --config-json J --catalog results/catalog.fits \\
-        --rejects results/rejects.ecsv --split results/split.fits \\
+        --rejects results/rejects.ecsv --trainset results/train/lens.h5 \\
         --out results/known_lenses.csv --summary results/known_lenses.json
+
+Without ``--trainset`` (every lens model imported as a checkpoint: what it was trained on is
+not known here) no lens is a training positive, and the summary says so (``trained_from``
+null).
 """
 
 from __future__ import annotations
@@ -228,13 +234,16 @@ def _ranks(scored: Table, column: str) -> np.ndarray | None:
 
 
 def run(config: dict, catalog_path: str | Path, rejects_path: str | Path, out: str | Path,
-        summary_path: str | Path, split_path: str | Path = paths.SPLIT) -> dict:
+        summary_path: str | Path, trainset_path: str | Path | None = None) -> dict:
     """Read the inputs, match, write ``out`` (CSV) and ``summary_path`` (JSON); the summary."""
     column = lens_column(config)
     known = read_known_lenses(config)
     survey_cat = read_catalog(config)
-    trained = trained_positives(config, survey_cat.ids, split_path,
-                                config["training_set"]["lens_task"])
+    trained = (trained_positives(trainset_path, config["training_set"]["lens_task"])
+               if trainset_path else np.zeros(0, np.int64))
+    if not trainset_path:
+        log.warning("no --trainset: known lenses the models were trained on are not told "
+                    "apart from those they found")
     scored = read_scores(catalog_path)
     if column not in scored.colnames:
         raise DataError(f"{catalog_path}: no column {column} (primary model of the lens task); "
@@ -254,9 +263,8 @@ def run(config: dict, catalog_path: str | Path, rejects_path: str | Path, out: s
     summary.update(ranked_by=column, top_k=config["infer"]["top_k"],
                    match_arcsec=config["survey"]["known_lenses_match_arcsec"],
                    known_lenses=str(config["survey"]["known_lenses"]), table=str(out),
-                   n_training_positives_catalog=int(trained.size),
-                   trained_from=(str(config["survey"]["labels"]) if config["survey"]["labels"]
-                                 else None), provenance=prov)
+                   n_trained_objects=int(trained.size),
+                   trained_from=str(trainset_path) if trainset_path else None, provenance=prov)
     write_json(summary_path, _no_nan(summary))
     n_missing = summary["n_not_scored"]
     if n_missing:
@@ -269,7 +277,7 @@ def run(config: dict, catalog_path: str | Path, rejects_path: str | Path, out: s
 def _body(args) -> int:
     start = time.perf_counter()
     config = cli.load_config(args)
-    s = run(config, args.catalog, args.rejects, args.out, args.summary, args.split)
+    s = run(config, args.catalog, args.rejects, args.out, args.summary, args.trainset)
     f = s["recovered_fraction"]
     log.info("known lenses: %d listed, %d matched, %d training positives (%d of them in the "
              "top K) counted apart, %d in the top %d (%.2f, %g%% interval %.2f-%.2f), %d "
@@ -288,8 +296,9 @@ def parser():
     p = cli.parser("Report how many known lenses (survey.known_lenses) the run recovers.")
     p.add_argument("--catalog", default=paths.CATALOG, help="the gathered catalog")
     p.add_argument("--rejects", default=paths.REJECTS, help="the merged rejects")
-    p.add_argument("--split", default=paths.SPLIT,
-                   help="the split: labelled positives of train/val are training positives")
+    p.add_argument("--trainset", default=None,
+                   help="the lens task's training set (results/train/{task}.h5): its positive "
+                        "train/val objects are training positives, not recoveries")
     p.add_argument("--out", default=paths.KNOWN_LENSES,
                    help="one row per known lens (CSV)")
     p.add_argument("--summary", default=paths.KNOWN_LENSES_SUMMARY,
