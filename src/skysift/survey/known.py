@@ -199,13 +199,21 @@ class NearestObjects:
         nearest object it is, joined by "; ", in the known-lens table's order; "" if none)
         of the objects ``index`` (n,)."""
         index = np.asarray(index, np.int64)
+        objects, joined = self._names()
+        pos = np.minimum(np.searchsorted(objects, index), max(objects.size - 1, 0))
+        flag = objects[pos] == index if objects.size else np.zeros(index.size, bool)
+        names = np.zeros(index.size, dtype=joined.dtype if joined.size else "<U1")
+        names[flag] = joined[pos[flag]]
+        return flag, names
+
+    def _names(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted matched object indices and the joined names of their lenses."""
         by_index: dict[int, list[str]] = {}
         for i in np.flatnonzero(self.index >= 0):
             by_index.setdefault(int(self.index[i]), []).append(str(self.known.names[i]))
-        names = np.array(["; ".join(by_index.get(i, ())) for i in index.tolist()], dtype=str)
-        return np.isin(index, np.array(list(by_index), np.int64)), names
+        objects = np.array(sorted(by_index), np.int64)
+        return objects, np.array(["; ".join(by_index[i]) for i in objects.tolist()], dtype=str)
 
     def name_width(self) -> int:
         """UTF-8 bytes of the longest ``known_name`` (at least 1): the FITS column width."""
-        _, names = self.columns(np.unique(self.index[self.index >= 0]))
-        return max((len(n.encode()) for n in names.tolist()), default=1) or 1
+        return max((len(n.encode()) for n in self._names()[1].tolist()), default=1) or 1
