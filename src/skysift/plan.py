@@ -18,6 +18,7 @@ from pathlib import Path
 from skysift import modelspec, paths
 from skysift.sim.mockfiles import tile_paths as mock_tile_paths
 from skysift.survey.files import discover_tiles, mask_paths, tile_path
+from skysift.survey.known import LENSCAT
 
 #: Interpreter overhead of a cutouts job, MB (measured: imports, astropy, h5py).
 CUTOUTS_BASE_MB = 700
@@ -104,8 +105,10 @@ def labels_files(config: Mapping) -> list[str]:
 
 
 def known_lenses_files(config: Mapping) -> list[str]:
-    """``[survey.known_lenses]`` when set (the mock writes it), else ``[]``."""
-    return [config["survey"]["known_lenses"]] if config["survey"]["known_lenses"] else []
+    """``[survey.known_lenses]`` when it names a table (the mock writes it), else ``[]``
+    (null, or ``lenscat``: shipped inside skysift)."""
+    value = config["survey"]["known_lenses"]
+    return [value] if value and value != LENSCAT else []
 
 
 def recover_targets(config: Mapping) -> list[str]:

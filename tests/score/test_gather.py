@@ -262,3 +262,49 @@ def test_outputs_may_go_to_a_new_folder(tmp_path, int_files):
     assert len(Table.read(out / "catalog.fits")) == 5
     assert sorted(p.name for p in out.iterdir()) == ["candidates", "catalog.csv", "catalog.fits",
                                                      "catalog.json"]  # no spill left behind
+
+
+def _move(path, positions):
+    """Rewrite the ra/dec of a scores file: {index: (ra_deg, dec_deg)}."""
+    t = Table.read(path)
+    for row in range(len(t)):
+        t["ra"][row], t["dec"][row] = positions[int(t["index"][row])]
+    write_fits_table(path, t, [("SEED", 1)])
+
+
+def test_known_lenses_are_flagged_on_their_nearest_object_across_shards(tmp_path):
+    """L0 lies 0.4" from object 2 (shard b, read first) and 0.6" from object 4 (shard a): only
+    2 is flagged; L1 and L2 share object 9; L3 is off the survey. The names reach the FITS, the CSV
+    and the candidates; the provenance names the table and its checksum."""
+    arcsec = 1 / 3600
+    pos = {7: (30.0, 0.0), 2: (50.0, 1.0 * arcsec), 9: (40.0, 0.0), 4: (50.0, 0.0),
+           0: (60.0, 0.0)}
+    files = [scores_file(tmp_path / "b.fits", [7, 2, 9], [BIG + 7, BIG + 2, BIG + 9],
+                         [0.5, 2.0, 0.5], "b"),
+             scores_file(tmp_path / "a.fits", [4, 0], [BIG + 4, BIG], [2.0, -1.0], "a")]
+    for f in files:
+        _move(f, pos)
+    Table({"ra": [50.0, 40.0, 40.0, 200.0], "dec": [0.6 * arcsec, 0.0, -0.2 * arcsec, 0.0],
+           "name": ["L0", "L1", "Lens two", "L3"]}).write(tmp_path / "known.csv")
+    config = {**CONFIG, "survey": {"kind": "files", "known_lenses": str(tmp_path / "known.csv")}}
+    assert gather.main(["--config-json", json.dumps(config), "--scores", *map(str, files),
+                        "--out", str(tmp_path / "catalog.fits"),
+                        "--csv", str(tmp_path / "catalog.csv"),
+                        "--candidates-dir", str(tmp_path / "candidates"),
+                        "--known-lenses"]) == 0
+    cat = score_tables.read_scores(tmp_path / "catalog.fits")
+    assert cat["index"].tolist() == [2, 7, 9, 0, 4]
+    assert cat["known_lens"].tolist() == [True, False, True, False, False]
+    assert cat["known_name"].tolist() == ["L0", "", "L1; Lens two", "", ""]
+    with open(tmp_path / "catalog.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["known_name"] for r in rows] == ["L0", "", "L1; Lens two", "", ""]
+    cand = Table.read(tmp_path / "candidates" / "lens.csv", format="ascii.csv")
+    assert cand["index"].tolist() == [2, 4, 7]
+    assert cand["known_lens"].tolist() == ["True", "False", "False"]
+    side = json.loads((tmp_path / "catalog.json").read_text())
+    assert side["provenance"]["known_lenses"] == str(tmp_path / "known.csv")
+    assert len(side["provenance"]["known_lenses_sha256"]) == 64
+    assert side["counts"]["known_lenses"] == {"n_known": 4, "n_matched": 3, "n_objects": 2}
+    assert run(tmp_path, files) == 0  # without --known-lenses: no such columns
+    assert "known_lens" not in score_tables.read_scores(tmp_path / "catalog.fits").colnames

@@ -1,13 +1,16 @@
-"""End to end on the shared tiny run: known-lens recovery, one header read, shard files."""
+"""End to end on the shared tiny run: known-lens recovery (training positives apart, the
+catalog's known_lens flags), a planned lenscat run, one header read, shard files."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
+import h5py
 import numpy as np
 import yaml
 from astropy.table import Table
-from conftest import REPO, TINY
+from conftest import REPO, TINY, run_env, snakemake_cmd
 
 from skysift import config as skyconfig
 from skysift.evaluate.recover import STATUSES
@@ -35,7 +38,8 @@ def test_every_known_lens_of_the_mock_gets_a_status(tiny_run):
     assert set(table["status"].tolist()) <= set(STATUSES)
     assert table["status"].tolist()[-2:] == ["off-survey", "off-survey"]
     on = table[:-2]
-    assert all(s in ("recovered", "scored-below-top-k", "rejected") for s in on["status"])
+    assert all(s in ("recovered", "scored-below-top-k", "rejected", "training_positive")
+               for s in on["status"])
     ids = set(np.asarray(truth["objid"])[np.asarray(truth["is_lens"]) == 1].tolist())
     assert {int(i) for i in on["id"]} <= ids  # every match is a true lens, ids exact
     assert (np.asarray(on["sep_arcsec"]) < 1.0).all()
@@ -46,6 +50,20 @@ def test_every_known_lens_of_the_mock_gets_a_status(tiny_run):
     top_k = config["infer"]["top_k"]
     assert (np.asarray(scored["in_top_k"]).astype(str) == "True").tolist() == \
         (np.asarray(scored["rank"]) <= top_k).tolist()
+    # training positives: exactly the known lenses that are positive train/val rows of the
+    # lens task's training set (the tiny run simulates lenses into real hosts)
+    with h5py.File(tiny_run / "results" / "train" / "lens.h5", "r") as fh:
+        pos = (fh["label"][:] == 1) & (fh["split"][:] <= 1)
+        trained = set(fh["index"][:][pos].tolist())
+    assert [s == "training_positive" for s in scored["status"]] == \
+        [int(i) in trained for i in scored["index"]]
+    # the catalog flags the objects of the matched, scored known lenses, by name
+    flagged = catalog[np.asarray(catalog["known_lens"])]
+    assert sorted(np.asarray(flagged["id"]).astype(np.int64).tolist()) == \
+        sorted(int(i) for i in scored["id"])
+    by_name = dict(zip(np.asarray(flagged["id"]).astype(np.int64).tolist(),
+                       np.char.decode(np.asarray(flagged["known_name"])).tolist(), strict=True))
+    assert all(by_name[int(i)] == n for i, n in zip(scored["id"], scored["name"], strict=True))
     summary = json.loads((tiny_run / "results" / "known_lenses.json").read_text())
     # the ranks are gather's survey-wide rank_* of the primary lens model, not re-computed
     rank_col = summary["ranked_by"].replace("score_", "rank_", 1)
@@ -54,11 +72,35 @@ def test_every_known_lens_of_the_mock_gets_a_status(tiny_run):
     assert [by_id[int(i)] for i in scored["id"]] == np.asarray(scored["rank"]).tolist()
     assert summary["n_known"] == n_listed and summary["n_off_survey"] == 2
     assert summary["n_matched"] == n_listed - 2
-    assert summary["n_in_top_k"] + summary["n_below_top_k"] + summary["n_rejected"] == \
-        summary["n_matched"]
+    n_trained = summary["n_training_positive"]
+    assert n_trained == sum(s == "training_positive" for s in on["status"])
+    assert summary["n_in_top_k"] + summary["n_below_top_k"] + summary["n_rejected"] + \
+        n_trained == summary["n_matched"]
     assert summary["n_catalog_scored"] == len(catalog)
+    assert summary["trained_from"] == "results/train/lens.h5"
+    assert len(summary["provenance"]["known_lenses_sha256"]) == 64
     f = summary["recovered_fraction"]
-    assert f["lo"] <= f["value"] <= f["hi"] and f["n"] == n_listed - 2
+    assert f["lo"] <= f["value"] <= f["hi"] and f["n"] == n_listed - 2 - n_trained
+
+
+def test_a_lenscat_run_is_planned_without_a_known_lens_file(tmp_path):
+    """survey.known_lenses: lenscat: the mock writes no known-lens table, gather flags and
+    recover counts the shipped catalogue's lenses (a dry run of the real Snakefile)."""
+    extra = tmp_path / "lenscat.yaml"
+    extra.write_text("survey: {known_lenses: lenscat}\n")
+    proc = subprocess.run(snakemake_cmd(tmp_path, "-n", "-p", "--configfile", str(TINY),
+                                        str(extra)),
+                          capture_output=True, text=True, env=run_env(), timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "known_lenses.csv --summary" in out  # rule recover is planned
+    gather = next(line for line in out.splitlines() if "skysift gather" in line)
+    assert "--known-lenses" in gather
+    recover = next(line for line in out.splitlines() if "skysift recover" in line)
+    assert "--trainset results/train/lens.h5" in recover
+    lines = out.splitlines()
+    mock_output = lines[lines.index("rule mock:") + 1]
+    assert "catalog.fits" in mock_output and "known_lenses" not in mock_output
 
 
 def test_index_reused_the_check_headers_and_wrote_shard_files(tiny_run):

@@ -27,14 +27,16 @@ rule infer:
 
 rule gather:
     input:
-        per_shard(paths.SCORES),
+        scores=per_shard(paths.SCORES),
+        known_lenses=plan.known_lenses_files(config),
     output:
         catalog=paths.CATALOG,
         csv=paths.CATALOG_CSV,
         candidates=expand(paths.CANDIDATES, task=TASKS),
     params:
-        cfg=cfg("tasks", "infer", "models", "evaluate"),
+        cfg=cfg("tasks", "infer", "models", "evaluate", "survey"),
         candidates_dir=lambda wildcards, output: Path(output.candidates[0]).parent,
+        known="--known-lenses" if config["survey"]["known_lenses"] else "",
     conda:
         ENV
     log:
@@ -46,5 +48,6 @@ rule gather:
         mem_mb=8000,
         runtime=30,
     shell:
-        "python -m skysift gather --config-json {params.cfg:q} --scores {input:q} --out {output.catalog:q} "
-        "--csv {output.csv:q} --candidates-dir {params.candidates_dir:q} 2> {log:q}"
+        "python -m skysift gather --config-json {params.cfg:q} --scores {input.scores:q} "
+        "--out {output.catalog:q} --csv {output.csv:q} --candidates-dir {params.candidates_dir:q} "
+        "{params.known} 2> {log:q}"

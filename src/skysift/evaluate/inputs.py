@@ -1,5 +1,6 @@
 """What the evaluation reads: the gathered catalog's scores, the split, and the labels of the
-test objects, joined exactly by catalog index and id (never through a float)."""
+test objects, joined exactly by catalog index and id (never through a float); and which
+objects the models were trained on (:func:`trained_positives`, for known-lens recovery)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from astropy.table import Table
 from skysift.errors import DataError, SurveyError
 from skysift.evaluate import completeness
 from skysift.ids import id_keys, match_ids
-from skysift.io import read_table, require_columns
+from skysift.io import open_h5, read_table, require_columns
 from skysift.survey.labels import clean_labels
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,22 @@ def read_labels(config: Mapping, specs: Sequence[Mapping] = ()
         if isinstance(col, str):
             log.warning("task %s: completeness by %s unavailable: %s", task, name, col)
     return keys, values, columns
+
+
+def trained_positives(trainset_path: str | Path, task: str) -> np.ndarray:
+    """Catalog rows (``index``, sorted, unique int64) of the real objects that are positive
+    rows of the train or validation split of ``task``'s training set
+    (``results/train/{task}.h5``): labelled positives, and hosts a positive was simulated
+    into. The models of the task were trained (split 0) or selected (split 1) on them.
+    """
+    with open_h5(trainset_path, ("index", "label", "split")) as fh:
+        if str(fh.attrs.get("task", task)) != task:
+            raise DataError(f"{trainset_path}: a training set of task '{fh.attrs['task']}', "
+                            f"not of the lens task '{task}' (training_set.lens_task); pass "
+                            f"results/train/{task}.h5")
+        index = np.asarray(fh["index"][:], np.int64)
+        keep = (np.asarray(fh["label"][:]) == 1) & (np.asarray(fh["split"][:]) <= 1)
+    return np.unique(index[keep & (index >= 0)])  # index -1: simulated on blank sky
 
 
 def duplicated(keys: np.ndarray) -> np.ndarray:

@@ -9,6 +9,11 @@ given, each shard's rows by ``index``; ids verbatim. Added per model: ``prob_{ta
 A JSON sidecar beside the CSV holds the provenance (with the models' checksums), columns and
 counts; ``candidates/{task}.csv`` the ``infer.top_k`` best-ranked objects of the task's
 primary model (``models[].primary``, else the first listed) with a 1-based ``rank`` first.
+With ``--known-lenses`` (the rule passes it when ``survey.known_lenses`` is set: a table, or
+``lenscat``, :mod:`skysift.survey.known`) the catalog and candidates also get ``known_lens``
+(bool: the nearest gathered object of a known lens within ``survey.known_lenses_match_arcsec``)
+and ``known_name`` (those lenses' names joined by "; ", "" if none); the provenance names the
+known-lens source (lenscat: version and sha256).
 
 Memory is bounded by one shard: the survey is never sorted in memory. Each shard's finite
 (-logit, index) keys are sorted and spilled to disk; a block-wise k-way merge of those runs
@@ -34,8 +39,9 @@ from skysift.errors import DataError
 from skysift.io import atomic_output, provenance, write_json
 from skysift.modelspec import model_specs, primary_specs
 from skysift.score import prior
-from skysift.score.tables import header_cards, read_scores, write_csv
+from skysift.score.tables import FitsStream, header_cards, read_scores, write_csv
 from skysift.stamps.flags import FLAG_BITS
+from skysift.survey.known import KnownLenses, NearestObjects, read_known_lenses
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +116,8 @@ def check_unique_index(indices: Sequence[np.ndarray], names: Sequence[str]) -> N
 class _Shards:
     """Per-shard facts of the first pass: sizes, string widths, sorted keys spilled to disk."""
 
-    def __init__(self, paths: Sequence[str], ranked: Sequence[str], spill: Path) -> None:
+    def __init__(self, paths: Sequence[str], ranked: Sequence[str], spill: Path,
+                 known: NearestObjects | None = None) -> None:
         self.paths, self.ranked, self.spill = list(paths), list(ranked), spill
         self.sizes, self.colnames, self.widths, self.tiles = [], None, {}, set()
         self.cards, self.flags, self.n_selected = None, dict.fromkeys(FLAG_BITS, 0), 0
@@ -119,6 +126,8 @@ class _Shards:
         for i, path in enumerate(self.paths):
             table = self._check(i, read_scores(path))
             index = np.asarray(table["index"], dtype=np.int64)
+            if known is not None:  # the nearest object of each known lens, shard by shard
+                known.update(index, np.asarray(table["ra"]), np.asarray(table["dec"]))
             np.save(self._file(i, "index", "sorted"), np.sort(index))
             indices.append(np.load(self._file(i, "index", "sorted"), mmap_mode="r"))
             for col in ranked:
@@ -130,6 +139,8 @@ class _Shards:
                 np.save(self._file(i, col, "tie"), index[rows])
                 np.save(self._file(i, col, "row"), rows)
         check_unique_index(indices, self.paths)
+        if known is not None:
+            self.widths["known_name"] = known.name_width()
 
     def _file(self, i: int, col: str, what: str) -> Path:
         return self.spill / f"{i}.{col}.{what}.npy"
@@ -200,45 +211,6 @@ def _for_fits(table: Table, widths: Mapping[str, int]) -> Table:
     return out
 
 
-class FitsStream:
-    """A FITS binary table written row block by row block: header first, rows appended.
-
-    Every block must have the same columns and formats; ``n_rows`` is the total.
-    """
-
-    def __init__(self, fh, first: Table, n_rows: int, cards: Sequence[tuple[str, object]]):
-        self.fh, self.n_rows, self.written = fh, n_rows, 0
-        hdu = fits.table_to_hdu(first)
-        self.header = hdu.header
-        self.header["NAXIS2"] = n_rows
-        for key, value in cards:
-            self.header[key] = value
-        fh.write(fits.PrimaryHDU().header.tostring().encode("ascii"))
-        fh.write(self.header.tostring().encode("ascii"))
-
-    def append(self, table: Table) -> None:
-        """Append the rows of ``table`` (encoded by astropy exactly as a whole-table write)."""
-        if not len(table):
-            return
-        hdu = fits.table_to_hdu(table)
-        buf = io.BytesIO()
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
-        for key in ("NAXIS1", "TFIELDS"):
-            if hdu.header[key] != self.header[key]:
-                raise DataError(f"internal error: row block {key} {hdu.header[key]} differs "
-                                f"from the catalog's {self.header[key]}")
-        start = len(fits.PrimaryHDU().header.tostring()) + len(hdu.header.tostring())
-        self.fh.write(buf.getvalue()[start:start + hdu.header["NAXIS1"] * len(table)])
-        self.written += len(table)
-
-    def close(self) -> None:
-        """Pad the data to a whole FITS block; check the row count."""
-        if self.written != self.n_rows:
-            raise DataError(f"internal error: wrote {self.written} rows of {self.n_rows}")
-        size = self.header["NAXIS1"] * self.n_rows
-        self.fh.write(b"\0" * (-size % 2880))
-
-
 def _csv_text(table: Table, header: bool) -> str:
     buf = io.StringIO()
     table.write(buf, format="ascii.csv")
@@ -246,8 +218,10 @@ def _csv_text(table: Table, header: bool) -> str:
     return text if header else text.split("\n", 1)[1]
 
 
-def add_columns(table: Table, config: Mapping, ranks: Mapping[str, np.ndarray]) -> Table:
-    """A shard's table sorted by ``index``, with ``prob_*`` for every model and ``rank_*``."""
+def add_columns(table: Table, config: Mapping, ranks: Mapping[str, np.ndarray],
+                known: NearestObjects | None = None) -> Table:
+    """A shard's table sorted by ``index``, with ``prob_*`` for every model and ``rank_*``
+    (and ``known_lens``, ``known_name`` with ``known``)."""
     order = np.argsort(np.asarray(table["index"]), kind="stable")
     table = table[order]
     for spec in model_specs(config):
@@ -256,14 +230,16 @@ def add_columns(table: Table, config: Mapping, ranks: Mapping[str, np.ndarray]) 
         table[spec.column.replace("score_", "prob_", 1)] = p.astype(np.float32)
     for col, rank in ranks.items():
         table[col.replace("score_", "rank_", 1)] = np.asarray(rank)[order]
+    if known is not None:
+        table["known_lens"], table["known_name"] = known.columns(np.asarray(table["index"]))
     return table
 
 
 def gather(config: dict, score_paths: Sequence[str | Path], out: str | Path,
-           csv: str | Path, candidates_dir: str | Path) -> dict:
-    """Build and write the catalog, its CSV + JSON sidecar and the candidate lists, streamed.
-
-    Returns the sidecar's ``counts``.
+           csv: str | Path, candidates_dir: str | Path, known: KnownLenses | None = None
+           ) -> dict:
+    """Build and write the catalog, its CSV + JSON sidecar and the candidate lists, streamed;
+    ``known``: the known lenses to flag. Returns the sidecar's ``counts``.
     """
     if not score_paths:
         raise DataError("no score files given; pass --scores results/scores/*.fits")
@@ -277,15 +253,24 @@ def gather(config: dict, score_paths: Sequence[str | Path], out: str | Path,
     # sorted keys and ranks spilled to disk: ~36 bytes per object and ranked model
     with tempfile.TemporaryDirectory(prefix="gather-", dir=Path(out).parent) as spill:
         first = _first_table(names[0], ranked)
-        shards = _Shards(names, ranked, Path(spill))
+        near = (None if known is None else
+                NearestObjects(known, config["survey"]["known_lenses_match_arcsec"]))
+        shards = _Shards(names, ranked, Path(spill), near)
         shards.ranks()
-        prov = provenance(config, n_inputs=len(names))
+        prov = provenance(config, n_inputs=len(names), **(known.provenance if known else {}))
         cards = header_cards(prov) + shards.cards
-        candidates, columns = _write_catalog(config, shards, primary, top_k, cards, out, csv)
+        candidates, columns = _write_catalog(config, shards, primary, top_k, cards, out, csv,
+                                             near)
     counts = {"n_rows": int(sum(shards.sizes)), "n_files": len(names),
               "n_empty_files": sum(1 for n in shards.sizes if not n),
               "n_tiles": len(shards.tiles), "n_selected": shards.n_selected,
               "flags": shards.flags, "tasks": {}}
+    if near is not None:
+        counts["known_lenses"] = {"n_known": int(near.index.size),
+                                  "n_matched": int((near.index >= 0).sum()),
+                                  "n_objects": int(np.unique(near.index[near.index >= 0]).size)}
+        log.info("known lenses: %(n_matched)d of %(n_known)d matched to %(n_objects)d objects",
+                 counts["known_lenses"])
     for task, col in primary.items():
         counts["tasks"][task] = _write_candidates(config, task, col, candidates[task], first,
                                                   shards.nonfinite[col], top_k, candidates_dir)
@@ -312,8 +297,8 @@ def _first_table(path: str, ranked: Sequence[str]) -> Table:
 
 
 def _write_catalog(config: Mapping, shards: _Shards, primary: Mapping[str, str], top_k: int,
-                   cards: Sequence[tuple[str, object]], out: str | Path, csv: str | Path
-                   ) -> tuple[dict[str, list[Table]], list[dict] | None]:
+                   cards: Sequence[tuple[str, object]], out: str | Path, csv: str | Path,
+                   known: NearestObjects | None) -> tuple[dict[str, list[Table]], list | None]:
     """Write the catalog FITS and CSV shard by shard; returns the candidate rows, the columns."""
     names, ranked = shards.paths, shards.ranked
     candidates = {task: [] for task in primary}
@@ -324,7 +309,7 @@ def _write_catalog(config: Mapping, shards: _Shards, primary: Mapping[str, str],
         stream = None
         for i, name in enumerate(names):
             table = add_columns(read_scores(name), config,
-                                {c: shards.rank_column(i, c) for c in ranked})
+                                {c: shards.rank_column(i, c) for c in ranked}, known)
             if stream is None and (len(table) or i == len(names) - 1):
                 stream = FitsStream(ffh, _for_fits(table[:0], shards.widths),
                                     sum(shards.sizes), cards)
@@ -365,13 +350,18 @@ def parser():
                    help="catalog CSV, results/catalog.csv (its .json sidecar goes beside it)")
     p.add_argument("--candidates-dir", required=True,
                    help="folder of {task}.csv candidate lists, results/candidates")
+    p.add_argument("--known-lenses", action="store_true",
+                   help="flag the known lenses of survey.known_lenses (a table, or lenscat) "
+                        "in the catalog: columns known_lens, known_name")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the gather CLI; returns the exit code."""
     def body(args) -> int:
-        gather(cli.load_config(args), args.scores, args.out, args.csv, args.candidates_dir)
+        config = cli.load_config(args)
+        known = read_known_lenses(config) if args.known_lenses else None
+        gather(config, args.scores, args.out, args.csv, args.candidates_dir, known)
         return 0
     return cli.run(body, parser(), argv)
 

@@ -1,8 +1,10 @@
 """The scores tables (``results/scores/{shard}.fits``, then the catalog): FITS cards,
-atomic FITS and CSV writing, reading a scores table back (docs/formats.md)."""
+atomic FITS and CSV writing, a FITS table streamed block by block, reading a scores table
+back (docs/formats.md)."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -72,3 +74,42 @@ def ids_for_fits(ids: np.ndarray) -> np.ndarray:
         ids = np.array([v if isinstance(v, bytes) else str(v).encode() for v in ids.tolist()],
                        dtype=bytes)
     return ids.astype("S1") if ids.dtype.itemsize == 0 else ids
+
+
+class FitsStream:
+    """A FITS binary table written row block by row block: header first, rows appended.
+
+    Every block must have the same columns and formats; ``n_rows`` is the total.
+    """
+
+    def __init__(self, fh, first: Table, n_rows: int, cards: Sequence[tuple[str, object]]):
+        self.fh, self.n_rows, self.written = fh, n_rows, 0
+        hdu = fits.table_to_hdu(first)
+        self.header = hdu.header
+        self.header["NAXIS2"] = n_rows
+        for key, value in cards:
+            self.header[key] = value
+        fh.write(fits.PrimaryHDU().header.tostring().encode("ascii"))
+        fh.write(self.header.tostring().encode("ascii"))
+
+    def append(self, table: Table) -> None:
+        """Append the rows of ``table`` (encoded by astropy exactly as a whole-table write)."""
+        if not len(table):
+            return
+        hdu = fits.table_to_hdu(table)
+        buf = io.BytesIO()
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
+        for key in ("NAXIS1", "TFIELDS"):
+            if hdu.header[key] != self.header[key]:
+                raise DataError(f"internal error: row block {key} {hdu.header[key]} differs "
+                                f"from the catalog's {self.header[key]}")
+        start = len(fits.PrimaryHDU().header.tostring()) + len(hdu.header.tostring())
+        self.fh.write(buf.getvalue()[start:start + hdu.header["NAXIS1"] * len(table)])
+        self.written += len(table)
+
+    def close(self) -> None:
+        """Pad the data to a whole FITS block; check the row count."""
+        if self.written != self.n_rows:
+            raise DataError(f"internal error: wrote {self.written} rows of {self.n_rows}")
+        size = self.header["NAXIS1"] * self.n_rows
+        self.fh.write(b"\0" * (-size % 2880))

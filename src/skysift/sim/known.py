@@ -3,7 +3,8 @@
 What a user brings as "known lenses" from other surveys: the mock lenses with the brightest
 arcs, at positions scattered as another survey's astrometry would be, named in IAU style,
 plus a few positions beyond the footprint (:func:`known_lens_table`, written by
-:mod:`skysift.sim.mock` when ``survey.known_lenses`` is set).
+:mod:`skysift.sim.mock` when ``survey.known_lenses`` names a table; with ``lenscat`` the
+shipped catalogue is used instead, :mod:`skysift.survey.known`).
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ applicable. ``arc_snr`` is sqrt(sum over bands and pixels of (arc / sky_sigma_ba
 the noiseless PSF-convolved lensed source alone (:func:`skysift.sim.objects.make_lens`);
 ``merger_tidal_snr`` the same for the tidal features alone (0 for a pair).
 
-When ``survey.known_lenses`` is set the mock also writes a known-lens table there, like a
-literature sample (:func:`skysift.sim.known.known_lens_table`): the
+When ``survey.known_lenses`` names a table (not ``lenscat``) the mock also writes a
+known-lens table there, like a literature sample (:func:`skysift.sim.known.known_lens_table`): the
 ``mock.known_lenses_fraction`` of the lenses with the brightest arcs (highest ``arc_snr``),
 at positions scattered by ``KNOWN_LENS_SCATTER_ARCSEC`` as another survey's astrometry
 would be, named in IAU style,
@@ -70,6 +70,7 @@ from skysift.sim.render import (
     render,
     stamp_half_size,
 )
+from skysift.survey.known import LENSCAT
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +342,7 @@ def make_survey(config: dict) -> dict:
     write_table(catalog, Path(survey["catalog"]), config)
     write_table(labels, truth_path(config), config)
     n_known = 0
-    if survey["known_lenses"]:
+    if survey["known_lenses"] and survey["known_lenses"] != LENSCAT:  # lenscat: shipped
         known = known_lens_table(config, kinds, ra, dec, truth, tiles, field)
         write_table(known, Path(survey["known_lenses"]), config)
         n_known = len(known)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from skysift.errors import ConfigError
+from skysift.survey.known import LENSCAT
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def check_config(config: dict) -> None:
     table_format(truth_path(config), "survey.labels")
     if truth_path(config) == Path(survey["catalog"]):
         raise ConfigError("survey.labels is the catalog path; give the truth table its own file")
-    if survey["known_lenses"]:
+    if survey["known_lenses"] and survey["known_lenses"] != LENSCAT:  # lenscat: shipped
         table_format(Path(survey["known_lenses"]), "survey.known_lenses")
         if Path(survey["known_lenses"]) in (Path(survey["catalog"]), truth_path(config)):
             raise ConfigError("survey.known_lenses is the catalog or truth path; give the "

@@ -51,7 +51,8 @@ def discriminate(x_sim: np.ndarray, x_real: np.ndarray, names: Sequence[str], se
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import StratifiedKFold
 
-    out = {"auroc": None, "auroc_ci": None, "n_simulated": len(x_sim), "n_real": len(x_real), "top_features": []}
+    out = {"auroc": None, "auroc_ci": None, "n_simulated": len(x_sim), "n_real": len(x_real),
+           "top_features": []}
     if min(len(x_sim), len(x_real)) < FOLDS:
         return out
     x = np.concatenate([x_sim, x_real]).astype(np.float64)

@@ -34,6 +34,7 @@ from skysift.survey.catalog import read_catalog
 from skysift.survey.files import find_tiles, missing_band_message
 from skysift.survey.footprints import REASON_MISSING_BAND, assign_to_complete, footprint_radec
 from skysift.survey.headers import write_header_summary
+from skysift.survey.known import is_lenscat, read_known_lenses
 from skysift.survey.labels import clean_labels
 from skysift.survey.shards import make_shards
 from skysift.survey.tiles import read_tile_header
@@ -144,6 +145,12 @@ def _check_known_lenses(config: dict, problems: Problems) -> dict:
     path = survey["known_lenses"]
     if not path:
         return {}
+    if is_lenscat(config):  # shipped: checked (sha256) as it is read
+        try:
+            return read_known_lenses(config).provenance
+        except SkysiftError as exc:
+            problems.add("error", str(exc))
+            return {}
     columns = {k: v for k, v in survey["known_lenses_columns"].items() if v}
     try:
         table = read_table(path, "known-lens table")
