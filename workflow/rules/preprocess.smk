@@ -7,7 +7,7 @@ rule preprocess:
     output:
         stamps_output(),
     params:
-        cfg=cfg("preprocess"),
+        **cfg("preprocess"),
     conda:
         ENV
     log:
