@@ -84,11 +84,19 @@ def config_params(names, sections_of):
     return params
 
 
-def cfg(*sections):
-    """``**cfg("survey", ...)``: the params of a rule that depends on these config sections
-    (and the seed); see config_params."""
+def cfg_params(*sections):
+    """``**cfg_params("survey", ...)``: the params of a rule that depends on these config
+    sections (and the seed); see config_params."""
     return config_params(("seed", *sections),
                          lambda wildcards: plan.config_sections(config, sections))
+
+
+def cfg(*sections):
+    """``cfg=cfg(...)``, the former form: the sections' JSON as one recorded params entry (a
+    rerun prints it whole as the reason). Kept so rules written for it still work; prefer
+    ``**cfg_params(...)``."""
+    text = plan.config_json(config, sections)
+    return lambda wildcards: text
 
 
 def after_index(function):

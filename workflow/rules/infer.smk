@@ -9,7 +9,7 @@ rule infer:
     output:
         paths.SCORES,
     params:
-        **cfg("infer", "train", "survey"),
+        **cfg_params("infer", "train", "survey"),
     conda:
         ENV
     log:
@@ -33,7 +33,7 @@ rule gather:
         csv=paths.CATALOG_CSV,
         candidates=expand(paths.CANDIDATES, task=TASKS),
     params:
-        **cfg("tasks", "infer", "models", "evaluate"),
+        **cfg_params("tasks", "infer", "models", "evaluate"),
         candidates_dir=lambda wildcards, output: Path(output.candidates[0]).parent,
     conda:
         ENV

@@ -13,7 +13,7 @@ if config["survey"]["known_lenses"]:
             table=paths.KNOWN_LENSES,
             summary=paths.KNOWN_LENSES_SUMMARY,
         params:
-            **cfg("survey", "tasks", "models", "training_set", "infer", "evaluate"),
+            **cfg_params("survey", "tasks", "models", "training_set", "infer", "evaluate"),
         conda:
             ENV
         log:

@@ -42,7 +42,7 @@ rule augment:
     output:
         paths.AUGMENTED,
     params:
-        **cfg("augment"),
+        **cfg_params("augment"),
     conda:
         ENV
     log:
