@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -66,8 +67,9 @@ def run(body: Callable[[argparse.Namespace], int], p: argparse.ArgumentParser,
         if args.debug:
             raise
         where = f" while writing {exc.filename}" if exc.filename else ""
-        print(f"skysift: error: disk full{where} ({exc.strerror}); no partial output was "
-              "kept: free space (or point results/ elsewhere) and re-run", file=sys.stderr)
+        # os.strerror: h5py's strerror is a page of HDF5 internals
+        print(f"skysift: error: disk full{where} ({os.strerror(exc.errno)}); no partial output "
+              "was kept: free space (or point results/ elsewhere) and re-run", file=sys.stderr)
         return 3
 
 

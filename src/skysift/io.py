@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -33,7 +34,9 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path; rename it to ``path`` only if the block succeeds.
 
     A process killed at any moment leaves the old output or the new one, never a
-    truncated file; on error the temporary file is removed.
+    truncated file; on error the temporary file is removed. A full disk (``ENOSPC``,
+    ``EDQUOT``) raised by the writer (h5py and file objects name no file) carries ``path``
+    as its ``filename``, so the message names the output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,8 +45,10 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            exc.filename = str(path)
         raise
 
 

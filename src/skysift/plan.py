@@ -10,6 +10,7 @@ This module sits above every stage: it may import any of them, and none imports 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -93,10 +94,26 @@ def cutouts_mem_mb(config: Mapping, tiles_json: str | Path, tiles: Iterable[str]
         + CUTOUTS_BASE_MB
 
 
+def config_sections(config: Mapping, sections: Sequence[str]) -> dict:
+    """The config sections a rule depends on, with ``seed``: editing one of them re-runs the
+    rule and editing another does not."""
+    return {key: config[key] for key in ("seed", *sections)}
+
+
 def config_json(config: Mapping, sections: Sequence[str]) -> str:
-    """JSON of the config sections a rule depends on (with ``seed``): a params entry, so
-    editing one of them re-runs the rule and editing another does not."""
-    return json.dumps({key: config[key] for key in ("seed", *sections)}, sort_keys=True)
+    """JSON of :func:`config_sections` (what a rule passes to its step's ``--config-json``)."""
+    return json.dumps(config_sections(config, sections), sort_keys=True)
+
+
+def section_digest(name: str, value: object) -> str:
+    """``"<name> <12 hex digits>"``: a short params entry standing for one config section.
+
+    Snakemake prints the params that changed as a rerun reason; a digest per section names
+    the section that changed (``before: 'training_set 1f0c…' now: 'training_set 9a2e…'``)
+    instead of printing the whole config.
+    """
+    text = json.dumps(value, sort_keys=True, default=str)
+    return f"{name} {hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def labels_files(config: Mapping) -> list[str]:
@@ -162,24 +179,39 @@ def model_args(inputs: Mapping[str, str]) -> str:
                     if key in ("trainset", "augmented"))
 
 
-def trainset_config_json(config: Mapping, task: str) -> str:
+#: The config sections a training set depends on (:func:`trainset_config`).
+TRAINSET_SECTIONS = ("seed", "survey", "preprocess", "training_set", "split", "strict", "tasks")
+#: The config sections a trained model depends on (:func:`model_config`).
+MODEL_SECTIONS = ("seed", "augment", "train", "tasks", "models")
+
+
+def trainset_config(config: Mapping, task: str) -> dict:
     """The config one task's training set depends on: its own task entry, not the list, so
     adding a task or changing another's label renders no simulation again (and no models
     entry at all: iterating on models never re-makes a training set)."""
-    sections = {key: config[key] for key in ("seed", "survey", "preprocess", "training_set",
-                                             "split", "strict")}
+    sections = {key: config[key] for key in TRAINSET_SECTIONS if key != "tasks"}
     sections["tasks"] = [t for t in config["tasks"] if t["name"] == task]
-    return json.dumps(sections, sort_keys=True)
+    return sections
 
 
-def model_config_json(config: Mapping, task: str, model: str) -> str:
+def trainset_config_json(config: Mapping, task: str) -> str:
+    """JSON of :func:`trainset_config`."""
+    return json.dumps(trainset_config(config, task), sort_keys=True)
+
+
+def model_config(config: Mapping, task: str, model: str) -> dict:
     """The config one model's training depends on: its task and its own entry, not the
     whole lists, so adding a model or a task retrains nothing else."""
     spec = modelspec.find_spec(config, task, model)
     sections = {key: config[key] for key in ("seed", "augment", "train")}
     sections["tasks"] = [t for t in config["tasks"] if t["name"] == spec.task]
     sections["models"] = [spec.entry()]
-    return json.dumps(sections, sort_keys=True)
+    return sections
+
+
+def model_config_json(config: Mapping, task: str, model: str) -> str:
+    """JSON of :func:`model_config`."""
+    return json.dumps(model_config(config, task, model), sort_keys=True)
 
 
 def model_gpus(config: Mapping, task: str, model: str) -> int:

@@ -67,6 +67,24 @@ def test_config_json_holds_the_seed_and_only_the_named_sections():
     assert plan.config_json(cfg, ("split",)) == text
 
 
+def test_section_digest_is_short_names_its_section_and_follows_its_value():
+    """The params entry Snakemake prints as a rerun reason: the section's name and a digest,
+    changing with the section's value and only with it."""
+    cfg = _config(seed=5)
+    digest = plan.section_digest("split", cfg["split"])
+    name, hexdigits = digest.split(" ")
+    assert name == "split" and len(hexdigits) == 12 and int(hexdigits, 16) >= 0
+    assert plan.section_digest("split", json.loads(json.dumps(cfg["split"]))) == digest
+    cfg["train"]["epochs"] = 99
+    assert plan.section_digest("split", cfg["split"]) == digest
+    cfg["split"]["salt"] = "other"
+    assert plan.section_digest("split", cfg["split"]) != digest
+    sections = plan.trainset_config(cfg, "lens")
+    assert tuple(sections) == plan.TRAINSET_SECTIONS
+    assert tuple(plan.model_config(cfg, "lens", cfg["models"][0]["name"])) == \
+        plan.MODEL_SECTIONS
+
+
 def test_a_training_set_depends_on_its_own_task_and_never_on_the_models():
     """A training set is rendered again only when what makes it changes (its params): not
     when models change, nor when another task is added or edited."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import signal
@@ -13,9 +14,11 @@ import time
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from skysift import io
 from skysift.cli import parser, run
+from skysift.learn import checkpoints
 
 
 def _writer_script(path, n):
@@ -71,6 +74,49 @@ def test_disk_full_leaves_no_partial_file_and_says_so(tmp_path, monkeypatch, cap
     assert code == 3  # the documented exit status of a full disk (docs/reliability.md)
     err = capsys.readouterr().err
     assert "disk full" in err and str(out) in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """The writers' temporary files opened on /dev/full: every write meets the kernel's
+    ENOSPC, through the real json, h5py and torch writers."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    real_open, real_h5 = builtins.open, h5py.File
+
+    def redirected(opener):
+        def opened(path, mode="r", *args, **kwargs):
+            full = str(path).endswith(".partial") and "w" in mode
+            return opener("/dev/full" if full else path, mode, *args, **kwargs)
+        return opened
+
+    monkeypatch.setattr(io, "open", redirected(real_open), raising=False)
+    monkeypatch.setattr(checkpoints, "open", redirected(real_open), raising=False)
+    monkeypatch.setattr(h5py, "File", redirected(real_h5))
+
+
+WRITERS = {
+    "json": lambda out: io.write_json(out, {"values": list(range(200_000))}),
+    "hdf5": lambda out: io.write_stamps(out, {"images": np.ones((64, 3, 32, 32), np.float32)},
+                                        {"tile": "t"}),
+    "checkpoint": lambda out: checkpoints.save_checkpoint(out, {"w": torch.ones(512, 512)}),
+}
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_a_real_full_disk_exits_3_naming_the_output(writer, tmp_path, full_disk, capsys):
+    """Each kind of output skysift writes (JSON, HDF5, a torch checkpoint), on a disk that
+    is really full: exit 3, one message naming the output, nothing left behind."""
+    out = tmp_path / f"result.{writer}"
+
+    def body(args):
+        WRITERS[writer](out)
+        return 0
+
+    assert run(body, parser("test"), []) == 3
+    err = capsys.readouterr().err
+    assert f"disk full while writing {out} (No space left on device)" in err
     assert list(tmp_path.iterdir()) == []
 
 

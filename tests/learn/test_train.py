@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import sys
 import types
 
@@ -129,24 +131,102 @@ class Killed(Exception):
     pass
 
 
-def test_resume_reproduces_the_uninterrupted_run(trained, monkeypatch):
+def record_epochs(monkeypatch) -> list[dict]:
+    """Patch Trainer.run_epoch to record, before each epoch it runs, the trainer's epoch
+    counter and a copy of its optimiser and scheduler state: what a run really executes."""
+    runs = []
+    run_epoch = Trainer.run_epoch
+
+    def recorded(self, augment):
+        runs.append({"epoch": self.epoch, "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                     "scheduler": dict(self.scheduler.state_dict())})
+        return run_epoch(self, augment)
+
+    monkeypatch.setattr(Trainer, "run_epoch", recorded)
+    return runs
+
+
+def same_optimizer_state(a: dict, b: dict) -> bool:
+    """AdamW states equal: every parameter's step count and moments, and the param groups."""
+    if a["param_groups"] != b["param_groups"] or a["state"].keys() != b["state"].keys():
+        return False
+    return all(torch.equal(torch.as_tensor(a["state"][i][k]), torch.as_tensor(v))
+               for i in a["state"] for k, v in b["state"][i].items())
+
+
+def kill_and_resume(tmp, name, config, killed_when, monkeypatch, extra=()):
+    """Run train until ``killed_when(payload)`` of a ``.last`` save, then resume it; returns
+    (the ``.last`` it resumed from, the epochs the resumed run executed)."""
     save = train.save_checkpoint
 
-    def killed_after_first_epoch(path, payload):
+    def killed(path, payload):
         save(path, payload)
-        if str(path).endswith(".last") and payload["epoch"] == 1:
+        if str(path).endswith(".last") and killed_when(payload):
             raise Killed
 
-    monkeypatch.setattr(train, "save_checkpoint", killed_after_first_epoch)
+    monkeypatch.setattr(train, "save_checkpoint", killed)
     with pytest.raises(Killed):
-        train.main(argv(trained, "resumed"))
-    assert (trained / "resumed.pt.last").exists() and not (trained / "resumed.pt").exists()
+        train.main(argv(tmp, name, config, *extra))
+    assert (tmp / f"{name}.pt.last").exists() and not (tmp / f"{name}.pt").exists()
+    last = load_ckpt(tmp / f"{name}.pt.last")
     monkeypatch.setattr(train, "save_checkpoint", save)
-    assert train.main(argv(trained, "resumed", CONFIG, "--resume")) == 0
+    runs = record_epochs(monkeypatch)
+    assert train.main(argv(tmp, name, config, *extra, "--resume")) == 0
+    assert not (tmp / f"{name}.pt.last").exists()
+    return last, runs
+
+
+def test_resume_reproduces_the_uninterrupted_run(trained, monkeypatch):
+    last, runs = kill_and_resume(trained, "resumed", CONFIG, lambda p: p["epoch"] == 1,
+                                 monkeypatch)
+    # only the two remaining epochs ran, the first from the saved optimiser and schedule
+    assert [r["epoch"] for r in runs] == [1, 2]
+    assert last["optimizer_state"]["state"]  # AdamW moments after one epoch
+    assert same_optimizer_state(runs[0]["optimizer"], last["optimizer_state"])
+    assert runs[0]["scheduler"]["last_epoch"] == last["scheduler_state"]["last_epoch"] > 0
     a, b = load_ckpt(trained / "lens.pt"), load_ckpt(trained / "resumed.pt")
     assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
     metrics = json.loads((trained / "resumed.metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+
+
+def test_resume_ignores_a_last_checkpoint_of_another_config_or_training_set(
+        trained, monkeypatch, capsys):
+    """The rule always passes --resume: a stale .last (config or training files changed since
+    it was written) must not be continued; training starts over. One epoch per run: a
+    resume would run none, a fresh start runs epoch 0."""
+    one = {**CONFIG, "train": {**CONFIG["train"], "epochs": 1}}
+    other = {**one, "train": {**one["train"], "lr": 0.001}}
+    save = train.save_checkpoint
+
+    def killed_at_first_save(config):
+        def killed(path, payload):
+            save(path, payload)
+            if str(path).endswith(".last"):
+                raise Killed
+        monkeypatch.setattr(train, "save_checkpoint", killed)
+        with pytest.raises(Killed):
+            train.main(argv(trained, "stale", config))
+        monkeypatch.setattr(train, "save_checkpoint", save)
+        assert (trained / "stale.pt.last").exists()
+
+    runs = record_epochs(monkeypatch)
+    killed_at_first_save(other)
+    runs.clear()
+    capsys.readouterr()
+    assert train.main(argv(trained, "stale", one, "--resume")) == 0
+    assert "written with another config; training from the start" in capsys.readouterr().err
+    assert [r["epoch"] for r in runs] == [0]
+
+    killed_at_first_save(one)  # same config, but the training set is re-made since
+    st = (trained / "lens.h5").stat()
+    os.utime(trained / "lens.h5", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    runs.clear()
+    capsys.readouterr()
+    assert train.main(argv(trained, "stale", one, "--resume")) == 0
+    assert "from other training files" in capsys.readouterr().err
+    assert [r["epoch"] for r in runs] == [0]
+    assert not (trained / "stale.pt.last").exists()
 
 
 def test_early_stopping_keeps_the_best_weights(data_dir):
@@ -259,18 +339,13 @@ def test_committee_averages_its_members_and_resumes_mid_committee(trained, monke
     assert [r["member"] for r in metrics["member_records"]] == [0, 1]
     assert metrics["best_val_auroc"] > 0.9
 
-    save = train.save_checkpoint
-
-    def killed_in_second_member(path, payload):
-        save(path, payload)
-        if str(path).endswith(".last") and payload["member"] == 1 and payload["epoch"] == 1:
-            raise Killed
-
-    monkeypatch.setattr(train, "save_checkpoint", killed_in_second_member)
-    with pytest.raises(Killed):
-        train.main(argv(trained, "trio2", cfg, "--model", "trio"))
-    monkeypatch.setattr(train, "save_checkpoint", save)
-    assert train.main(argv(trained, "trio2", cfg, "--model", "trio", "--resume")) == 0
+    last, runs = kill_and_resume(trained, "trio2", cfg,
+                                 lambda p: p["member"] == 1 and p["epoch"] == 1, monkeypatch,
+                                 ("--model", "trio"))
+    # member 0 is not trained again; member 1 runs its last epoch from its saved optimiser
+    assert [r["epoch"] for r in runs] == [1]
+    assert len(last["done_states"]) == 1
+    assert same_optimizer_state(runs[0]["optimizer"], last["optimizer_state"])
     again = load_ckpt(trained / "trio2.pt")
     assert all(torch.equal(ckpt["model_state"][k], again["model_state"][k])
                for k in ckpt["model_state"])

@@ -7,6 +7,7 @@ import re
 import subprocess
 
 import numpy as np
+import pytest
 import yaml
 from astropy.table import Table
 from conftest import REPO, TINY, run_env, snakemake_cmd
@@ -41,8 +42,8 @@ def test_bad_config_fails_before_any_job(tmp_path):
 def test_catalog_scores_every_assigned_object_with_exact_ids(tiny_run):
     cat = Table.read(tiny_run / "results" / "catalog.fits")
     mock_cat = Table.read(tiny_run / "data" / "mock" / "catalog.fits")
-    rejects = Table.read(tiny_run / "results" / "index" / "rejects.ecsv")
-    assert len(cat) + len(rejects) == len(mock_cat)  # nothing silently dropped
+    rejects = Table.read(tiny_run / "results" / "rejects.ecsv")
+    assert len(cat) + len(rejects) == len(mock_cat)  # by id: the partition test below
     assert cat["id"].dtype.kind == "i"
     np.testing.assert_array_equal(cat["id"], np.asarray(mock_cat["objid"])[cat["index"]])
     assert (np.asarray(cat["id"]) > 2**53).all()
@@ -73,6 +74,56 @@ def test_metrics_and_plots(tiny_run):
         assert (tiny_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def auroc_lower_bound(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Lower end of the 95 % stratified bootstrap interval of the AUROC (1000 resamples)."""
+    from skysift import metrics
+    res = metrics.bootstrap(scores, labels, 1000, 0.95, 0, {"auroc": metrics.auroc})
+    return res["auroc"]["lo"]
+
+
+def primary_test_scores(tiny_run, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, truth) of ``task``'s primary model on the test split's rows, the truth from
+    the mock's truth table (not from the run's own metrics)."""
+    from skysift import config, modelspec
+    cfg = config.load(TINY)
+    cat = Table.read(tiny_run / "results" / "catalog.fits")
+    split = Table.read(tiny_run / "results" / "split.fits")
+    truth = Table.read(tiny_run / "data" / "mock" / "catalog_truth.fits")
+    is_test = dict(zip(np.asarray(split["index"]).tolist(), np.asarray(split["split"]) == 2,
+                       strict=True))
+    rows = np.array([is_test[i] for i in np.asarray(cat["index"]).tolist()])
+    row_of = {objid: i for i, objid in enumerate(np.asarray(truth["objid"]).tolist())}
+    truth_rows = np.array([row_of[i] for i in np.asarray(cat["id"])[rows].tolist()])
+    column = modelspec.primary_specs(cfg)[task].column
+    label = next(t["label"] for t in cfg["tasks"] if t["name"] == task)
+    return (np.asarray(cat[column], np.float64)[rows],
+            np.asarray(truth[label])[truth_rows].astype(np.int8))
+
+
+TASKS = ("lens", "merger")  # the tiny config's tasks
+#: Measured on the tiny run (training_set.use: simulated): the merger model trained on
+#: simulated mergers ranks the mock's own mergers worse than chance (test split: 30 rows,
+#: 9 mergers; AUROC 0.42, lower bound 0.21). Strict: the day it passes, this mark must go.
+WEAK_MERGER = pytest.mark.xfail(strict=True, reason="tiny run merger model: AUROC 0.42, "
+                                "lower bound 0.21 on the test split (issue 20)")
+
+
+@pytest.mark.parametrize("task", ["lens", pytest.param("merger", marks=WEAK_MERGER)])
+def test_primary_model_ranks_better_than_chance(tiny_run, task):
+    """The task's primary model ranks the test split's real objects better than chance: the
+    lower bootstrap bound of its AUROC exceeds 0.6."""
+    scores, labels = primary_test_scores(tiny_run, task)
+    assert labels.sum() >= 5 and (1 - labels).sum() >= 5
+    assert auroc_lower_bound(scores, labels) > 0.6
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_the_chance_check_fails_with_shuffled_labels(tiny_run, task):
+    """The same scores with their truth shuffled stay below the bar: the check can fail."""
+    scores, labels = primary_test_scores(tiny_run, task)
+    assert auroc_lower_bound(scores, np.random.default_rng(0).permutation(labels)) < 0.6
+
+
 def test_every_rule_logged_and_benchmarked(tiny_run):
     logs = {p.relative_to(tiny_run / "logs").parts[0].removesuffix(".log")
             for p in (tiny_run / "logs").rglob("*.log")}
@@ -89,19 +140,25 @@ def test_rerun_is_a_no_op(tiny_run):
 
 def test_tiny_config_is_valid():
     from skysift import config
-    config.load(TINY)
+    assert tuple(t["name"] for t in config.load(TINY)["tasks"]) == TASKS
 
 
-def test_catalog_and_merged_rejects_partition_the_survey_catalog_by_id(tiny_run):
-    """Every catalog row is in results/catalog.fits or results/rejects.ecsv (the merged rejects
-    of every stage), exactly once, by id and by row."""
+def test_scored_objects_and_merged_rejects_partition_the_survey_catalog_by_id(tiny_run):
+    """Nothing silently lost: the ids scored in results/catalog.fits and the ids of
+    results/rejects.ecsv (the merged rejects of every stage) are disjoint and together are
+    exactly the survey catalog's ids; rows too."""
     cat = Table.read(tiny_run / "results" / "catalog.fits")
     rejects = Table.read(tiny_run / "results" / "rejects.ecsv")
-    survey = Table.read(tiny_run / "data" / "mock" / "catalog.fits")
-    rows = np.concatenate([np.asarray(cat["index"]), np.asarray(rejects["index"], np.int64)])
-    assert np.array_equal(np.sort(rows), np.arange(len(survey)))
-    ids = np.concatenate([np.asarray(cat["id"]), np.asarray(rejects["id"], np.int64)])
-    np.testing.assert_array_equal(np.sort(ids), np.sort(np.asarray(survey["objid"])))
+    survey_ids = np.asarray(Table.read(tiny_run / "data" / "mock" / "catalog.fits")["objid"])
+    score_cols = [c for c in cat.colnames if c.startswith("score_")]
+    scored = np.all([np.isfinite(np.asarray(cat[c], np.float64)) for c in score_cols], axis=0)
+    scored_ids = np.asarray(cat["id"])[scored]
+    reject_ids = np.asarray(rejects["id"], np.int64)
+    assert len(set(scored_ids)) == len(scored_ids) and len(set(reject_ids)) == len(reject_ids)
+    assert not set(scored_ids) & set(reject_ids)
+    assert set(scored_ids) | set(reject_ids) == set(survey_ids)
+    rows = np.concatenate([np.asarray(cat["index"])[scored], np.asarray(rejects["index"])])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(len(survey_ids)))
 
 
 def test_changing_the_models_renders_no_training_set_again(tiny_run, tmp_path):
@@ -117,3 +174,37 @@ def test_changing_the_models_renders_no_training_set_again(tiny_run, tmp_path):
     planned = set(re.findall(r"^rule (\w+):", out, flags=re.M))
     planned |= set(re.findall(r"^localrule (\w+):", out, flags=re.M))
     assert "train" in planned and "training_set" not in planned and "augment" not in planned
+
+
+def test_a_changed_config_key_reruns_its_dependents_with_a_short_reason(tiny_run, tmp_path):
+    """One changed key of training_set re-plans exactly the rules that read that section and
+    those downstream of them; the rerun reason names the section by a short digest instead
+    of printing the config."""
+    from skysift import config
+
+    before = config.load(TINY)["training_set"]["max_negatives"]
+    extra = tmp_path / "changed.yaml"
+    extra.write_text(f"training_set:\n  max_negatives: {before - 1}\n")
+    cmd = snakemake_cmd(tiny_run, "-n")
+    cmd.insert(cmd.index("--configfile") + 2, str(extra))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    planned = set(re.findall(r"^(?:local)?rule (\w+):", out, flags=re.M))
+    assert planned == {"training_set", "augment", "train", "infer", "gather", "evaluate",
+                       "review", "recover", "all"}
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:\s+\w+: .*\n)*?\s+reason: (.*)$", out,
+                      flags=re.M)
+    assert jobs and not any('{"' in reason for _, reason in jobs), jobs
+    changed = {}
+    for rule, reason in jobs:
+        part = reason[reason.find("Params have changed"):].split(";")[0]
+        if reason.find("Params have changed") >= 0:
+            changed.setdefault(rule, []).append(part)
+    # the two tasks' training sets and recover (it reads training_set for its report)
+    assert {rule: len(parts) for rule, parts in changed.items()} == {"training_set": 2,
+                                                                     "recover": 1}
+    for part in sum(changed.values(), []):
+        assert len(part) < 200, part
+        assert re.search(r"before: 'training_set [0-9a-f]{12}' now: 'training_set [0-9a-f]{12}'",
+                         part), part

@@ -1,5 +1,6 @@
 # Validation, wildcard constraints and the input functions of every rule. Each function is
 # a thin binding of skysift.plan (tested Python) to Snakemake's config and checkpoints.
+import json
 import sys
 from pathlib import Path
 
@@ -68,9 +69,32 @@ def cutouts_mem_mb(wildcards):
     return plan.cutouts_mem_mb(config, tiles_json, shards()[wildcards.shard])
 
 
+def config_params(names, sections_of):
+    """Params of a rule that reads the config sections ``names`` (``sections_of(wildcards)``
+    returns them as a dict): ``cfg``, their JSON for the step's ``--config-json``, and per
+    section a short ``config_<name>`` digest (plan.section_digest). Snakemake records and
+    compares the digests only (a params function taking ``output`` is derived: neither
+    recorded nor compared), so a changed key re-runs the rule with the reason
+    "before: 'train 1f0c…' now: 'train 9a2e…'" instead of a page of JSON."""
+    params = {"cfg": lambda wildcards, output: json.dumps(sections_of(wildcards),
+                                                          sort_keys=True)}
+    for name in names:
+        params[f"config_{name}"] = (lambda wildcards, name=name:
+                                    plan.section_digest(name, sections_of(wildcards)[name]))
+    return params
+
+
+def cfg_params(*sections):
+    """``**cfg_params("survey", ...)``: the params of a rule that depends on these config
+    sections (and the seed); see config_params."""
+    return config_params(("seed", *sections),
+                         lambda wildcards: plan.config_sections(config, sections))
+
+
 def cfg(*sections):
-    """The config sections a rule depends on, as a params entry (a function, so Snakemake
-    does not read the tile pattern's braces as wildcards)."""
+    """``cfg=cfg(...)``, the former form: the sections' JSON as one recorded params entry (a
+    rerun prints it whole as the reason). Kept so rules written for it still work; prefer
+    ``**cfg_params(...)``."""
     text = plan.config_json(config, sections)
     return lambda wildcards: text
 
@@ -100,12 +124,14 @@ def model_args(wildcards, input):
     return plan.model_args(dict(input.items()))
 
 
-def trainset_cfg(wildcards):
-    return plan.trainset_config_json(config, wildcards.task)
+def trainset_cfg():
+    return config_params(plan.TRAINSET_SECTIONS,
+                         lambda wildcards: plan.trainset_config(config, wildcards.task))
 
 
-def model_cfg(wildcards):
-    return plan.model_config_json(config, wildcards.task, wildcards.model)
+def model_cfg():
+    return config_params(plan.MODEL_SECTIONS, lambda wildcards: plan.model_config(
+        config, wildcards.task, wildcards.model))
 
 
 def model_gpus(wildcards):

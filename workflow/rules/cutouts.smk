@@ -9,7 +9,7 @@ rule cutouts:
         stamps=paths.CUTOUTS,
         rejects=paths.CUTOUT_REJECTS,
     params:
-        cfg=cfg("survey", "cutouts", "preprocess", "strict"),
+        **cfg_params("survey", "cutouts", "preprocess", "strict"),
         index_dir=lambda wildcards, input: Path(input.shard_index).parent.parent,
     conda:
         ENV
@@ -35,7 +35,7 @@ rule rejects:
     output:
         paths.REJECTS,
     params:
-        cfg=cfg(),
+        **cfg_params(),
         index_dir=lambda wildcards, input: Path(input.index).parent,
     conda:
         ENV

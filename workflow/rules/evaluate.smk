@@ -25,7 +25,7 @@ rule evaluate:
             category="Evaluation",
         ),
     params:
-        cfg=cfg("survey", "tasks", "models", "evaluate"),
+        **cfg_params("survey", "tasks", "models", "evaluate"),
     conda:
         ENV
     log:

@@ -9,7 +9,7 @@ rule infer:
     output:
         paths.SCORES,
     params:
-        cfg=cfg("infer", "train", "survey"),
+        **cfg_params("infer", "train", "survey"),
     conda:
         ENV
     log:
@@ -34,7 +34,7 @@ rule gather:
         csv=paths.CATALOG_CSV,
         candidates=expand(paths.CANDIDATES, task=TASKS),
     params:
-        cfg=cfg("tasks", "infer", "models", "evaluate", "survey"),
+        **cfg_params("tasks", "infer", "models", "evaluate", "survey"),
         candidates_dir=lambda wildcards, output: Path(output.candidates[0]).parent,
         known="--known-lenses" if config["survey"]["known_lenses"] else "",
     conda:

@@ -10,7 +10,7 @@ if config["survey"]["kind"] == "mock":
             labels=plan.labels_files(config),
             known_lenses=plan.known_lenses_files(config),
         params:
-            cfg=cfg("survey", "mock"),
+            **cfg_params("survey", "mock"),
         conda:
             ENV
         log:

@@ -7,7 +7,7 @@ rule preprocess:
     output:
         stamps_output(),
     params:
-        cfg=cfg("preprocess"),
+        **cfg_params("preprocess"),
     conda:
         ENV
     log:

@@ -24,7 +24,7 @@ if config["survey"]["known_lenses"]:
             table=paths.KNOWN_LENSES,
             summary=paths.KNOWN_LENSES_SUMMARY,
         params:
-            cfg=cfg("survey", "tasks", "models", "training_set", "infer", "evaluate"),
+            **cfg_params("survey", "tasks", "models", "training_set", "infer", "evaluate"),
             trainset=" ".join(f"--trainset {shlex.quote(p)}" for p in RECOVER_TRAINSET),
         conda:
             ENV

@@ -21,7 +21,7 @@ rule review:
             labels={"task": "{task}", "file": "grading sheet"},
         ),
     params:
-        cfg=cfg("tasks", "models", "review"),
+        **cfg_params("tasks", "models", "review"),
     conda:
         ENV
     log:

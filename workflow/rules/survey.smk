@@ -14,7 +14,7 @@ rule check:
         report=paths.CHECK,
         headers=paths.TILE_HEADERS,
     params:
-        cfg=cfg("survey", "tasks", "index", "strict"),
+        **cfg_params("survey", "tasks", "index", "strict"),
     conda:
         ENV
     log:
@@ -41,7 +41,7 @@ checkpoint survey_index:
         rejects=paths.INDEX_REJECTS,
         shards=paths.INDEX_SHARDS,
     params:
-        cfg=cfg("survey", "index", "strict"),
+        **cfg_params("survey", "index", "strict"),
         index_dir=lambda wildcards, output: Path(output.shards).parent,
     conda:
         ENV
@@ -64,7 +64,7 @@ rule split:
     output:
         paths.SPLIT,
     params:
-        cfg=cfg("survey", "split"),
+        **cfg_params("survey", "split"),
     conda:
         ENV
     log:

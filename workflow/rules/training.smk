@@ -19,7 +19,7 @@ rule training_set:
             labels={"figure": "training set examples"},
         ),
     params:
-        cfg=trainset_cfg,
+        **trainset_cfg(),
     conda:
         ENV
     log:
@@ -42,7 +42,7 @@ rule augment:
     output:
         paths.AUGMENTED,
     params:
-        cfg=cfg("augment"),
+        **cfg_params("augment"),
     conda:
         ENV
     log:
@@ -57,6 +57,8 @@ rule augment:
         "python -m skysift augment --config-json {params.cfg:q} --in {input:q} --out {output:q} 2> {log:q}"
 
 
+# --resume: a retried or re-run job continues from {output.model}.last (not an output, so
+# Snakemake keeps it when a job fails); one of another config or training set is ignored.
 rule train:
     input:
         unpack(after_index(model_inputs)),
@@ -71,7 +73,7 @@ rule train:
             labels={"figure": "learning curve, model {model}"},
         ),
     params:
-        cfg=model_cfg,
+        **model_cfg(),
         inputs=model_args,
     conda:
         ENV
@@ -87,4 +89,4 @@ rule train:
     shell:
         "python -m skysift train --config-json {params.cfg:q} --task {wildcards.task} "
         "--model {wildcards.model} {params.inputs} --out {output.model:q} "
-        "--metrics {output.metrics:q} --curve {output.curve:q} 2> {log:q}"
+        "--metrics {output.metrics:q} --curve {output.curve:q} --resume 2> {log:q}"

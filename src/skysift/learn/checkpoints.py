@@ -31,9 +31,13 @@ META_KEYS = ("architecture", "task", "bands", "pixscale_arcsec", "stamp_size_pix
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """``torch.save`` atomically (``.partial``, then rename)."""
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+    """``torch.save`` atomically (``.partial``, then rename).
+
+    Through a Python file object: on a full disk torch then raises the ``OSError(ENOSPC)``
+    of the write (exit 3, :func:`skysift.cli.run`) instead of its own ``RuntimeError``.
+    """
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -5,9 +5,11 @@ copies; outputs: ``results/models/{task}/{model}.pt`` holding everything (docs/m
 a metrics JSON and a loss/AUROC curve. A committee (``members: K``) trains K networks one
 after the other from seeds derived from (seed, task, model, member) and stores their
 average. On CPU a run is bit-reproducible, and a killed run resumes from ``<out>.last``
-(``--resume``) to the same weights. A model with ``checkpoint:`` is copied from that file
-(after checking it loads) instead of trained. A ``classical`` model (features + boosted
-trees, :mod:`skysift.learn.classical`) takes the same inputs and writes the same three outputs.
+(``--resume``, which the rule always passes) to the same weights; a ``.last`` written with
+another config or from other training files is ignored (training starts over). A model
+with ``checkpoint:`` is copied from that file (after checking it loads) instead of trained.
+A ``classical`` model (features + boosted trees, :mod:`skysift.learn.classical`) takes the
+same inputs and writes the same three outputs.
 """
 
 from __future__ import annotations
@@ -84,14 +86,40 @@ def write_curve(path: str | Path, histories: Sequence[Sequence[dict]], title: st
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def _resume_state(last: Path, config: dict) -> dict | None:
+def input_fingerprint(*files: str | Path | None) -> list[list]:
+    """[path, size, mtime_ns] of each input file: a ``.last`` resumes only on the same files
+    (Snakemake re-making a training set gives it a new mtime)."""
+    out = []
+    for f in files:
+        if f:
+            st = Path(f).stat()
+            out.append([str(f), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _resume_state(last: Path, config: dict, inputs: list[list]) -> dict | None:
+    """The ``.last`` checkpoint to continue from, or None to train from the start.
+
+    A ``.last`` of another config or other input files (a re-run after a change) would mix
+    two trainings: it is ignored with a warning, so the rule can always pass ``--resume``.
+    """
     if not last.exists():
         log.info("--resume: no %s; training from the start", last)
         return None
-    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        log.warning("--resume: %s is unreadable (%s); training from the start", last,
+                    type(exc).__name__)
+        return None
     if config_hash(ckpt.get("config", {})) != config_hash(config):
-        raise DataError(f"{last}: written with another config; restore that config or delete "
-                        f"{last} to train from the start")
+        log.warning("--resume: %s was written with another config; training from the start",
+                    last)
+        return None
+    if ckpt.get("inputs") != inputs:
+        log.warning("--resume: %s was written from other training files (%s); training from "
+                    "the start", last, ckpt.get("inputs"))
+        return None
     log.info("resuming from %s: member %d after epoch %d", last, ckpt["member"], ckpt["epoch"])
     return ckpt
 
@@ -150,14 +178,16 @@ def train_model(config: dict, task: str, model: str, trainset: str | Path | None
     meta = model_meta(config, spec, data.attrs, data.shape,
                       {"trainset": str(trainset), "augmented": str(augmented or "")})
     augment = _augmenter(config, data.attrs.get("normalisation"))
-    ckpt = _resume_state(last, config) if resume else None
+    inputs = input_fingerprint(trainset, augmented)
+    ckpt = _resume_state(last, config, inputs) if resume else None
     states = list(ckpt["done_states"]) if ckpt else []
     records = list(ckpt["member_records"]) if ckpt else []
     t0 = time.perf_counter()
     with torch_runtime(tcfg["threads"], deterministic=device.type == "cpu"):
         loader = make_loader(data, tcfg["data"], tcfg["ram_gb"], tcfg["workers"], device)
         trainer, member = _train_members(config, spec, data, loader, device, precision, augment,
-                                         ckpt, states, records, last, meta)
+                                         ckpt, states, records, last,
+                                         {"config": config, "meta": meta, "inputs": inputs})
         final = prepare_model(_assemble(spec, data, states), device)
         val_logits = score_tensor(final, data.x_val, tcfg["batch_size"], device, precision)
         seconds = time.perf_counter() - t0
@@ -194,9 +224,10 @@ def _open_train_data(trainset: str | Path, augmented: str | Path | None, task: s
 
 def _train_members(config: dict, spec: ModelSpec, data: TrainData, loader, device: torch.device,
                    precision: str, augment: Augment | None, ckpt: dict | None,
-                   states: list[dict], records: list[dict], last: Path, meta: dict
+                   states: list[dict], records: list[dict], last: Path, extra: dict
                    ) -> tuple[Trainer, int]:
-    """Train the members not in ``states`` yet (appended to states, records); saves ``last``."""
+    """Train the members not in ``states`` yet (appended to states, records); saves ``last``
+    after every epoch, with ``extra`` (config, meta, input fingerprint)."""
     tcfg = spec.train
     for member in range(len(states), spec.members):
         trainer, init = _member_trainer(config, spec, data, loader, member, device, precision)
@@ -211,8 +242,7 @@ def _train_members(config: dict, spec: ModelSpec, data: TrainData, loader, devic
                      tcfg["epochs"], rec["train_loss"], rec["val_loss"], rec["val_auroc"],
                      rec["samples_per_s"])
             save_checkpoint(last, {**trainer.state_dict(), "member": member,
-                                   "done_states": states, "member_records": records,
-                                   "config": config, "meta": meta})
+                                   "done_states": states, "member_records": records, **extra})
         states.append(trainer.best_state)
         records.append(_member_record(trainer, member, init))
     return trainer, member
@@ -304,7 +334,8 @@ def parser():
     p.add_argument("--metrics", help="metrics JSON (default: <out stem>.metrics.json)")
     p.add_argument("--curve", help="loss/AUROC curve PNG (default: <out stem>.curve.png)")
     p.add_argument("--resume", action="store_true",
-                   help="continue a killed run from <out>.last when it exists")
+                   help="continue a killed run from <out>.last when it exists and was written "
+                        "with the same config and training files (else train from the start)")
     return p
 
 
