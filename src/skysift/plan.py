@@ -119,6 +119,17 @@ def select_inputs(config: Mapping) -> list[str]:
     return [config["survey"]["catalog"]] if config["infer"]["select"] else []
 
 
+def infer_outputs(config: Mapping) -> dict[str, str]:
+    """Outputs of rule ``infer`` besides the scores: the embeddings with ``infer.embeddings``."""
+    return {"embeddings": paths.EMBEDDINGS} if config["infer"]["embeddings"] else {}
+
+
+def embeddings_arg(outputs: Mapping[str, str]) -> str:
+    """``--embeddings PATH`` of ``skysift infer`` when the rule writes embeddings, else ''."""
+    return f"--embeddings {shlex.quote(str(outputs['embeddings']))}" if "embeddings" in outputs \
+        else ""
+
+
 def training_set_files(config: Mapping) -> list[str]:
     """Files a training set reads besides stamps, cutouts, split and labels."""
     t, bands = config["training_set"], config["survey"]["bands"]
