@@ -23,6 +23,12 @@ from skysift.survey.files import discover_tiles, mask_paths, tile_path
 CUTOUTS_BASE_MB = 700
 #: One batch of stamps held by the cutouts step, MB (stamps.cutouts.BATCH_BYTES).
 CUTOUTS_BATCH_MB = 64
+#: An infer job's scoring process without stamps, MB (torch, models, shard columns;
+#: measured VmHWM 690-740 MiB with baseline3, benchmarks/survey.py).
+INFER_BASE_MB = 800
+#: A decode worker of the infer job without its tile, MB (interpreter, astropy; measured
+#: VmHWM 216 MiB with a 3 x 1024² tile and 466 stamps of 64², i.e. ~155 MB of base).
+DECODE_BASE_MB = 200
 
 
 def survey_files(config: Mapping) -> list[str]:
@@ -89,6 +95,25 @@ def cutouts_mem_mb(config: Mapping, tiles_json: str | Path, tiles: Iterable[str]
     n_bands = len(config["survey"]["bands"])
     return int(pixels * ((n_bands + 1) * 4 + n_bands + 8) / 1e6) + CUTOUTS_BATCH_MB \
         + CUTOUTS_BASE_MB
+
+
+def infer_mem_mb(config: Mapping, tiles_json: str | Path, tiles: Iterable[str]) -> int:
+    """Memory of an infer job, MB, all its processes (docs/scale.md, skysift.score.stream):
+    with k = ``infer.tiles_in_flight``, its largest tile of P pixels and its most crowded
+    tile of m objects, B bands and s-pixel stamps, the scoring process holds the models and
+    k + 1 tiles' stamps (m B s² 4 bytes each), each of the k decode workers one tile
+    (P B 5 bytes) and its raw and normalised stamps; k = 0 decodes in the scoring process."""
+    wanted = set(tiles)
+    with open(tiles_json) as fh:
+        mine = [t for t in json.load(fh)["tiles"] if t["tile"] in wanted]
+    pixels = max(t["shape"][0] * t["shape"][1] for t in mine)
+    n_obj = max(int(t.get("n_objects", 0)) for t in mine)
+    n_bands, size = len(config["survey"]["bands"]), config["cutouts"]["stamp_size_pix"]
+    stamps_mb = n_obj * n_bands * size * size * 4 / 1e6
+    decode_mb = pixels * n_bands * 5 / 1e6 + 2 * stamps_mb
+    k = int(config["infer"]["tiles_in_flight"])
+    workers = k * (DECODE_BASE_MB + decode_mb) if k else decode_mb
+    return int(INFER_BASE_MB + (k + 1) * stamps_mb + workers) + 1
 
 
 def config_json(config: Mapping, sections: Sequence[str]) -> str:

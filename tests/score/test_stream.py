@@ -194,3 +194,26 @@ def test_cli_scores_a_shard_and_refuses_a_model_of_another_stamp_size(survey, tm
     other["cutouts"]["stamp_size_pix"] = SIZE + 2
     argv[1] = json.dumps(other)
     assert infer.main(argv) != 0
+
+
+def test_infer_job_memory_grows_with_tiles_in_flight_and_the_largest_tile(tmp_path):
+    from skysift import plan
+    from skysift.config import validate
+    tiles_json = tmp_path / "tiles.json"
+    tiles_json.write_text(json.dumps({"tiles": [
+        {"tile": "a", "shape": [1000, 1000], "n_objects": 400},
+        {"tile": "b", "shape": [4000, 4000], "n_objects": 100},
+        {"tile": "c", "shape": [1000, 1000], "n_objects": 7000}]}))
+    cfg = validate({"survey": {"bands": ["g", "r", "i"]}, "cutouts": {"stamp_size_pix": 64},
+                    "infer": {"tiles_in_flight": 2}})
+    stamps_mb = 7000 * 3 * 64 * 64 * 4 / 1e6  # the most crowded tile's stamps
+    tile_mb = 16e6 * 3 * 5 / 1e6  # the largest tile: float32 bands + a mask byte
+    two = plan.infer_mem_mb(cfg, tiles_json, ["a", "b", "c"])
+    assert two == int(plan.INFER_BASE_MB + 3 * stamps_mb
+                      + 2 * (plan.DECODE_BASE_MB + tile_mb + 2 * stamps_mb)) + 1
+    cfg["infer"]["tiles_in_flight"] = 4
+    four = plan.infer_mem_mb(cfg, tiles_json, ["a", "b", "c"])
+    assert four - two == int(2 * (stamps_mb + plan.DECODE_BASE_MB + tile_mb + 2 * stamps_mb))
+    one = (400 * 3 * 64 * 64 * 4 / 1e6, 1e6 * 3 * 5 / 1e6)  # stamps, tile of "a" alone
+    assert plan.infer_mem_mb(cfg, tiles_json, ["a"]) == int(
+        plan.INFER_BASE_MB + 5 * one[0] + 4 * (plan.DECODE_BASE_MB + one[1] + 2 * one[0])) + 1

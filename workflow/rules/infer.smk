@@ -23,7 +23,9 @@ rule infer:
         "results/benchmarks/infer/{shard}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards: plan.infer_mem_mb(
+            config, checkpoints.survey_index.get().output.tiles, shards()[wildcards.shard]
+        ),
         runtime=60,
     shell:
         "python -m skysift infer --config-json {params.cfg:q} --shard {wildcards.shard} "

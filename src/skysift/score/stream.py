@@ -172,7 +172,8 @@ def score_shard(config: dict, index_dir: str | Path, shard: str,
             sel, tile = item
             tiles.append(tile.tile)
             decode_s += tile.seconds
-            worker_peak = max(worker_peak, tile.peak_kib or 0)
+            if in_flight > 0:  # else the tile was decoded here: peak_kib below says it
+                worker_peak = max(worker_peak, tile.peak_kib or 0)
             if tile.rejected:
                 log.warning("%s: rejecting its %d objects", tile.rejected, len(sel))
                 n_rejected += len(sel)
