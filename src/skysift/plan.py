@@ -101,7 +101,7 @@ def infer_mem_mb(config: Mapping, tiles_json: str | Path, tiles: Iterable[str]) 
     """Memory of an infer job, MB, all its processes (docs/scale.md, skysift.score.stream):
     with k = ``infer.tiles_in_flight``, its largest tile of P pixels and its most crowded
     tile of m objects, B bands and s-pixel stamps, the scoring process holds the models and
-    k + 1 tiles' stamps (m B s² 4 bytes each), each of the k decode workers one tile
+    k + 2 tiles' stamps (m B s² 4 bytes each), each of the k decode workers one tile
     (P B 5 bytes) and its raw and normalised stamps; k = 0 decodes in the scoring process."""
     wanted = set(tiles)
     with open(tiles_json) as fh:
@@ -113,7 +113,7 @@ def infer_mem_mb(config: Mapping, tiles_json: str | Path, tiles: Iterable[str]) 
     decode_mb = pixels * n_bands * 5 / 1e6 + 2 * stamps_mb
     k = int(config["infer"]["tiles_in_flight"])
     workers = k * (DECODE_BASE_MB + decode_mb) if k else decode_mb
-    return int(INFER_BASE_MB + (k + 1) * stamps_mb + workers) + 1
+    return int(INFER_BASE_MB + (k + 2) * stamps_mb + workers) + 1
 
 
 def config_json(config: Mapping, sections: Sequence[str]) -> str:

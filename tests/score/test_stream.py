@@ -209,11 +209,11 @@ def test_infer_job_memory_grows_with_tiles_in_flight_and_the_largest_tile(tmp_pa
     stamps_mb = 7000 * 3 * 64 * 64 * 4 / 1e6  # the most crowded tile's stamps
     tile_mb = 16e6 * 3 * 5 / 1e6  # the largest tile: float32 bands + a mask byte
     two = plan.infer_mem_mb(cfg, tiles_json, ["a", "b", "c"])
-    assert two == int(plan.INFER_BASE_MB + 3 * stamps_mb
+    assert two == int(plan.INFER_BASE_MB + 4 * stamps_mb
                       + 2 * (plan.DECODE_BASE_MB + tile_mb + 2 * stamps_mb)) + 1
     cfg["infer"]["tiles_in_flight"] = 4
     four = plan.infer_mem_mb(cfg, tiles_json, ["a", "b", "c"])
     assert four - two == int(2 * (stamps_mb + plan.DECODE_BASE_MB + tile_mb + 2 * stamps_mb))
     one = (400 * 3 * 64 * 64 * 4 / 1e6, 1e6 * 3 * 5 / 1e6)  # stamps, tile of "a" alone
     assert plan.infer_mem_mb(cfg, tiles_json, ["a"]) == int(
-        plan.INFER_BASE_MB + 5 * one[0] + 4 * (plan.DECODE_BASE_MB + one[1] + 2 * one[0])) + 1
+        plan.INFER_BASE_MB + 6 * one[0] + 4 * (plan.DECODE_BASE_MB + one[1] + 2 * one[0])) + 1

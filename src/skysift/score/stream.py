@@ -18,9 +18,10 @@ cutter and normaliser), so the scores table is the one the stamps path writes; n
 Memory bound, with k = ``infer.tiles_in_flight``, B bands, a tile of P pixels holding at
 most m objects of s² pixels: each of the k decode workers holds one tile and its stamps,
 B·P·5 + 2·m·B·s²·4 bytes (float32 pixels and a mask byte; raw and normalised stamps); the
-scoring process holds the models, the shard's per-object columns and at most k + 1 tiles'
-normalised stamps (the one being scored and k decoded ahead), (k + 1)·m·B·s²·4 bytes. No
-more than k tiles are ever submitted ahead of the one being scored. k = 0 decodes in the
+scoring process holds the models, the shard's per-object columns and at most k + 2 tiles'
+normalised stamps, (k + 2)·m·B·s²·4 bytes: the one being scored, k decoded ahead, and one
+more while a result is unpickled beside its pipe buffer. No more than k tiles are ever
+submitted ahead of the one being scored. k = 0 decodes in the
 scoring process, one tile at a time, with no pool.
 """
 
