@@ -3,8 +3,8 @@
 #   snakemake --cores 8 --configfile my.yaml
 #   snakemake --workflow-profile workflow/profiles/slurm
 # DAG: mock (if any) -> check -> survey_index (checkpoint: tiles -> shards) -> per shard:
-# cutouts -> preprocess -> infer; training_set/augment per task, train per task and model;
-# gather, evaluate.
+# infer straight from the tiles; cutouts (+ preprocess for the training shards);
+# training_set/augment per task, train per task and model; gather, evaluate.
 from snakemake.utils import min_version
 
 min_version("8.0")

@@ -27,7 +27,7 @@ STEPS = {
     "augment": ("skysift.learn.augment", "write augmented copies of a training set"),
     "train": ("skysift.learn.train",
               "train one model of one task (a CNN or the classical baseline)"),
-    "infer": ("skysift.score.infer", "score the stamps of one shard with every model"),
+    "infer": ("skysift.score.infer", "score every object of one shard with every model"),
     "gather": ("skysift.score.gather",
                "gather per-tile scores into the catalog and candidate lists"),
     "evaluate": ("skysift.evaluate.evaluate",

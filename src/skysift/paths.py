@@ -34,6 +34,7 @@ MODEL_METRICS = "results/models/{task}/{model}.metrics.json"
 MODEL_CURVE = "results/models/{task}/{model}.curve.png"
 
 SCORES = "results/scores/{shard}.fits"
+EMBEDDINGS = "results/embeddings/{shard}.h5"
 CATALOG = "results/catalog.fits"
 CATALOG_CSV = "results/catalog.csv"
 CANDIDATES_DIR = "results/candidates"

@@ -25,6 +25,12 @@ from skysift.survey.known import LENSCAT
 CUTOUTS_BASE_MB = 700
 #: One batch of stamps held by the cutouts step, MB (stamps.cutouts.BATCH_BYTES).
 CUTOUTS_BATCH_MB = 64
+#: An infer job's scoring process without stamps, MB (torch, models, shard columns;
+#: measured VmHWM 690-740 MiB with baseline3, benchmarks/survey.py).
+INFER_BASE_MB = 800
+#: A decode worker of the infer job without its tile, MB (interpreter, astropy; measured
+#: VmHWM 216 MiB with a 3 x 1024² tile and 466 stamps of 64², i.e. ~155 MB of base).
+DECODE_BASE_MB = 200
 
 
 def survey_files(config: Mapping) -> list[str]:
@@ -100,6 +106,25 @@ def config_sections(config: Mapping, sections: Sequence[str]) -> dict:
     return {key: config[key] for key in ("seed", *sections)}
 
 
+def infer_mem_mb(config: Mapping, tiles_json: str | Path, tiles: Iterable[str]) -> int:
+    """Memory of an infer job, MB, all its processes (docs/scale.md, skysift.score.stream):
+    with k = ``infer.tiles_in_flight``, its largest tile of P pixels and its most crowded
+    tile of m objects, B bands and s-pixel stamps, the scoring process holds the models and
+    k + 2 tiles' stamps (m B s² 4 bytes each), each of the k decode workers one tile
+    (P B 5 bytes) and its raw and normalised stamps; k = 0 decodes in the scoring process."""
+    wanted = set(tiles)
+    with open(tiles_json) as fh:
+        mine = [t for t in json.load(fh)["tiles"] if t["tile"] in wanted]
+    pixels = max(t["shape"][0] * t["shape"][1] for t in mine)
+    n_obj = max(int(t.get("n_objects", 0)) for t in mine)
+    n_bands, size = len(config["survey"]["bands"]), config["cutouts"]["stamp_size_pix"]
+    stamps_mb = n_obj * n_bands * size * size * 4 / 1e6
+    decode_mb = pixels * n_bands * 5 / 1e6 + 2 * stamps_mb
+    k = int(config["infer"]["tiles_in_flight"])
+    workers = k * (DECODE_BASE_MB + decode_mb) if k else decode_mb
+    return int(INFER_BASE_MB + (k + 2) * stamps_mb + workers) + 1
+
+
 def config_json(config: Mapping, sections: Sequence[str]) -> str:
     """JSON of :func:`config_sections` (what a rule passes to its step's ``--config-json``)."""
     return json.dumps(config_sections(config, sections), sort_keys=True)
@@ -138,6 +163,17 @@ def recover_targets(config: Mapping) -> list[str]:
 def select_inputs(config: Mapping) -> list[str]:
     """``infer.select`` cuts on catalog columns: the catalog is then an input of infer."""
     return [config["survey"]["catalog"]] if config["infer"]["select"] else []
+
+
+def infer_outputs(config: Mapping) -> dict[str, str]:
+    """Outputs of rule ``infer`` besides the scores: the embeddings with ``infer.embeddings``."""
+    return {"embeddings": paths.EMBEDDINGS} if config["infer"]["embeddings"] else {}
+
+
+def embeddings_arg(outputs: Mapping[str, str]) -> str:
+    """``--embeddings PATH`` of ``skysift infer`` when the rule writes embeddings, else ''."""
+    return f"--embeddings {shlex.quote(str(outputs['embeddings']))}" if "embeddings" in outputs \
+        else ""
 
 
 def training_set_files(config: Mapping) -> list[str]:

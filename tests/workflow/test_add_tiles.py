@@ -2,8 +2,9 @@
 
 A real Snakemake run on a `files` survey (four mock tiles written by ``skysift.sim.mock`` into a
 folder; the run first sees two, then all four) with training_set.shards frozen, the default:
-the second run cuts, preprocesses and scores only the two new shards, re-makes no training
-set and retrains no model, and the catalog then holds the new tiles' objects.
+the second run cuts and scores only the two new shards (no stamps: infer reads the tiles and
+no training set reads them), re-makes no training set and retrains no model, and the catalog
+then holds the new tiles' objects.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def test_added_tiles_only_cut_and_score_new_shards(tmp_path):
     ran = {rule for rule, _ in second}
     assert not ran & {"training_set", "augment", "train", "split"}, second
     per_shard = {(rule, shard) for rule, shard in second if shard}
-    assert per_shard == {(rule, shard) for rule in ("cutouts", "preprocess", "infer")
+    # infer scores the new shards from their tiles: no stamps for shards no training set reads
+    assert per_shard == {(rule, shard) for rule in ("cutouts", "infer")
                          for shard in ("s0002", "s0003")}, second
     assert {"survey_index", "gather"} <= ran
     assert _state(frozen) == before  # same bytes, same mtime: nothing re-made

@@ -76,6 +76,14 @@ def test_sidecar_and_candidates(tiny_run):
         assert float(rows[0][f"score_{task}_baseline3"]) == float(np.float32(best))
 
 
-def test_stamps_are_kept_by_default(tiny_run):
-    shards = sorted(p.stem for p in (tiny_run / "results" / "scores").glob("s*.fits"))
-    assert all((tiny_run / "results" / "stamps" / f"{s}.h5").exists() for s in shards)
+def test_scores_come_from_the_tiles_and_training_stamps_are_kept(tiny_run):
+    results = tiny_run / "results"
+    shards = sorted(p.stem for p in (results / "scores").glob("s*.fits"))
+    training = json.loads((results / "index" / "training_shards.json").read_text())["shards"]
+    for shard in shards:
+        header = fits.getheader(results / "scores" / f"{shard}.fits", 1)
+        assert header["HIERARCH source"] == "tiles"  # infer read no stamps file
+        assert "from tiles" in (tiny_run / "logs" / "infer" / f"{shard}.log").read_text()
+    # stamps are made for the training sets' shards only, and kept (infer.keep_stamps)
+    assert all((results / "stamps" / f"{s}.h5").exists() for s in training)
+    assert {p.stem for p in (results / "stamps").glob("s*.h5")} <= set(training)

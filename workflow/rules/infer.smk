@@ -1,15 +1,20 @@
-# Score every object of every shard with every named model; gather into one catalog.
+# Score every object of every shard with every named model, straight from the shard's tiles
+# (cut and normalised in memory; no stamps file is read); gather into one catalog.
 
 
 rule infer:
     input:
-        stamps=paths.STAMPS,
+        tiles=shard_files,
+        shard_index=shard_rows_file,
         models=[spec.path for spec in MODEL_SPECS],
         catalog=plan.select_inputs(config),
     output:
-        paths.SCORES,
+        scores=paths.SCORES,
+        **plan.infer_outputs(config),
     params:
-        **cfg_params("infer", "train", "survey"),
+        **cfg_params("infer", "train", "survey", "cutouts", "preprocess", "strict"),
+        index_dir=lambda wildcards, input: Path(input.shard_index).parent.parent,
+        embeddings=lambda wildcards, output: plan.embeddings_arg(dict(output.items())),
     conda:
         ENV
     log:
@@ -18,11 +23,14 @@ rule infer:
         "results/benchmarks/infer/{shard}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards: plan.infer_mem_mb(
+            config, checkpoints.survey_index.get().output.tiles, shards()[wildcards.shard]
+        ),
         runtime=60,
     shell:
-        "python -m skysift infer --config-json {params.cfg:q} --stamps {input.stamps:q} "
-        "--models {input.models:q} --out {output:q} 2> {log:q}"
+        "python -m skysift infer --config-json {params.cfg:q} --shard {wildcards.shard} "
+        "--index-dir {params.index_dir:q} --models {input.models:q} --out {output.scores:q} "
+        "{params.embeddings} 2> {log:q}"
 
 
 rule gather:

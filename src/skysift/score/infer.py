@@ -1,9 +1,14 @@
-"""Score every object of a stamps file with every named model (rule ``infer``).
+"""Score every object of one shard with every named model (rule ``infer``).
 
-Streams a stamps file (``results/stamps/*.h5``) in batches (``infer.batch_size``; ``auto``
-halves the forward batch on out-of-memory errors) while a reader thread reads the next batch,
-so memory does not grow with the number of objects, and writes a scores table: ``index``,
-``id`` (verbatim), ``ra``, ``dec``, ``tile``, ``flags``, one float32 logit column
+``--shard``: straight from the shard's tiles, cut and normalised in memory
+(:mod:`skysift.score.stream`, what the workflow runs). ``--stamps``: from a stamps file, as
+before (for stamps kept or made by hand); both write the same table.
+
+The stamps path streams a stamps file (``results/stamps/*.h5``) in batches
+(``infer.batch_size``; ``auto`` halves the forward batch on out-of-memory errors) while a
+reader thread reads the next batch, so memory does not grow with the number of objects.
+The scores table: ``index``, ``id`` (verbatim), ``ra``, ``dec``, ``tile``, ``flags``, one
+float32 logit column
 ``score_{task}_{model}`` per model, with ``infer.tta`` a ``score_std_{task}_{model}`` column
 (the spread of the logit over the 8 D4 orientations; the logit is then their mean), and
 ``selected`` (False: left out by ``infer.select``, scores NaN). A model whose bands, pixel
@@ -20,168 +25,36 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from astropy.table import Table
 
 from skysift import cli
-from skysift.errors import ConfigError, DataError, SurveyError
-from skysift.ids import id_keys
-from skysift.io import open_h5, provenance, read_attr_json, read_table
-from skysift.learn.checkpoints import load_model, sha256_file
+from skysift.errors import ConfigError, DataError
+from skysift.io import open_h5, provenance, read_attr_json
 from skysift.learn.runtime import (
     resolve_device,
     resolve_precision,
     torch_runtime,
 )
-from skysift.learn.symmetry import D4_ELEMENTS
-from skysift.modelspec import score_column
-from skysift.score.batches import AUTO_BATCH, BatchSize, score_views
-from skysift.score.tables import header_cards, ids_for_fits, write_fits_table
-from skysift.survey.catalog import read_catalog
+from skysift.score.batches import AUTO_BATCH, BatchSize, EmbeddingTap, score_block, std_column
+from skysift.score.scoring import (
+    batch_size,
+    check_compatible,
+    embedding_taps,
+    load_models,
+    select_mask,
+    selection,
+    write_embeddings,
+    write_scores,
+)
+from skysift.score.stream import score_shard
+from skysift.score.tables import header_cards
 
 log = logging.getLogger(__name__)
 
-#: keys of the ``preprocess`` block that do not change the pixels (HDF5 chunking only).
-NORMALISATION_IGNORED = ("chunk_objects",)
+#: the helpers the scoring paths share, importable from here as before
+__all__ = ["AUTO_BATCH", "check_compatible", "infer_tile", "load_models", "main", "parser",
+           "select_mask", "std_column"]
+
 STAMP_DATASETS = ("images", "flags", "index", "id", "ra", "dec")
-
-
-def std_column(column: str) -> str:
-    """``score_std_{task}_{model}``, the spread over the 8 D4 orientations of the logits in
-    ``column`` (``score_{task}_{model}``)."""
-    return column.replace("score_", "score_std_", 1)
-
-
-
-
-
-
-
-
-
-
-
-
-def _normalisation(value) -> dict | None:
-    if not isinstance(value, Mapping):
-        return None
-    return {k: v for k, v in value.items() if k not in NORMALISATION_IGNORED}
-
-
-#: Relative pixel-scale difference above which stamps do not match a model.
-PIXSCALE_RTOL = 0.01
-
-
-def _label(meta: Mapping) -> str:
-    return f"{meta['task']}/{meta.get('model', '?')}"
-
-
-def check_compatible(meta: Mapping, stamps_attrs: Mapping, path: str | Path) -> None:
-    """Raise DataError unless the stamps match the model's bands, pixel scale (1 %), stamp size
-    and normalisation; the message lists every difference.
-    """
-    diffs = []
-    bands = [str(b) for b in stamps_attrs.get("bands", [])]
-    if bands != list(meta["bands"]):
-        diffs.append(f"bands {bands} (model: {list(meta['bands'])})")
-    scale, model_scale = stamps_attrs.get("pixscale_arcsec"), meta.get("pixscale_arcsec")
-    if (scale is not None and model_scale
-            and abs(float(scale) / model_scale - 1) > PIXSCALE_RTOL):
-        diffs.append(f"pixscale_arcsec {float(scale):.4g} (model: {model_scale:.4g})")
-    size = stamps_attrs.get("stamp_size_pix")
-    if size is None or int(size) != int(meta["stamp_size_pix"]):
-        diffs.append(f"stamp_size_pix {size} (model: {meta['stamp_size_pix']})")
-    norm = _normalisation(stamps_attrs.get("normalisation"))
-    if norm != _normalisation(meta["normalisation"]):
-        diffs.append(f"normalisation {norm} (model: {_normalisation(meta['normalisation'])})")
-    if diffs:
-        raise DataError(f"{path}: stamps do not match the '{_label(meta)}' model: "
-                        + "; ".join(diffs) + "; cut and preprocess with the configuration the "
-                        "model was trained with, or retrain the model")
-
-
-def load_models(paths: Sequence[str | Path], device: torch.device
-                ) -> tuple[dict[str, torch.nn.Module], dict[str, dict], list]:
-    """Models by catalog column (``score_{task}_{model}``), their meta, and FITS header cards.
-
-    Raises DataError when two checkpoints would fill the same column.
-    """
-    models: dict[str, torch.nn.Module] = {}
-    metas: dict[str, dict] = {}
-    cards: list[tuple[str, object]] = []
-    for i, path in enumerate(paths, start=1):
-        model, meta = load_model(path, device)
-        column = score_column(meta["task"], meta["model"])
-        if column in models:
-            raise DataError(f"{path}: a second model '{meta['model']}' for task "
-                            f"'{meta['task']}' (column {column}); pass each model once")
-        models[column], metas[column] = model, meta
-        cards += [(f"MODEL{i}", Path(path).name), (f"MTASK{i}", meta["task"]),
-                  (f"MNAME{i}", meta["model"]), (f"MSHA{i}", sha256_file(path))]
-    return models, metas, cards
-
-
-def _id_text(ids: np.ndarray) -> np.ndarray:
-    return id_keys(ids, "stamp ids").astype(str)
-
-
-def _catalog_table(config: Mapping, index: np.ndarray, ids: np.ndarray,
-                   columns: Sequence[str]) -> dict[str, np.ndarray]:
-    """Catalog ``columns`` at rows ``index`` (n,), checked against the stamps' ids.
-
-    A FITS catalog is memory-mapped (only the shard's rows are read); CSV and ECSV are read
-    whole.
-    """
-    survey = config["survey"]
-    path, id_col = survey["catalog"], survey["columns"]["id"]
-    fitsfile = str(path).lower().endswith((".fits", ".fit", ".fits.gz"))
-    try:
-        table = Table.read(path, memmap=True) if fitsfile else read_table(path, "catalog")
-    except (OSError, ValueError) as exc:
-        raise SurveyError(f"{path}: cannot read the catalog for infer.select ({exc})") from None
-    missing = [c for c in columns if c not in table.colnames]
-    if missing:
-        raise ConfigError(f"infer.select names columns {missing} that {path} lacks; columns "
-                          f"are {', '.join(table.colnames)}")
-    if len(index) and int(index.max()) >= len(table):
-        raise DataError(f"{path}: has {len(table)} rows but the stamps hold index "
-                        f"{int(index.max())}; the catalog changed: re-run the survey steps")
-    cat_ids = (table[id_col][index] if fitsfile
-               else read_catalog(dict(config)).ids[index])
-    if not np.array_equal(_id_text(np.ma.getdata(np.asarray(cat_ids))), _id_text(ids)):
-        raise DataError(f"{path}: ids at the stamps' catalog rows differ from the stamps' ids; "
-                        "the catalog changed since the cutouts: re-run the survey steps")
-    return {c: np.ma.filled(np.ma.asarray(table[c][index], dtype=np.float64), np.nan)
-            for c in columns}
-
-
-def select_mask(cuts: Sequence[Mapping], values: Mapping[str, np.ndarray], n: int
-                ) -> tuple[np.ndarray, dict[str, int]]:
-    """Objects that pass every cut of ``infer.select``, and how many each cut removed.
-
-    Parameters
-    ----------
-    cuts : list of {column, range: [lo, hi]}
-        Inclusive bounds; ``null`` leaves a side open. NaN or masked values fail.
-    values : {column: (n,) float64}
-    n : int
-
-    Returns
-    -------
-    (n,) bool, {"column [lo, hi]": number of objects that cut removed on its own}.
-    """
-    keep = np.ones(n, dtype=bool)
-    removed = {}
-    for cut in cuts:
-        lo, hi = cut["range"]
-        v = values[cut["column"]]
-        ok = np.isfinite(v)
-        if lo is not None:
-            ok &= v >= lo
-        if hi is not None:
-            ok &= v <= hi
-        removed[f"{cut['column']} [{lo}, {hi}]"] = int((~ok).sum())
-        keep &= ok
-    return keep, removed
 
 
 def _read(images, start: int, stop: int, rows: np.ndarray, pin: bool = False) -> torch.Tensor:
@@ -199,28 +72,18 @@ def _read(images, start: int, stop: int, rows: np.ndarray, pin: bool = False) ->
     return torch.from_numpy(block if rows.size == stop - start else block[rows])
 
 
-def _selection(config: Mapping, fh, n: int) -> np.ndarray:
-    cuts = config["infer"]["select"]
-    if not cuts:
-        return np.ones(n, dtype=bool)
-    values = _catalog_table(config, fh["index"][()], fh["id"][()],
-                            list(dict.fromkeys(c["column"] for c in cuts)))
-    selected, removed = select_mask(cuts, values, n)
-    log.info("infer.select keeps %d of %d objects (removed per cut: %s); the others stay in "
-             "the table with NaN scores and selected = False", selected.sum(), n, removed)
-    return selected
-
-
 def _score_file(fh, models: Mapping, selected: np.ndarray, read: int, batch: BatchSize,
-                device: torch.device, precision: str, tta: bool, desc: str
-                ) -> dict[str, np.ndarray]:
-    """Logit (and spread) columns of every model; NaN for unselected objects."""
+                device: torch.device, precision: str, tta: bool, desc: str,
+                taps: Mapping[str, EmbeddingTap] | None = None
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Logit (and spread) columns of every model, NaN for unselected objects; embeddings
+    (n, width) of the models in ``taps``, NaN for unselected objects."""
     images = fh["images"]
     n = images.shape[0]
-    views = tuple(D4_ELEMENTS) if tta else (0,)
     out = {c: np.full(n, np.nan, dtype=np.float32) for c in models}
     if tta:
         out.update({std_column(c): np.full(n, np.nan, np.float32) for c in models})
+    emb: dict[str, np.ndarray] = {}
     starts = range(0, n, read)
 
     def rows(start):
@@ -236,23 +99,25 @@ def _score_file(fh, models: Mapping, selected: np.ndarray, read: int, batch: Bat
                 ahead = pool.submit(_read, images, nxt, min(nxt + read, n), rows(nxt), pin)
             if not len(x):
                 continue
-            for column, model in models.items():
-                logits = score_views(model, x, batch, device, precision, views)
-                out[column][mine] = logits.mean(axis=0)
-                if tta:
-                    out[std_column(column)][mine] = logits.std(axis=0)
-    return out
+            scores, embeddings = score_block(models, x, batch, device, precision, tta, taps)
+            for column, values in scores.items():
+                out[column][mine] = values
+            for column, values in embeddings.items():
+                if column not in emb:
+                    emb[column] = np.full((n, values.shape[1]), np.nan, np.float32)
+                emb[column][mine] = values
+    return out, emb
 
 
 def infer_tile(config: dict, stamps: str | Path, model_paths: Sequence[str | Path],
-               out: str | Path) -> int:
-    """Score one stamps file with every model and write the scores table; return n objects."""
+               out: str | Path, embeddings_out: str | Path | None = None) -> int:
+    """Score one stamps file with every model and write the scores table (and, with
+    ``infer.embeddings``, the embeddings to ``embeddings_out``); return n objects."""
     device = resolve_device(config["train"]["device"])
     precision = resolve_precision(config["train"]["precision"], device)
     models, metas, cards = load_models(model_paths, device)
-    size = config["infer"]["batch_size"]
-    batch = BatchSize(AUTO_BATCH.get(device.type, AUTO_BATCH["cpu"]) if size == "auto"
-                      else size)
+    taps = embedding_taps(models, metas, config) if embeddings_out else {}
+    batch = batch_size(config, device)
     read, tta = batch.size, bool(config["infer"]["tta"])
     t0 = time.perf_counter()
     with (torch_runtime(config["train"]["threads"], deterministic=False),
@@ -267,28 +132,21 @@ def infer_tile(config: dict, stamps: str | Path, model_paths: Sequence[str | Pat
             raise DataError(f"{stamps}: images have shape {images.shape}, the models expect "
                             f"(n, {meta0['in_channels']}, {meta0['stamp_size_pix']}, "
                             f"{meta0['stamp_size_pix']}); re-run its rule")
-        selected = _selection(config, fh, n)
-        scores = _score_file(fh, models, selected, read, batch, device, precision, tta,
-                             f"infer {Path(stamps).stem}")
         columns = {name: fh[name][()] for name in ("index", "id", "ra", "dec", "flags")}
+        selected = selection(config, columns["index"], columns["id"])
+        scores, emb = _score_file(fh, models, selected, read, batch, device, precision, tta,
+                                  f"infer {Path(stamps).stem}", taps)
         # a shard holds several tiles: the per-object dataset names each object's tile
         tiles = fh["tile"][()].astype("S") if "tile" in fh else None
     tile = str(attrs.get("shard") or attrs.get("tile", Path(stamps).stem))
-    table = Table()
-    table["index"] = columns["index"].astype(np.int64)
-    table["id"] = ids_for_fits(columns["id"])
-    table["ra"] = columns["ra"].astype(np.float64)
-    table["dec"] = columns["dec"].astype(np.float64)
-    table["tile"] = (tiles if tiles is not None
-                     else np.full(n, tile, dtype=f"S{max(len(tile.encode()), 1)}"))
-    table["flags"] = columns["flags"].astype(np.uint8)
-    for column, values in scores.items():
-        table[column] = values
-    table["selected"] = selected
+    if tiles is None:
+        tiles = np.full(n, tile, dtype=f"S{max(len(tile.encode()), 1)}")
     prov = provenance(config, stamps=str(stamps), tile=tile, device=str(device),
                       precision=precision, tta=int(tta), n_selected=int(selected.sum()),
                       select=config["infer"]["select"], batch_size=batch.size)
-    write_fits_table(out, table, header_cards(prov) + cards)
+    write_scores(out, columns, tiles, scores, selected, header_cards(prov) + cards)
+    if embeddings_out:
+        write_embeddings(embeddings_out, columns, emb, prov)
     seconds = time.perf_counter() - t0
     log.info("scored %d of %d objects of %s with %d models (%s)%s in %.1f s, %.0f objects/s "
              "on %s %s, forward batch %d (%d out-of-memory halvings) -> %s",
@@ -300,18 +158,34 @@ def infer_tile(config: dict, stamps: str | Path, model_paths: Sequence[str | Pat
 
 def parser():
     """The ``skysift infer`` argument parser."""
-    p = cli.parser("Score the stamps of one file with every named model.")
-    p.add_argument("--stamps", required=True, help="a stamps file, results/stamps/*.h5")
+    p = cli.parser("Score every object of one shard with every named model: straight from its "
+                   "tiles (--shard), or from a stamps file (--stamps).")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--shard", help="a shard of the survey index: read, cut and normalise "
+                       "its tiles in memory (skysift.score.stream); no stamps file is read")
+    which.add_argument("--stamps", help="a stamps file, results/stamps/*.h5")
+    p.add_argument("--index-dir", default="results/index",
+                   help="directory written by skysift index (with --shard)")
     p.add_argument("--models", nargs="+", required=True,
                    help="checkpoints, results/models/{task}/{model}.pt ...")
-    p.add_argument("--out", required=True, help="scores table, results/scores/{tile}.fits")
+    p.add_argument("--out", required=True, help="scores table, results/scores/{shard}.fits")
+    p.add_argument("--embeddings", help="with infer.embeddings: the per-object embeddings, "
+                   "results/embeddings/{shard}.h5")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the infer CLI; returns the exit code."""
     def body(args) -> int:
-        infer_tile(cli.load_config(args), args.stamps, args.models, args.out)
+        config = cli.load_config(args)
+        emb = args.embeddings if config["infer"].get("embeddings") else None
+        if config["infer"].get("embeddings") and not emb:
+            raise ConfigError("infer.embeddings is true: pass --embeddings PATH "
+                              "(results/embeddings/{shard}.h5)")
+        if args.shard:
+            score_shard(config, args.index_dir, args.shard, args.models, args.out, emb)
+        else:
+            infer_tile(config, args.stamps, args.models, args.out, emb)
         return 0
     return cli.run(body, parser(), argv)
 

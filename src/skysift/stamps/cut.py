@@ -154,3 +154,10 @@ def blank_positions(shape: tuple[int, int], objects_xy: np.ndarray, size_pix: in
         dist, _ = tree.query(cand, k=1)
         cand = cand[dist >= min_distance_pix]
     return cand[:n]
+
+
+def tile_runs(rows: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """Tiles (t,) in the order of ``rows``, and the start (t + 1,) of each tile's run of rows."""
+    tiles, starts = np.unique(rows["tile"], return_index=True)
+    order = np.argsort(starts)
+    return tiles[order].tolist(), np.append(starts[order], len(rows["tile"]))

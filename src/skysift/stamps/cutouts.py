@@ -35,6 +35,7 @@ from skysift.stamps.cut import (
     blank_positions,
     blank_seed,
     extract,
+    tile_runs,
 )
 from skysift.stamps.flags import FLAG_BITS
 from skysift.survey.shards import read_assignment_rows
@@ -82,13 +83,6 @@ class _Writer:
         self.images.resize(self.n + len(stamps), axis=0)
         self.images[self.n:self.n + len(stamps)] = stamps
         self.n += len(stamps)
-
-
-def _tile_runs(rows: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
-    """Tiles (t,) in the order of ``rows``, and the start (t + 1,) of each tile's run of rows."""
-    tiles, starts = np.unique(rows["tile"], return_index=True)
-    order = np.argsort(starts)
-    return tiles[order].tolist(), np.append(starts[order], len(rows["tile"]))
 
 
 def _tile_info(stack, sel: np.ndarray, empty: list[str]) -> dict:
@@ -154,7 +148,7 @@ def cut_objects(config: dict, rows: dict[str, np.ndarray], out: str | Path,
     bands = list(config["survey"]["bands"])
     chunk = config["preprocess"]["chunk_objects"]
     batch = max(1, BATCH_BYTES // (len(bands) * size * size * 4))
-    tiles, starts = _tile_runs(rows)
+    tiles, starts = tile_runs(rows)
     kept, rejected, info, counts, pool = [], [], {}, dict.fromkeys(FLAG_BITS, 0), {}
     blanks: list[tuple[str, np.ndarray, np.ndarray]] = []
     buf = np.empty((min(batch, len(rows["tile"])), len(bands), size, size), np.float32)
