@@ -173,11 +173,7 @@ def peak_rss_kib() -> int:
         the parent's peak across fork + exec; :func:`max_rss_kib` where there is no
         ``/proc``.
     """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return max_rss_kib()
+    from skysift.score.decode import peak_kib
+
+    peak = peak_kib()
+    return max_rss_kib() if peak is None else peak

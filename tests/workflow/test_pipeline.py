@@ -161,18 +161,23 @@ def test_scored_objects_and_merged_rejects_partition_the_survey_catalog_by_id(ti
     np.testing.assert_array_equal(np.sort(rows), np.arange(len(survey_ids)))
 
 
-def test_changing_the_models_renders_no_training_set_again(tiny_run, tmp_path):
-    """Iterating on models does not pay for injections again: a new models list plans train,
-    infer and what follows, never a training set (its params hold no models entry)."""
-    extra = tmp_path / "models.yaml"
-    extra.write_text("models:\n  - {name: other, architecture: baseline3, epochs: 1}\n")
+def _dry_run_with(tiny_run, extra, text: str) -> tuple[set, str]:
+    """``snakemake -n`` of the tiny run with one more config file holding ``text``: the
+    rules it plans and its output."""
+    extra.write_text(text)
     cmd = snakemake_cmd(tiny_run, "-n")
     cmd.insert(cmd.index("--configfile") + 2, str(extra))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    planned = set(re.findall(r"^rule (\w+):", out, flags=re.M))
-    planned |= set(re.findall(r"^localrule (\w+):", out, flags=re.M))
+    return set(re.findall(r"^(?:local)?rule (\w+):", out, flags=re.M)), out
+
+
+def test_changing_the_models_renders_no_training_set_again(tiny_run, tmp_path):
+    """Iterating on models does not pay for injections again: a new models list plans train,
+    infer and what follows, never a training set (its params hold no models entry)."""
+    planned, _ = _dry_run_with(tiny_run, tmp_path / "models.yaml",
+                               "models:\n  - {name: other, architecture: baseline3, epochs: 1}\n")
     assert "train" in planned and "training_set" not in planned and "augment" not in planned
 
 
@@ -183,14 +188,8 @@ def test_a_changed_config_key_reruns_its_dependents_with_a_short_reason(tiny_run
     from skysift import config
 
     before = config.load(TINY)["training_set"]["max_negatives"]
-    extra = tmp_path / "changed.yaml"
-    extra.write_text(f"training_set:\n  max_negatives: {before - 1}\n")
-    cmd = snakemake_cmd(tiny_run, "-n")
-    cmd.insert(cmd.index("--configfile") + 2, str(extra))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env(), timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout + proc.stderr
-    planned = set(re.findall(r"^(?:local)?rule (\w+):", out, flags=re.M))
+    planned, out = _dry_run_with(tiny_run, tmp_path / "changed.yaml",
+                                 f"training_set:\n  max_negatives: {before - 1}\n")
     assert planned == {"training_set", "augment", "train", "infer", "gather", "evaluate",
                        "review", "recover", "all"}
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:\s+\w+: .*\n)*?\s+reason: (.*)$", out,
