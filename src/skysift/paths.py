@@ -50,3 +50,4 @@ KNOWN_LENSES_SUMMARY = "results/known_lenses.json"
 
 REVIEW_HTML = "results/review/{task}.html"
 REVIEW_SHEET = "results/review/{task}_grades.csv"
+REVIEW_SAMPLE = "results/review/{task}_sample.csv"

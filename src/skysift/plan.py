@@ -271,5 +271,6 @@ def final_targets(config: Mapping) -> list[str]:
                 for s in modelspec.model_specs(config)]
     targets += [paths.CANDIDATES.format(task=t) for t in tasks]
     targets += recover_targets(config)
-    targets += [p.format(task=t) for t in tasks for p in (paths.REVIEW_HTML, paths.REVIEW_SHEET)]
+    targets += [p.format(task=t) for t in tasks for p in (paths.REVIEW_HTML, paths.REVIEW_SHEET,
+                                                       paths.REVIEW_SAMPLE)]
     return targets

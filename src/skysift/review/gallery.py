@@ -22,12 +22,22 @@ from pathlib import Path
 import numpy as np
 
 from skysift import cli
-from skysift.errors import DataError
+from skysift.errors import ConfigError, DataError
 from skysift.io import atomic_output, open_h5, provenance, read_attr_json
 from skysift.modelspec import primary_specs
 from skysift.review.page import render_page
 from skysift.review.panels import Panels, make_panels, scale_bar
+from skysift.review.sample import (
+    SOURCES,
+    ScoredCatalog,
+    Selection,
+    random_count,
+    read_scored_catalog,
+    select,
+    write_sample,
+)
 from skysift.review.summary import metrics_table, task_metrics
+from skysift.seeds import derive_seed
 from skysift.stamps.display import band_scales
 from skysift.stamps.flags import FLAG_BITS
 from skysift.survey.grades import SHEET_COLUMNS
@@ -155,15 +165,17 @@ def flag_names(flags: int) -> str:
     return ",".join(name for name, bit in FLAG_BITS.items() if int(flags) & bit)
 
 
-def write_sheet(path: str | Path, cands: Candidates) -> None:
-    """The grading sheet (``SHEET_COLUMNS``, grade empty), atomically; ids verbatim."""
+def write_sheet(path: str | Path, cands: Candidates, blind: bool = False) -> None:
+    """The grading sheet (``SHEET_COLUMNS``, grade empty), atomically; ids verbatim.
+    ``blind``: a page with a random sample and checks: ``rank`` is the position on the page
+    and ``score`` is left empty, so the sheet does not tell a grader the source."""
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(SHEET_COLUMNS)
         for k in range(len(cands.rank)):
             writer.writerow([int(cands.rank[k]), int(cands.index[k]), cands.ids[k],
                              repr(float(cands.ra[k])), repr(float(cands.dec[k])),
-                             repr(float(cands.score[k])), ""])
+                             "" if blind else repr(float(cands.score[k])), ""])
 
 
 def read_pixscale(cutouts: Sequence[str | Path]) -> float | None:
@@ -188,15 +200,55 @@ def _panels(config: Mapping, task: str, images: np.ndarray, bands: list[str],
                        core_pix if task in opts["residual_tasks"] else None)
 
 
+def page_selection(config: Mapping, task: str, cands: Candidates, cat: ScoredCatalog
+                   ) -> Selection:
+    """The page's objects (:mod:`.sample`): the candidates, ``review.random_fraction`` of
+    the page drawn in bins of score and ``review.n_checks`` known lenses (lens task only)."""
+    opts = config["review"]
+    order = np.argsort(cat.index, kind="stable")
+    at = np.searchsorted(cat.index[order], cands.index)
+    at = np.minimum(at, max(len(order) - 1, 0))
+    if len(cands.index) and (not len(order) or np.any(cat.index[order][at] != cands.index)):
+        raise DataError("a candidate's catalog index is not in the catalog; stale files: "
+                        "re-run gather and review (snakemake --forcerun gather)")
+    top = order[at] if len(cands.index) else np.zeros(0, np.int64)
+    known = cat.known if task == config["training_set"]["lens_task"] else None
+    return select(cat.score, top, known, opts["score_bins"],
+                  random_count(len(top), opts["random_fraction"]), opts["n_checks"],
+                  derive_seed(config["seed"], "review-sample", task))
+
+
+def page_candidates(sel: Selection, cat: ScoredCatalog) -> Candidates:
+    """The page's objects in page order; ``rank`` is the position on the page."""
+    rows = sel.rows
+    return Candidates(
+        rank=np.arange(1, rows.size + 1, dtype=np.int64), index=cat.index[rows],
+        ids=[cat.ids[r] for r in rows], ra=cat.ra[rows], dec=cat.dec[rows],
+        score=cat.score[rows], prob=None if cat.prob is None else cat.prob[rows],
+        tile=None if cat.tile is None else [cat.tile[r] for r in rows],
+        known=None if cat.known is None else cat.known[rows])
+
+
 def review_task(config: Mapping, task: str, candidates: str | Path,
                 cutouts: Sequence[str | Path], html_out: str | Path,
-                sheet_out: str | Path, metrics: str | Path | None = None) -> int:
-    """Write one task's grading page and sheet; returns the number of candidates.
-    ``metrics`` (results/metrics.json) adds the models' test metrics and sim→real gaps."""
+                sheet_out: str | Path, metrics: str | Path | None = None,
+                catalog: str | Path | None = None, sample_out: str | Path | None = None
+                ) -> tuple[int, dict]:
+    """Write one task's grading page and sheet; returns the number of page objects and the
+    count per source. ``metrics`` (results/metrics.json) adds the models' test metrics and
+    sim→real gaps; ``catalog`` (results/catalog.fits) with ``sample_out`` adds the random
+    sample and checks (:mod:`.sample`), shuffled with the candidates and written to
+    ``sample_out``: the page then hides ranks, scores and the known-lens badge."""
     spec = primary_specs(config)[task]
     opts = config["review"]
     cands = read_candidates(candidates, spec.column,
                             (spec.column.replace("score_", "prob_", 1), f"prob_{task}"))
+    sel = None
+    if catalog is not None:
+        cat = read_scored_catalog(catalog, spec.column)
+        sel = page_selection(config, task, cands, cat)
+        cands = page_candidates(sel, cat)
+    blind = sel is not None and bool(np.any(sel.source != "top"))
     images, flags, bands, _ = read_stamps(cands, cutouts)
     pixscale = read_pixscale(cutouts)
     panels = _panels(config, task, images, bands, pixscale)
@@ -206,11 +258,16 @@ def review_task(config: Mapping, task: str, candidates: str | Path,
         view_px=opts["view_px"],
         scale=scale_bar(pixscale, images.shape[-1] if len(images) else 0),
         sheet_name=Path(sheet_out).name, prov=provenance(config, step="review", task=task),
-        metrics_html=metrics_table(task_metrics(metrics, task)))
+        metrics_html=metrics_table(task_metrics(metrics, task)),
+        blind=None if not blind else {s: int(np.sum(sel.source == s)) for s in SOURCES})
     with atomic_output(html_out) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
-    write_sheet(sheet_out, cands)
-    return len(cands.rank)
+    write_sheet(sheet_out, cands, blind)
+    if sel is not None and sample_out is not None:
+        write_sample(sample_out, sel, cat)
+    counts = ({s: int(np.sum(sel.source == s)) for s in SOURCES} if sel is not None
+              else {"top": len(cands.rank)})
+    return len(cands.rank), counts
 
 
 def parser():
@@ -221,6 +278,12 @@ def parser():
     p.add_argument("--cutouts", nargs="+", required=True, help="results/cutouts/*.h5")
     p.add_argument("--html", required=True, help="gallery, results/review/{task}.html")
     p.add_argument("--sheet", required=True, help="grading sheet, results/review/{task}_grades.csv")
+    p.add_argument("--catalog", default=None,
+                   help="results/catalog.fits: draw the random sample and checks from it "
+                        "(review.random_fraction, score_bins, n_checks); with --sample")
+    p.add_argument("--sample", default=None,
+                   help="results/review/{task}_sample.csv to write: each page object's "
+                        "source (top, random, check), score bin and sampling weight")
     p.add_argument("--metrics", default=None,
                    help="results/metrics.json: each model's test metrics and sim→real gap")
     return p
@@ -229,12 +292,18 @@ def parser():
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the review CLI; returns the exit code."""
     def body(args) -> int:
+        if (args.catalog is None) != (args.sample is None):
+            raise ConfigError("skysift review: pass --catalog and --sample together (the "
+                              "random sample is drawn from the one and written to the other)")
         t0 = time.perf_counter()
-        n = review_task(cli.load_config(args), args.task, args.candidates, args.cutouts,
-                        args.html, args.sheet, args.metrics)
+        n, counts = review_task(cli.load_config(args), args.task, args.candidates,
+                                args.cutouts, args.html, args.sheet, args.metrics,
+                                args.catalog, args.sample)
         seconds = time.perf_counter() - t0
-        log.info("%s: %d candidates reviewed in %.1f s (%.0f stamps/s) -> %s, %s", args.task,
-                 n, seconds, n / max(seconds, 1e-9), args.html, args.sheet)
+        log.info("%s: %d objects reviewed (%s) in %.1f s (%.0f stamps/s) -> %s, %s%s",
+                 args.task, n, " ".join(f"{k}={v}" for k, v in counts.items()), seconds,
+                 n / max(seconds, 1e-9), args.html, args.sheet,
+                 f", {args.sample}" if args.sample else "")
         return 0
     return cli.run(body, parser(), argv)
 

@@ -47,30 +47,34 @@ def _num(x: float, fmt: str) -> tuple[str, str]:
     return ("", "") if not np.isfinite(x) else (repr(float(x)), format(float(x), fmt))
 
 
-def _table(cands, flags: Sequence[str]) -> str:
-    """The sortable candidates table (one row per candidate, ``data-rank``)."""
+def _table(cands, flags: Sequence[str], blind: bool = False) -> str:
+    """The sortable candidates table (one row per candidate, ``data-rank``); ``blind``:
+    the position on the page instead of the rank, no score, probability or known column."""
     e = html.escape
     int_ids = all(i.lstrip("-").isdigit() and i.isascii() for i in cands.ids)
-    heads = [("rank", "num", ""), ("id", "int" if int_ids else "text", ""),
-             ("RA (deg)", "num", ""), ("Dec (deg)", "num", ""),
-             ("logit", "num", "descending")]
-    if cands.prob is not None:
+    heads = [("#" if blind else "rank", "num", ""), ("id", "int" if int_ids else "text", ""),
+             ("RA (deg)", "num", ""), ("Dec (deg)", "num", "")]
+    if not blind:
+        heads.append(("logit", "num", "descending"))
+    if cands.prob is not None and not blind:
         heads.append(("probability", "num", "descending"))
-    if cands.known is not None:
+    if cands.known is not None and not blind:
         heads.append(("known", "text", "descending"))
     heads += [("flags", "text", ""), ("grade", "text", "")]
     th = "".join(
         f'<th tabindex="0" data-type="{t}"' + (f' data-first="{f}"' if f else "")
-        + f' aria-sort="{"ascending" if name == "rank" else "none"}">{e(name)}</th>'
+        + f' aria-sort="{"ascending" if name in ("rank", "#") else "none"}">{e(name)}</th>'
         for name, t, f in heads)
     rows = []
     for k, rank in enumerate(cands.rank):
         cells = [f'<td data-value="{rank}"><a href="#c{rank}">{rank}</a></td>',
                  _cell(cands.ids[k], cls="text"), _cell(*_num(cands.ra[k], ".6f")),
-                 _cell(*_num(cands.dec[k], "+.6f")), _cell(*_num(cands.score[k], ".3f"))]
-        if cands.prob is not None:
+                 _cell(*_num(cands.dec[k], "+.6f"))]
+        if not blind:
+            cells.append(_cell(*_num(cands.score[k], ".3f")))
+        if cands.prob is not None and not blind:
             cells.append(_cell(*_num(cands.prob[k], ".3g")))
-        if cands.known is not None:
+        if cands.known is not None and not blind:
             cells.append(_cell("known" if cands.known[k] else "", cls="text"))
         cells += [_cell(flags[k], cls="text"), '<td class="text gradecell" data-value=""></td>']
         rows.append(f'<tr data-rank="{rank}">' + "".join(cells) + "</tr>")
@@ -78,27 +82,29 @@ def _table(cands, flags: Sequence[str]) -> str:
             + "\n".join(rows) + "\n</tbody>\n</table>\n")
 
 
-def _figures(cands, panels: Panels, flags: Sequence[str], thumb_px: int) -> str:
+def _figures(cands, panels: Panels, flags: Sequence[str], thumb_px: int,
+             blind: bool = False) -> str:
     """The grid: one figure per candidate, its larger view's images as data attributes
-    (decoded only when the object is shown)."""
+    (decoded only when the object is shown); ``blind``: no score, no known badge."""
     e = html.escape
     out = []
     for k, rank in enumerate(cands.rank):
         id_ = e(cands.ids[k], quote=True)
-        known = cands.known is not None and bool(cands.known[k])
-        info = f"logit {cands.score[k]:.3f}"
-        if cands.prob is not None:
-            info += f" · probability {cands.prob[k]:.3g}"
-        info += f" · RA {cands.ra[k]:.6f} Dec {cands.dec[k]:+.6f}"
+        known = cands.known is not None and bool(cands.known[k]) and not blind
+        info = "" if blind else f"logit {cands.score[k]:.3f} · "
+        if cands.prob is not None and not blind:
+            info += f"probability {cands.prob[k]:.3g} · "
+        info += f"RA {cands.ra[k]:.6f} Dec {cands.dec[k]:+.6f}"
         info += f" · flags {flags[k]}" if flags[k] else ""
         out.append(
             f'<figure id="c{rank}" data-rank="{rank}" data-index="{cands.index[k]}" '
             f'data-id="{id_}" data-known="{int(known)}" data-info="{e(info, quote=True)}" '
             f'data-deep="{panels.deep[k]}" data-strip="{panels.strips[k]}">'
-            f'<div class="thumb"><img src="{panels.thumbs[k]}" alt="rank {rank}, id {id_}" '
+            f'<div class="thumb"><img src="{panels.thumbs[k]}" alt="#{rank}, id {id_}" '
             f'width="{thumb_px}" height="{thumb_px}" loading="lazy" decoding="async"></div>'
-            f"<figcaption>#{rank} {e(cands.ids[k])}<br>logit {cands.score[k]:.2f} "
-            '<span class="grade"></span>' + (' <span class="known">known</span>' if known
+            f"<figcaption>#{rank} {e(cands.ids[k])}<br>"
+            + ("" if blind else f"logit {cands.score[k]:.2f} ")
+            + '<span class="grade"></span>' + (' <span class="known">known</span>' if known
                                              else "") + "</figcaption></figure>")
     return '<div id="grid">\n' + "\n".join(out) + "\n</div>\n"
 
@@ -130,11 +136,14 @@ def _viewer(panels: Panels, stretch_text: str) -> str:
 
 def render_page(task: str, cands, panels: Panels, flags: Sequence[str], score_column: str,
                 q: float, thumb_px: int, view_px: int, scale: tuple[float, float] | None,
-                sheet_name: str, prov: Mapping, metrics_html: str = "") -> str:
+                sheet_name: str, prov: Mapping, metrics_html: str = "",
+                blind: Mapping[str, int] | None = None) -> str:
     """The self-contained HTML review page of one task (see the module docstring).
 
     cands : :class:`skysift.review.gallery.Candidates`; scale : (arcsec, fraction of the
-    stamp's width) of the scale bar, None without one.
+    stamp's width) of the scale bar, None without one; blind : objects per source (top,
+    random, check) of a page that mixes a random sample and checks with the candidates: the
+    page then shows positions, not ranks, and neither scores nor the known-lens badge.
     """
     e = html.escape
     colours = ", ".join(f"{c}={b}" for c, b in zip("RGB", panels.rgb, strict=False))
@@ -145,6 +154,16 @@ def render_page(task: str, cands, panels: Panels, flags: Sequence[str], score_co
             + (", probability at the stated prevalence" if cands.prob is not None else "")
             + f"). Colour composites (Lupton et al. 2004 asinh): {e(colours)}, one stretch "
             f"{panels.stretch:.4g} (image units), Q {q:g}; {bar}. Click a header to sort.")
+    if blind:
+        meta = (f"{len(cands.rank)} objects: the {blind.get('top', 0)} best by "
+                f"<code>{e(score_column)}</code> (the task's primary model), "
+                f"{blind.get('random', 0)} drawn at random in bins of score and "
+                f"{blind.get('check', 0)} known lenses as checks, shuffled. Ranks, scores and "
+                "which object is which stay hidden while you grade (the review step wrote "
+                f"them for the pipeline to <code>{e(task)}_sample.csv</code>: do not open it "
+                f"before you export). Colour composites (Lupton et al. 2004 asinh): "
+                f"{e(colours)}, one stretch {panels.stretch:.4g} (image units), Q {q:g}; "
+                f"{bar}. Click a header to sort.")
     grading = (f"Grade with the keys: {KEYS_HELP}. Grades stay in this browser (keyed by the "
                "run and task) until you export them; <code>skysift grades --grades "
                f"FILE... --candidates {e(sheet_name)} --out purity.json</code> combines the "
@@ -164,8 +183,9 @@ def render_page(task: str, cands, panels: Panels, flags: Sequence[str], score_co
         f"<style>{asset('page.css')}\n{root}</style>\n</head>\n"
         f'<body class="{"nobar" if scale is None else ""}">\n<h1>{e(task)} candidates</h1>\n'
         f"<p>{meta}</p>\n<p>{grading}</p>\n"
-        + _viewer(panels, f"{panels.stretch:.4g}") + _figures(cands, panels, flags, thumb_px)
-        + metrics_html + _table(cands, flags)
+        + _viewer(panels, f"{panels.stretch:.4g}")
+        + _figures(cands, panels, flags, thumb_px, bool(blind))
+        + metrics_html + _table(cands, flags, bool(blind))
         + f"<footer>{footer}</footer>\n"
         + '<script type="application/json" id="skysift-meta">'
         + json.dumps(page_meta).replace("</", "<\\/") + "</script>\n"
