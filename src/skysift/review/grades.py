@@ -9,6 +9,13 @@ that are positive, for three definitions of positive: A, A+B and A+B+C, each wit
 score interval at ``evaluate.ci``. Given the original sheet (``--candidates``), every object
 is matched back by catalog ``index`` and ``id`` exactly (text, never through a float), so a
 spreadsheet that rounded an id, a dropped row or an export of another run is caught.
+
+Given the page's sample file (``--sample results/review/{task}_sample.csv``, written by the
+review step beside a page that mixes the top K with a random sample in bins of score and
+known-lens checks, :mod:`.sample`), every graded object is joined back to its source and
+weight by ``index`` and ``id``: purity by grade is then that of the top K alone, and the
+report adds purity per score bin, completeness per score threshold and the checks' recovery
+(:mod:`.estimate`, under ``sample``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from skysift.errors import DataError
 from skysift.io import provenance, write_json
 from skysift.metrics import wilson_interval
 from skysift.review.combine import Key, agreement, combine, combined_grade, write_combined
+from skysift.review.estimate import sample_report
+from skysift.review.sample import read_sample
+from skysift.seeds import derive_seed
 from skysift.survey.grades import (
     GRADES,
     GradesFile,
@@ -77,10 +87,26 @@ def check_candidates(files: Sequence[GradesFile], candidates: str | Path) -> lis
     return keys
 
 
+def sample_grades(sample: str | Path, final: Mapping[Key, str]) -> tuple[list[dict], list[str]]:
+    """The sample file's rows and each one's combined grade ('' if not graded); DataError
+    when a graded object is not on the page the sample file describes."""
+    rows = read_sample(sample)
+    keys = [(r["index"].strip(), r["id"]) for r in rows]
+    unknown = [k for k in final if final[k] and k not in set(keys)]
+    if unknown:
+        raise DataError(f"{sample}: graded object index {unknown[0][0]}, id {unknown[0][1]} "
+                        f"(and {len(unknown) - 1} more) is not on the page it describes; pass "
+                        "the sample file the review step wrote with the page that was graded")
+    return rows, [final.get(k, "") for k in keys]
+
+
 def grade_files(config: Mapping, paths: Sequence[str | Path], candidates: str | Path | None,
-                out: str | Path, combined_out: str | Path | None = None) -> dict:
+                out: str | Path, combined_out: str | Path | None = None,
+                sample: str | Path | None = None) -> dict:
     """Read grades files (sheets or page exports), combine the graders per object, write
-    purity by combined grade and the graders' agreement as JSON; return it."""
+    purity by combined grade and the graders' agreement as JSON; return it. ``sample``
+    (the page's sample file) restricts purity by grade to the top K and adds the estimates
+    from the random sample and the checks (:func:`skysift.review.estimate.sample_report`)."""
     if not paths:
         raise DataError("no grades file given; pass --grades (page exports) or --sheet")
     files = [read_grades_file(p) for p in paths]
@@ -89,6 +115,14 @@ def grade_files(config: Mapping, paths: Sequence[str | Path], candidates: str | 
     keys = keys if keys is not None else comb.keys
     final = [combined_grade(list(comb.grades[k].values()))[1] if k in comb.grades else ""
              for k in keys]
+    estimates = None
+    if sample is not None:
+        rows, page = sample_grades(sample, dict(zip(keys, final, strict=True)))
+        final = [g for r, g in zip(rows, page, strict=True) if r["source"] == "top"]
+        ev = config["evaluate"]
+        estimates = sample_report(rows, page, ev["n_bootstrap"], ev["ci"],
+                                  derive_seed(config["seed"], "grades-sample"))
+        estimates["file"] = str(sample)
     result = purity(final, config["evaluate"]["ci"])
     if not result["n_graded"]:
         raise DataError(f"{', '.join(map(str, paths))}: no row has a grade; fill the 'grade' "
@@ -98,11 +132,36 @@ def grade_files(config: Mapping, paths: Sequence[str | Path], candidates: str | 
         candidates=None if candidates is None else str(candidates),
         graders={g: sum(g in x for x in comb.grades.values()) for g in comb.graders},
         agreement=agreement(comb), combined=None if combined_out is None else str(combined_out),
+        purity_over="top" if sample is not None else "all graded", sample=estimates,
         provenance=provenance(config, step="grades"))
     if combined_out is not None:
         write_combined(combined_out, comb)
     write_json(out, result)
     return result
+
+
+def _fmt(value, interval) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3g}" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+
+
+def log_sample(est: Mapping) -> None:
+    """One log line per figure of the random sample's estimates."""
+    for b in est["purity_by_bin"]:
+        log.info("score bin %d [%.3g, %.3g]: %d of %d random objects graded are lenses, "
+                 "purity %s, ~%s lenses among its %.0f objects outside the top K", b["bin"],
+                 b["score_lo"], b["score_hi"], b["n_lenses"], b["n_graded"],
+                 _fmt(b["purity"], b["interval"]), _fmt(b["lenses"], b["lenses_interval"]),
+                 b["population"])
+    comp = est["completeness"]
+    log.info("estimated lenses in the scored catalog: %s; completeness at score >= %s",
+             _fmt(comp["total_lenses"]["value"] or None, comp["total_lenses"]["interval"]),
+             "; ".join(f"{t['score']:.3g}: {_fmt(t['value'], t['interval'])}"
+                       for t in comp["thresholds"]))
+    c = est["checks"]
+    log.info("checks: %d of %d known lenses graded called A or B (%s)", c["n_called_lens"],
+             c["n_graded"], _fmt(c["fraction"], c["interval"]))
 
 
 def parser():
@@ -116,6 +175,10 @@ def parser():
     p.add_argument("--candidates",
                    help="the sheet as the review rule wrote it (results/review/{task}_grades"
                         ".csv) or the candidate list: every graded object must be a candidate")
+    p.add_argument("--sample",
+                   help="the page's sample file (results/review/{task}_sample.csv): purity by "
+                        "grade of the top K, and purity and completeness as functions of score "
+                        "from the random sample, the checks' recovery")
     p.add_argument("--out", required=True, help="purity JSON to write")
     p.add_argument("--combined", help="CSV to write: each graded object's combined grade")
     return p
@@ -126,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body(args) -> int:
         paths = ([args.sheet] if args.sheet else []) + list(args.grades)
         res = grade_files(cli.load_config(args), paths, args.candidates, args.out,
-                          args.combined)
+                          args.combined, args.sample)
         figures = ", ".join(f"{name} {p['value']:.2f} [{p['interval'][0]:.2f}, "
                             f"{p['interval'][1]:.2f}]" for name, p in res["purity"].items())
         agree = res["agreement"]
@@ -136,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  res["n_rows"], " ".join(f"{g}={n}" for g, n in res["counts"].items()),
                  figures, agree["n_multiply_graded"],
                  agree["n_disagree_more_than_one_step"], args.out)
+        if res["sample"] is not None:
+            log_sample(res["sample"])
         return 0
     return cli.run(body, parser(), argv)
 

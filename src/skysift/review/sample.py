@@ -16,7 +16,9 @@ Design (docs/review.md):
 - **Strata.** The top K is a census (weight 1). Each bin's other objects (its population
   ``N_b``) are a stratum: ``n_b`` of them are drawn without replacement, uniformly, so each
   has inclusion probability ``n_b / N_b`` and weight ``N_b / n_b``; a stratum's weights sum
-  to its population. The random draws are shared as equally as the bins' populations allow
+  to its population. At least one object is drawn from every non-empty bin (so every bin's
+  population is on record, even when ``review.random_fraction`` asks for fewer objects than
+  there are bins). The random draws are shared as equally as the bins' populations allow
   (what one bin cannot take goes to the others, highest score first), which over-samples the
   rare high-score bins relative to proportional allocation when the quantile edges are
   uneven (the default ``review.score_bins`` puts the top 1 % in a bin of its own).
@@ -44,8 +46,8 @@ from skysift.io import atomic_output
 #: Values of the ``source`` column of the sample file.
 SOURCES = ("top", "random", "check")
 #: Columns of ``results/review/{task}_sample.csv``, in order (docs/review.md).
-SAMPLE_COLUMNS = ("position", "index", "id", "source", "rank", "score", "bin", "weight",
-                  "known")
+SAMPLE_COLUMNS = ("position", "index", "id", "source", "rank", "score", "bin", "bin_lo",
+                  "bin_hi", "weight", "known")
 
 
 @dataclass
@@ -56,7 +58,8 @@ class Selection:
     source : (m,) str in ``SOURCES``; bin : (m,) int64 score bin (0 = lowest);
     weight : (m,) float64 sampling weight (1 for the top K, ``N_b / n_b`` for a random
     object, NaN for a check); bin_edges : (n_bins + 1,) score at each bin's lower edge and
-    the highest score; bin_population : (n_bins,) objects per bin outside the top K.
+    the highest score; bin_population : (n_bins,) objects per bin outside the top K;
+    bin_top : (n_bins,) the highest score in each bin.
     """
 
     rows: np.ndarray
@@ -65,6 +68,7 @@ class Selection:
     weight: np.ndarray
     bin_edges: np.ndarray
     bin_population: np.ndarray
+    bin_top: np.ndarray
 
 
 def random_count(top_k: int, fraction: float) -> int:
@@ -133,7 +137,8 @@ def select(scores: np.ndarray, top: np.ndarray, known: np.ndarray | None,
     free[top] = False
     pops = [np.flatnonzero(free & (bins == b)) for b in range(n_bins)]
     population = np.array([p.size for p in pops], np.int64)
-    take = allocate(population, n_random)
+    # at least one draw per non-empty bin, so every bin's population is on record
+    take = allocate(population, max(n_random, int(np.sum(population > 0))) if n_random else 0)
     rng = np.random.default_rng(seed)
     drawn = [np.sort(rng.choice(p, t, replace=False)) for p, t in zip(pops, take, strict=True)]
     rand = np.concatenate(drawn) if drawn else np.zeros(0, np.int64)
@@ -152,8 +157,10 @@ def select(scores: np.ndarray, top: np.ndarray, known: np.ndarray | None,
     weight = np.concatenate([np.ones(top.size), rand_weight, np.full(checks.size, np.nan)])
     # a page of the top K alone stays in rank order; a mixed one is shuffled
     order = rng.permutation(rows.size) if rows.size > top.size else np.arange(rows.size)
+    bin_top = np.array([scores[bins == b].max() if np.any(bins == b) else np.nan
+                        for b in range(n_bins)])
     return Selection(rows[order], source[order], bins[rows][order], weight[order], edges,
-                     population)
+                     population, bin_top)
 
 
 # ------------------------------------------------------------------------- files
@@ -208,7 +215,8 @@ def read_scored_catalog(path, score_column: str) -> ScoredCatalog:
 def write_sample(path, sel: Selection, cat: ScoredCatalog) -> None:
     """``results/review/{task}_sample.csv`` (``SAMPLE_COLUMNS``), one row per page object in
     page order, atomically: position on the page (the export's ``rank``), catalog index and
-    id (verbatim), source, the catalog rank, score, bin, weight (empty for a check), known."""
+    id (verbatim), source, the catalog rank, score, score bin and the lowest and highest
+    catalog score of that bin, weight (empty for a check), known (0/1)."""
     with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(SAMPLE_COLUMNS)
@@ -216,7 +224,8 @@ def write_sample(path, sel: Selection, cat: ScoredCatalog) -> None:
                                                     strict=True), start=1):
             w.writerow([pos, int(cat.index[row]), cat.ids[row], src,
                         "" if cat.rank is None else int(cat.rank[row]),
-                        repr(float(cat.score[row])), int(b),
+                        repr(float(cat.score[row])), int(b), repr(float(sel.bin_edges[b])),
+                        repr(float(sel.bin_top[b])),
                         "" if not np.isfinite(wt) else repr(float(wt)),
                         int(bool(cat.known is not None and cat.known[row]))])
 
