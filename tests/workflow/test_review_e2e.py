@@ -1,5 +1,9 @@
 """Candidate review on the tiny run: the gallery per task, in a real headless browser (Debian's
-chromium through selenium), and the `snakemake --report` that embeds it with the config."""
+chromium through selenium), and the `snakemake --report` that embeds it with the config.
+
+Each page holds the top K, a random sample in bins of score and (lens page) known lenses as
+checks, shuffled (review.random_fraction, n_checks; results/review/{task}_sample.csv), so
+the page's objects are read from the sample file, in page order."""
 
 from __future__ import annotations
 
@@ -14,10 +18,15 @@ import time
 from html.parser import HTMLParser
 
 import pytest
-from conftest import REPO, run_env, snakemake_cmd
+from conftest import REPO, TINY, run_env, snakemake_cmd
+
+from skysift import config
+from skysift.modelspec import primary_specs
 
 TASKS = ("lens", "merger")
 TOP_K = 10  # infer.top_k of tests/workflow/tiny.yaml
+N_RANDOM = 3  # ceil(TOP_K x review.random_fraction 0.2 / 0.8), at least one per non-empty bin
+N_CHECKS = {"lens": 2, "merger": 0}  # review.n_checks; checks only on the lens task's page
 STAMP_PIX = 32  # cutouts.stamp_size_pix of tests/workflow/tiny.yaml
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -45,14 +54,35 @@ def _csv(path):
         return list(csv.DictReader(fh))
 
 
+def _sample(tiny_run, task):
+    """The page's objects in page order (results/review/{task}_sample.csv)."""
+    return _csv(tiny_run / "results" / "review" / f"{task}_sample.csv")
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_gallery_has_k_rows_and_images_and_a_matching_sheet(tiny_run, task):
     cands = _csv(tiny_run / "results" / "candidates" / f"{task}.csv")
     assert len(cands) == TOP_K
+    sample = _sample(tiny_run, task)
+    n_page = TOP_K + N_RANDOM + N_CHECKS[task]
+    sources = [r["source"] for r in sample]
+    assert len(sample) == n_page and sources.count("random") == N_RANDOM
+    assert sources.count("check") == N_CHECKS[task]
+    assert all(r["known"] == "1" for r in sample if r["source"] == "check")
+    assert [(r["index"], r["id"]) for r in sample if r["source"] == "top"] != [
+        (c["index"], c["id"]) for c in cands]  # shuffled among the others
+    assert sorted((r["index"], r["id"]) for r in sample if r["source"] == "top") == sorted(
+        (c["index"], c["id"]) for c in cands)  # the top K, all of it
+    rank = primary_specs(config.load(TINY))[task].column.replace("score_", "rank_", 1)
+    ranked = sum(int(r[rank]) > 0 for r in _csv(tiny_run / "results" / "catalog.csv"))
+    assert TOP_K + sum(float(r["weight"]) for r in sample if r["source"] == "random") == (
+        pytest.approx(ranked))  # the weights sum to the scored catalog outside the top K
     text = (tiny_run / "results" / "review" / f"{task}.html").read_text()
     page = _Page()
     page.feed(text)
-    assert len(page.rows) == TOP_K and len(page.imgs) == TOP_K
+    assert len(page.rows) == n_page and len(page.imgs) == n_page
+    assert [r["data-rank"] for r in page.rows] == [r["position"] for r in sample]
+    assert "logit" not in text.split('<div id="grid">')[1].split('<table id="metrics">')[0]
     metrics = json.loads((tiny_run / "results" / "metrics.json").read_text())["models"][task]
     table = text.split('<table id="metrics">')[1].split("</table>")[0]
     assert table.count("<tr>") == len(metrics) + 1  # the header and one row per model
@@ -60,12 +90,12 @@ def test_gallery_has_k_rows_and_images_and_a_matching_sheet(tiny_run, task):
         assert name in table and (m['auroc'] is None or f"{m['auroc']:.3f}" in table)
     assert all(img["src"].startswith("data:image/png;base64,") for img in page.imgs)
     assert not re.search(r"""(src|href)=["']?https?:""", text)  # self-contained
-    for row in cands:
+    for row in sample:
         assert f'data-value="{row["id"]}"' in text  # ids verbatim (int64 above 2**53)
     sheet = _csv(tiny_run / "results" / "review" / f"{task}_grades.csv")
     assert [(r["rank"], r["index"], r["id"]) for r in sheet] == [
-        (r["rank"], r["index"], r["id"]) for r in cands]
-    assert all(r["grade"] == "" for r in sheet)
+        (r["position"], r["index"], r["id"]) for r in sample]
+    assert all(r["grade"] == "" and r["score"] == "" for r in sheet)
 
 
 @pytest.fixture(scope="session")
@@ -121,18 +151,19 @@ def test_gallery_in_headless_chromium_images_load_and_sorting_works(tiny_run, br
     widths = browser.execute_script(
         "return Array.from(document.querySelectorAll('#grid img'))"
         ".map(i => i.complete ? i.naturalWidth : -1);")
-    assert widths == [STAMP_PIX] * TOP_K  # every PNG decoded, at the stamp's size
+    n_page = len(_sample(tiny_run, task))
+    assert widths == [STAMP_PIX] * n_page  # every PNG decoded, at the stamp's size
 
-    col, head = _header(browser, "logit")
-    scores = [float(v) for v in _column(browser, col)]
-    head.click()  # first click on a score: highest first
-    desc = [float(v) for v in _column(browser, col)]
-    assert desc == sorted(scores, reverse=True)
-    assert head.get_attribute("aria-sort") == "descending"
-    head.click()
+    col, head = _header(browser, "RA (deg)")
+    ras = [float(v) for v in _column(browser, col)]
+    head.click()  # first click: ascending, numerically
     asc = [float(v) for v in _column(browser, col)]
-    assert asc == sorted(scores) and asc != desc
+    assert asc == sorted(ras)
     assert head.get_attribute("aria-sort") == "ascending"
+    head.click()
+    desc = [float(v) for v in _column(browser, col)]
+    assert desc == sorted(ras, reverse=True) and asc != desc
+    assert head.get_attribute("aria-sort") == "descending"
     grid = browser.execute_script(
         "return Array.from(document.querySelectorAll('#grid figure')).map(f => f.dataset.rank);")
     rows = browser.execute_script(
@@ -140,25 +171,23 @@ def test_gallery_in_headless_chromium_images_load_and_sorting_works(tiny_run, br
         ".map(r => r.dataset.rank);")
     assert grid == rows  # thumbnails follow the table
 
-    rank_col, rank_head = _header(browser, "rank")
-    rank_head.click()  # a column not sorted yet sorts ascending first
-    assert [int(v) for v in _column(browser, rank_col)] == list(range(1, TOP_K + 1))
+    pos_col, pos_head = _header(browser, "#")  # the position on the page (no rank shown)
+    pos_head.click()  # a column not sorted yet sorts ascending first
+    assert [int(v) for v in _column(browser, pos_col)] == list(range(1, n_page + 1))
     assert head.get_attribute("aria-sort") == "none"
-    rank_head.click()
-    assert [int(v) for v in _column(browser, rank_col)] == list(range(TOP_K, 0, -1))
-
-    ra_col, ra_head = _header(browser, "RA (deg)")
-    ra_head.click()
-    ras = [float(v) for v in _column(browser, ra_col)]
-    assert ras == sorted(ras)  # numerically
+    pos_head.click()
+    assert [int(v) for v in _column(browser, pos_col)] == list(range(n_page, 0, -1))
+    names = [h.text for h in browser.find_elements("css selector", "#candidates thead th")]
+    assert not {"logit", "rank", "known", "probability"} & {n.rstrip(" \u25b2\u25bc")
+                                                            for n in names}
 
 
 # --- grading in the browser: keys, kept across a reload, exported, read back -------------
 
-#: Keys pressed on the lens page, the current object first rank 1 (docs/review.md): four
-#: grades, u undoes N (back on rank 4), C grades it; ←/→ and k/j move; six more grades (A and N
-#: typed upper case); ctrl-z undoes the last (rank 10) and n gives it again.
-GRADED = ["A", "B", "C", "C", "A", "N", "N", "B", "A", "N"]  # by rank
+#: Keys pressed on the lens page, the current object first #1 (docs/review.md): four
+#: grades, u undoes N (back on #4), C grades it; ←/→ and k/j move; six more grades (A and N
+#: typed upper case); ctrl-z undoes the last (#10) and n gives it again.
+GRADED = ["A", "B", "C", "C", "A", "N", "N", "B", "A", "N"]  # by position on the page
 GRADER = "ann o'hara"
 COMMENT = 'arc at 2 o\'clock, "faint"'
 
@@ -185,7 +214,7 @@ def graded(tiny_run, browser):
     browser.execute_script("localStorage.removeItem(window.skysift.storageKey);")
     browser.refresh()
     browser.find_element("id", "grader").send_keys(GRADER)
-    browser.find_element("css selector", "#grid figure").click()  # current: rank 1, page focus
+    browser.find_element("css selector", "#grid figure").click()  # current: #1, page focus
     _keys(browser)
     browser.find_element("css selector", "#grid figure:nth-child(3)").click()
     browser.find_element("id", "comment").send_keys(COMMENT)
@@ -198,9 +227,12 @@ def graded(tiny_run, browser):
 
 @pytest.mark.browser
 def test_ten_objects_graded_with_the_keyboard(tiny_run, graded):
-    ids = [r["id"] for r in _csv(tiny_run / "results" / "candidates" / "lens.csv")]
-    assert graded["grades"] == [[i, g] for i, g in zip(ids, GRADED, strict=True)]
-    assert graded["table"] == GRADED and graded["progress"] == f"{TOP_K} of {TOP_K} graded"
+    ids = [r["id"] for r in _sample(tiny_run, "lens")]
+    n_page = len(ids)
+    assert graded["grades"] == [[i, g] for i, g in
+                                zip(ids, GRADED + [""] * (n_page - len(GRADED)), strict=True)]
+    assert graded["table"][:len(GRADED)] == GRADED
+    assert graded["progress"] == f"{len(GRADED)} of {n_page} graded"
 
 
 @pytest.mark.browser
@@ -214,7 +246,8 @@ def test_reload_keeps_grades_comment_and_grader_per_run_and_task(tiny_run, brows
     footer = browser.find_element("css selector", "footer").text
     browser.get((tiny_run / "results" / "review" / "merger.html").as_uri())  # same origin
     assert browser.find_element("id", "grader").get_attribute("value") == ""  # its own state
-    assert browser.find_element("id", "progress").text == f"0 of {TOP_K} graded"
+    n_merger = len(_sample(tiny_run, "merger"))
+    assert browser.find_element("id", "progress").text == f"0 of {n_merger} graded"
     assert key.endswith("/lens") and key.split("/")[1] in footer  # the run's config hash
 
 
@@ -237,13 +270,13 @@ def exported(tiny_run, browser, graded, tmp_path_factory):
 @pytest.mark.browser
 def test_export_button_downloads_the_grades_file(tiny_run, exported):
     rows = _csv(exported)
-    cands = _csv(tiny_run / "results" / "candidates" / "lens.csv")
+    sample = _sample(tiny_run, "lens")[:len(GRADED)]
     assert list(rows[0]) == ["rank", "index", "id", "grade", "grader", "comment", "timestamp",
                              "task", "run"]
     assert [(r["rank"], r["index"], r["id"]) for r in rows] == [
-        (c["rank"], c["index"], c["id"]) for c in cands]  # ids verbatim, as text
+        (c["position"], c["index"], c["id"]) for c in sample]  # ids verbatim, as text
     assert [r["grade"] for r in rows] == GRADED and {r["grader"] for r in rows} == {GRADER}
-    assert [r["comment"] for r in rows] == ["", "", COMMENT] + [""] * (TOP_K - 3)
+    assert [r["comment"] for r in rows] == ["", "", COMMENT] + [""] * (len(GRADED) - 3)
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["timestamp"])
                for r in rows)
     page = (tiny_run / "results" / "review" / "lens.html").read_text()
@@ -262,11 +295,35 @@ def test_skysift_grades_reads_the_export_back(tiny_run, exported, tmp_path):
          "--out", str(out)], capture_output=True, text=True, env=run_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     res = json.loads(out.read_text())
-    assert res["graders"] == {GRADER: TOP_K, "bob": TOP_K}
+    n = len(GRADED)
+    assert res["graders"] == {GRADER: n, "bob": n}
     # A with N: mean 1.5, C; the others agree
     assert res["counts"] == {"A": 0, "B": 2, "C": 5, "N": 3}
     assert res["agreement"]["n_disagree_more_than_one_step"] == GRADED.count("A")
-    assert res["purity"]["A+B+C"]["value"] == pytest.approx(7 / TOP_K)
+    assert res["purity"]["A+B+C"]["value"] == pytest.approx(7 / n)
+
+
+@pytest.mark.browser
+def test_skysift_grades_joins_the_export_to_the_sample(tiny_run, exported, tmp_path):
+    """With the page's sample file: purity by grade of the top K alone, and the random
+    sample's and the checks' figures from the objects graded among the first ten."""
+    out = tmp_path / "purity.json"
+    review = tiny_run / "results" / "review"
+    proc = subprocess.run(
+        [sys.executable, "-m", "skysift", "grades", "--grades", str(exported), "--candidates",
+         str(review / "lens_grades.csv"), "--sample", str(review / "lens_sample.csv"),
+         "--out", str(out)], capture_output=True, text=True, env=run_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    sources = [r["source"] for r in _sample(tiny_run, "lens")[:len(GRADED)]]
+    top = [g for g, s in zip(GRADED, sources, strict=True) if s == "top"]
+    assert res["purity_over"] == "top" and res["n_graded"] == len(top)
+    assert res["counts"] == {g: top.count(g) for g in "ABCN"}
+    est = res["sample"]
+    assert est["n_graded"] == {s: sources.count(s) for s in ("top", "random", "check")}
+    assert est["checks"]["n_graded"] == sources.count("check")
+    assert est["checks"]["n_called_lens"] == sum(
+        g in "AB" for g, s in zip(GRADED, sources, strict=True) if s == "check")
 
 
 def test_snakemake_report_embeds_gallery_and_config(tiny_run, tmp_path):
