@@ -7,7 +7,10 @@ at one stretch with a scale bar, graded in the browser with the keyboard and exp
 grades file; a larger view of the current object (each band, a composite at a deeper
 stretch, the lens residual); a table sortable by every column. Beside it
 ``{task}_grades.csv``, the sheet a person may fill by hand instead. ``skysift grades``
-(:mod:`skysift.review.grades`) reads either back into purity by grade.
+(:mod:`skysift.review.grades`) reads either back into purity by grade. Given the catalog
+(``--catalog``), the page also holds a random sample in bins of score and known lenses as
+checks, shuffled with the candidates and without ranks or scores (:mod:`.sample`), and each
+page object's source and sampling weight go to ``--sample`` (``{task}_sample.csv``).
 """
 
 from __future__ import annotations
