@@ -42,18 +42,6 @@ def strata(source: np.ndarray, bins: np.ndarray) -> np.ndarray:
     return np.where(source == "top", 0, np.where(source == "random", 1 + bins, -1))
 
 
-def graded_weights(stratum: np.ndarray, weight: np.ndarray, graded: np.ndarray) -> np.ndarray:
-    """Weight of each graded object, ``N_s / g_s`` (module docstring); 0 when ungraded or a
-    check. weight : (m,) recorded weights (NaN for checks); graded : (m,) bool."""
-    out = np.zeros(len(stratum))
-    for s in np.unique(stratum[stratum >= 0]):
-        members = stratum == s
-        g = int(np.sum(members & graded))
-        if g:
-            out[members & graded] = float(np.nansum(weight[members])) / g
-    return out
-
-
 def _interval(draws: np.ndarray, ci: float) -> list[float] | None:
     draws = draws[np.isfinite(draws)]
     if not draws.size:
@@ -97,7 +85,8 @@ def completeness(score: np.ndarray, lens: np.ndarray, graded: np.ndarray,
 
     Per page object (m,): score, lens (graded A/B), graded, stratum (:func:`strata`),
     weight (recorded), bin_lo (its bin's lowest catalog score). The point values are the
-    Horvitz-Thompson estimates with the weights of :func:`graded_weights`. The intervals
+    Horvitz-Thompson estimates, a graded object of stratum s weighing ``N_s / g_s``
+    (module docstring). The intervals
     come from ``n_boot`` draws: each random stratum's lens fraction from
     :func:`_fraction_draws` (g graded, k lenses; resampling the g objects would give a
     zero-width interval in a stratum without a lens), the top K's graded objects resampled

@@ -92,7 +92,8 @@ def sample_grades(sample: str | Path, final: Mapping[Key, str]) -> tuple[list[di
     when a graded object is not on the page the sample file describes."""
     rows = read_sample(sample)
     keys = [(r["index"].strip(), r["id"]) for r in rows]
-    unknown = [k for k in final if final[k] and k not in set(keys)]
+    on_page = set(keys)
+    unknown = [k for k in final if final[k] and k not in on_page]
     if unknown:
         raise DataError(f"{sample}: graded object index {unknown[0][0]}, id {unknown[0][1]} "
                         f"(and {len(unknown) - 1} more) is not on the page it describes; pass "
