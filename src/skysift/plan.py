@@ -19,6 +19,7 @@ from pathlib import Path
 from skysift import modelspec, paths
 from skysift.sim.mockfiles import tile_paths as mock_tile_paths
 from skysift.survey.files import discover_tiles, mask_paths, tile_path
+from skysift.survey.gradelabels import task_entries
 from skysift.survey.known import LENSCAT
 
 #: Interpreter overhead of a cutouts job, MB (measured: imports, astropy, h5py).
@@ -224,10 +225,25 @@ MODEL_SECTIONS = ("seed", "augment", "train", "tasks", "models")
 def trainset_config(config: Mapping, task: str) -> dict:
     """The config one task's training set depends on: its own task entry, not the list, so
     adding a task or changing another's label renders no simulation again (and no models
-    entry at all: iterating on models never re-makes a training set)."""
+    entry at all: iterating on models never re-makes a training set). With ``review.grades``,
+    also the entries that may grade the task (``review``: {``grades``}), so changing an
+    entry's task or round re-makes it; without, no ``review`` (runs of before stay current)."""
     sections = {key: config[key] for key in TRAINSET_SECTIONS if key != "tasks"}
     sections["tasks"] = [t for t in config["tasks"] if t["name"] == task]
+    if config["review"]["grades"]:
+        sections["review"] = {"grades": task_entries(config, task)}
     return sections
+
+
+def trainset_sections(config: Mapping) -> tuple[str, ...]:
+    """The sections of :func:`trainset_config` (``review`` with ``review.grades``)."""
+    return TRAINSET_SECTIONS + (("review",) if config["review"]["grades"] else ())
+
+
+def grades_files(config: Mapping, task: str) -> list[str]:
+    """The grades files (``review.grades``) a task's training set reads: the entries naming
+    the task, and those naming none (their file says which task each row grades)."""
+    return list(dict.fromkeys(e["file"] for e in task_entries(config, task)))
 
 
 def trainset_config_json(config: Mapping, task: str) -> str:
