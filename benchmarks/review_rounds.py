@@ -1,6 +1,6 @@
 """Review rounds on the mock: do round-1 grades teach round 2 (issue 18, "Done means")?
 
-    python benchmarks/review_rounds.py --work /tmp/rounds [--tiles 12] [--budget 2000]
+    python benchmarks/review_rounds.py --work /tmp/rounds [--tiles 6] [--budget 2000]
 
 1. The mock survey (``skysift mock``) with ``--lens-fraction`` lenses among its galaxies; the
    runs read it as a user's survey (``survey.kind: files``) whose labels table holds only
@@ -76,7 +76,7 @@ def run_config(args, grades: list[dict]) -> dict:
                        "catalog": "data/mock/catalog.fits", "labels": "known.csv",
                        "labels_id_column": "objid", "known_lenses": None},
             "tasks": [{"name": "lens", "label": "is_lens"}],
-            "training_set": {"use": "both"},
+            "training_set": {"use": "both", "max_negatives": args.max_negatives},
             "models": [{"name": "classical", "architecture": "classical", "primary": True,
                         "classical": {"tune_trials": args.tune_trials,
                                       "importance_repeats": 0}}],
@@ -134,13 +134,15 @@ def write_sheet(path: Path, rows) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--tiles", type=int, default=12)
+    p.add_argument("--tiles", type=int, default=6)
     p.add_argument("--galaxies", type=int, default=420, help="galaxies per 600² tile")
-    p.add_argument("--lens-fraction", type=float, default=0.02)
+    p.add_argument("--lens-fraction", type=float, default=0.04)
     p.add_argument("--known-fraction", type=float, default=0.3)
     p.add_argument("--prevalence", type=float, default=0.001, help="stated: 1 lens per 1/p")
     p.add_argument("--budget", type=float, default=2000, help="images inspected per round")
-    p.add_argument("--tune-trials", type=int, default=4)
+    p.add_argument("--tune-trials", type=int, default=2)
+    p.add_argument("--max-negatives", type=int, default=300,
+                   help="training_set.max_negatives (simulations scale with it)")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--cores", type=int, default=2)
     args = p.parse_args()
@@ -161,7 +163,7 @@ def main() -> int:
            "is_lens": np.ones(n_known, np.uint8)}).write(work / "known.csv", overwrite=True)
     pi_mock = lens.mean()
     w = (pi_mock / (1 - pi_mock)) * ((1 - args.prevalence) / args.prevalence)
-    out = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+    out = {"load_start": round(os.getloadavg()[0], 2), "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
            "objects": int(ids.size), "lenses": int(lens.sum()), "known_lenses": n_known,
            "mock_prevalence": round(float(pi_mock), 5), "stated_prevalence": args.prevalence,
            "negative_weight": round(float(w), 2), "budget_images": args.budget,
