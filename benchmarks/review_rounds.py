@@ -163,7 +163,8 @@ def main() -> int:
            "is_lens": np.ones(n_known, np.uint8)}).write(work / "known.csv", overwrite=True)
     pi_mock = lens.mean()
     w = (pi_mock / (1 - pi_mock)) * ((1 - args.prevalence) / args.prevalence)
-    out = {"load_start": round(os.getloadavg()[0], 2), "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+    out = {"load_start": round(os.getloadavg()[0], 2),
+           "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
            "objects": int(ids.size), "lenses": int(lens.sum()), "known_lenses": n_known,
            "mock_prevalence": round(float(pi_mock), 5), "stated_prevalence": args.prevalence,
            "negative_weight": round(float(w), 2), "budget_images": args.budget,
