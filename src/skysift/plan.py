@@ -217,7 +217,8 @@ def model_args(inputs: Mapping[str, str]) -> str:
 
 
 #: The config sections a training set depends on (:func:`trainset_config`).
-TRAINSET_SECTIONS = ("seed", "survey", "preprocess", "training_set", "split", "strict", "tasks")
+TRAINSET_SECTIONS = ("seed", "survey", "preprocess", "training_set", "split", "strict", "tasks",
+                     "review")
 #: The config sections a trained model depends on (:func:`model_config`).
 MODEL_SECTIONS = ("seed", "augment", "train", "tasks", "models")
 
@@ -225,19 +226,13 @@ MODEL_SECTIONS = ("seed", "augment", "train", "tasks", "models")
 def trainset_config(config: Mapping, task: str) -> dict:
     """The config one task's training set depends on: its own task entry, not the list, so
     adding a task or changing another's label renders no simulation again (and no models
-    entry at all: iterating on models never re-makes a training set). With ``review.grades``,
-    also the entries that may grade the task (``review``: {``grades``}), so changing an
-    entry's task or round re-makes it; without, no ``review`` (runs of before stay current)."""
-    sections = {key: config[key] for key in TRAINSET_SECTIONS if key != "tasks"}
+    entry at all: iterating on models never re-makes a training set). ``review`` holds only
+    the ``review.grades`` entries that may grade this task, so grades of another task, or the
+    page's display settings, re-make nothing, while a changed entry (its round) re-makes it."""
+    sections = {key: config[key] for key in TRAINSET_SECTIONS if key not in ("tasks", "review")}
     sections["tasks"] = [t for t in config["tasks"] if t["name"] == task]
-    if config["review"]["grades"]:
-        sections["review"] = {"grades": task_entries(config, task)}
+    sections["review"] = {"grades": task_entries(config, task)}
     return sections
-
-
-def trainset_sections(config: Mapping) -> tuple[str, ...]:
-    """The sections of :func:`trainset_config` (``review`` with ``review.grades``)."""
-    return TRAINSET_SECTIONS + (("review",) if config["review"]["grades"] else ())
 
 
 def grades_files(config: Mapping, task: str) -> list[str]:

@@ -101,17 +101,16 @@ def test_a_training_set_depends_on_its_own_task_and_never_on_the_models():
 
 
 def test_grades_files_are_inputs_of_the_training_sets_they_may_grade():
-    """review.grades: an entry naming a task feeds that task's training set only; one naming
-    none (an export says its task per row) every task's; without grades no ``review``
-    section, so runs made before review.grades existed stay current."""
+    """review.grades: an entry naming a task feeds that task's training set only (its files
+    and entries), one naming none (an export says its task per row) every task's."""
     cfg = _config()
     before = plan.trainset_config_json(cfg, "lens")
-    assert plan.grades_files(cfg, "lens") == [] and "review" not in plan.trainset_sections(cfg)
+    assert plan.grades_files(cfg, "lens") == []
+    assert plan.trainset_config(cfg, "lens")["review"] == {"grades": []}
     cfg["review"]["grades"] = [{"file": "r1.csv", "task": "lens", "round": 1},
                                {"file": "all.csv", "task": None, "round": 2}]
     assert plan.grades_files(cfg, "lens") == ["r1.csv", "all.csv"]
     assert plan.grades_files(cfg, "merger") == ["all.csv"]
-    assert plan.trainset_sections(cfg)[-1] == "review"
     assert plan.trainset_config(cfg, "merger")["review"] == {
         "grades": [{"file": "all.csv", "task": None, "round": 2}]}
     assert plan.trainset_config_json(cfg, "lens") != before

@@ -125,7 +125,7 @@ def model_args(wildcards, input):
 
 
 def trainset_cfg():
-    return config_params(plan.trainset_sections(config),
+    return config_params(plan.TRAINSET_SECTIONS,
                          lambda wildcards: plan.trainset_config(config, wildcards.task))
 
 
