@@ -19,7 +19,9 @@
    hard negative; grades of the test split left out by skysift). Control: the same run
    with as many randomly chosen objects (not known, not graded, not in the test split)
    labelled from the truth instead, given the same way. Each then inspects its own ranking
-   with the same budget, skipping what round 1 graded.
+   with the same budget, skipping what round 1 graded. The two runs are independent and run
+   side by side (the control in a copy of the working directory, ``--control-work``).
+   ``--report-only`` recomputes the figures from the catalogs the runs kept.
 
 Prints and writes WORK/review_rounds.json: per round new lenses per 100 images inspected,
 lenses found, objects graded, the wall time of every run, the machine and its load.
@@ -32,10 +34,12 @@ import csv
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -86,24 +90,38 @@ def run_config(args, grades: list[dict]) -> dict:
 
 
 def pipeline(work: Path, name: str, cfg: dict, cores: int) -> dict:
-    """One run of the Snakefile to the candidate list; the catalog's ranking and timings."""
+    """One run of the Snakefile to the candidate list; keeps its catalog as
+    WORK/{name}_catalog.fits and its candidates as WORK/{name}_candidates.csv."""
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     bin_dir = Path(sys.executable).parent
     cmd = [str(bin_dir / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory",
-           str(work), "--configfile", str(path), "--cores", str(cores),
+           str(work), "--configfile", str(path), "--cores", str(cores), "--rerun-incomplete",
            "results/candidates/lens.csv"]
     load0 = os.getloadavg()[0]
     seconds = sh(cmd, work, work / f"{name}.snakemake.log")
+    shutil.copy(work / "results" / "catalog.fits", work / f"{name}_catalog.fits")
+    shutil.copy(work / "results" / "candidates" / "lens.csv", work / f"{name}_candidates.csv")
+    return {"seconds": round(seconds, 1), "load": [round(load0, 2),
+                                                   round(os.getloadavg()[0], 2)]}
+
+
+def run_info(work: Path, name: str) -> dict:
+    """Rules a run ran and its wall time from its Snakemake log (first to last job stamp)."""
     text = (work / f"{name}.snakemake.log").read_text()
     jobs = sorted({line.split()[-1].rstrip(":") for line in text.splitlines()
                    if line.startswith(("rule ", "localrule "))})
-    cat = Table.read(work / "results" / "catalog.fits")
+    stamps = [time.mktime(time.strptime(m, "%a %b %d %H:%M:%S %Y"))
+              for m in re.findall(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", text, flags=re.M)]
+    return {"rules_run": jobs,
+            "jobs_wall_seconds": round(stamps[-1] - stamps[0], 1) if stamps else None}
+
+
+def ranking(path: Path) -> list[tuple[int, str]]:
+    """(index, id text) of a catalog's objects, best primary-model rank first."""
+    cat = Table.read(path)
     order = np.argsort(np.asarray(cat["rank_lens_classical"]), kind="stable")
-    shutil.copy(work / "results" / "candidates" / "lens.csv", work / f"{name}_candidates.csv")
-    return {"seconds": round(seconds, 1), "load_start": round(load0, 2),
-            "load_end": round(os.getloadavg()[0], 2), "rules_run": jobs,
-            "ranking": [(int(cat["index"][i]), str(cat["id"][i])) for i in order]}
+    return [(int(cat["index"][i]), str(cat["id"][i])) for i in order]
 
 
 def inspect(ranking, is_lens: dict, skip: set, budget: float, w: float) -> tuple[list, dict]:
@@ -145,13 +163,18 @@ def main() -> int:
                    help="training_set.max_negatives (simulations scale with it)")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--control-work", type=Path,
+                   help="working directory of the control run (default WORK-control)")
+    p.add_argument("--report-only", action="store_true",
+                   help="no run: the figures from the catalogs the runs kept")
     args = p.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "config", work / "config", dirs_exist_ok=True)
     (work / "mock.yaml").write_text(yaml.safe_dump(mock_config(args)))
-    t_mock = sh([sys.executable, "-m", "skysift", "mock", "--config", "mock.yaml"], work,
-                work / "mock.log")
+    t_mock = 0.0 if args.report_only else sh(
+        [sys.executable, "-m", "skysift", "mock", "--config", "mock.yaml"], work,
+        work / "mock.log")
     truth = Table.read(work / "data" / "mock" / "catalog_truth.fits")
     ids = np.asarray(truth["objid"]).astype(str)
     lens = np.asarray(truth["is_lens"]).astype(bool)
@@ -169,35 +192,44 @@ def main() -> int:
            "mock_prevalence": round(float(pi_mock), 5), "stated_prevalence": args.prevalence,
            "negative_weight": round(float(w), 2), "budget_images": args.budget,
            "mock_seconds": round(t_mock, 1), "args": {k: str(v) for k, v in vars(args).items()}}
-    skip0 = set(known.tolist())
-    r1 = pipeline(work, "round1", run_config(args, []), args.cores)
-    skip0 = {k for k in r1["ranking"] if k[1] in skip0}
-    g1, out["round1"] = inspect(r1["ranking"], is_lens, skip0, args.budget, w)
+    ctrl_work = (args.control_work or Path(f"{work}-control")).resolve()
+    grades = {"round2": [{"file": "rounds/round1.csv", "task": "lens", "round": 1}],
+              "control": [{"file": "rounds/control.csv", "task": "lens", "round": 1}]}
+    runs = {}
+    if not args.report_only:
+        runs["round1"] = pipeline(work, "round1", run_config(args, []), args.cores)
+    r1 = ranking(work / "round1_catalog.fits")
+    skip0 = {k for k in r1 if k[1] in set(known.tolist())}
+    g1, out["round1"] = inspect(r1, is_lens, skip0, args.budget, w)
     rounds = work / "rounds"
     rounds.mkdir(exist_ok=True)
     write_sheet(rounds / "round1.csv", g1)
     graded1 = skip0 | {(i, o) for i, o, _ in g1}
-    split = assign_split(np.array([o for _, o, _ in g1], dtype=str),
-                         {"train": 0.7, "val": 0.15, "test": 0.15}, "skysift-v1")
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}  # the schema's split defaults
+    split = assign_split(np.array([o for _, o, _ in g1], dtype=str), fractions, "skysift-v1")
     n_train = int((split != 2).sum())
-    pool = [k for k in r1["ranking"] if k not in graded1]
-    pool_split = assign_split(np.array([o for _, o in pool], dtype=str),
-                              {"train": 0.7, "val": 0.15, "test": 0.15}, "skysift-v1")
+    pool = [k for k in r1 if k not in graded1]
+    pool_split = assign_split(np.array([o for _, o in pool], dtype=str), fractions,
+                              "skysift-v1")
     pool = [k for k, s in zip(pool, pool_split, strict=True) if s != 2]
     rng = np.random.default_rng(args.seed)
     ctrl = [pool[i] for i in rng.choice(len(pool), n_train, replace=False)]
-    write_sheet(rounds / "control.csv",
-                [(i, o, "A" if is_lens[o] else "N") for i, o in ctrl])
-    out["round1"].update(seconds=r1["seconds"], load=[r1["load_start"], r1["load_end"]],
-                         grades_used_for_training=n_train,
+    write_sheet(rounds / "control.csv", [(i, o, "A" if is_lens[o] else "N") for i, o in ctrl])
+    out["round1"].update(grades_used_for_training=n_train,
                          control_lenses=int(sum(is_lens[o] for _, o in ctrl)))
-    for name, sheet in (("round2", "round1.csv"), ("control", "control.csv")):
-        run = pipeline(work, name, run_config(args, [{"file": f"rounds/{sheet}",
-                                                      "task": "lens", "round": 1}]),
-                       args.cores)
-        _, out[name] = inspect(run["ranking"], is_lens, graded1, args.budget, w)
-        out[name].update(seconds=run["seconds"], load=[run["load_start"], run["load_end"]],
-                         rules_run=run["rules_run"])
+    if not args.report_only:  # round 2 and control are independent: run side by side
+        shutil.copytree(work, ctrl_work, symlinks=True, dirs_exist_ok=True)
+        with ThreadPoolExecutor(2) as pool_:
+            futures = {name: pool_.submit(pipeline, where, name,
+                                          run_config(args, grades[name]), args.cores)
+                       for name, where in (("round2", work), ("control", ctrl_work))}
+            runs.update({name: f.result() for name, f in futures.items()})
+    for name, where in (("round1", work), ("round2", work), ("control", ctrl_work)):
+        if name != "round1":
+            _, out[name] = inspect(ranking(where / f"{name}_catalog.fits"), is_lens, graded1,
+                                   args.budget, w)
+        out[name].update(run_info(where, name), **runs.get(name, {}))
+    out["load_end"] = round(os.getloadavg()[0], 2)
     (work / "review_rounds.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
     return 0
