@@ -15,8 +15,10 @@
    survey (the non-lenses it would hold at that score), so inspecting it costs ``w`` images
    of the round's budget (``--budget``), a lens costs one. New lenses per 100 images
    inspected = 100 x lenses found / images inspected.
-4. Round 2: the same run with round 1's grades in ``review.grades`` (A -> positive, N -> real
-   hard negative; grades of the test split left out by skysift). Control: the same run
+4. Round 1 continued: round 1's own ranking read further down with the same budget (what
+   another round without retraining would find). Round 2: the same run with round 1's
+   grades in ``review.grades`` (A -> positive, N -> real hard negative; grades of the test
+   split left out by skysift). Control: the same run
    with as many randomly chosen objects (not known, not graded, not in the test split)
    labelled from the truth instead, given the same way. Each then inspects its own ranking
    with the same budget, skipping what round 1 graded. The two runs are independent and run
@@ -205,6 +207,8 @@ def main() -> int:
     rounds.mkdir(exist_ok=True)
     write_sheet(rounds / "round1.csv", g1)
     graded1 = skip0 | {(i, o) for i, o, _ in g1}
+    # the reference without retraining: round 1's own list read further down, same budget
+    _, out["round1_continued"] = inspect(r1, is_lens, graded1, args.budget, w)
     fractions = {"train": 0.7, "val": 0.15, "test": 0.15}  # the schema's split defaults
     split = assign_split(np.array([o for _, o, _ in g1], dtype=str), fractions, "skysift-v1")
     n_train = int((split != 2).sum())
