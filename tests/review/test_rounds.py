@@ -9,7 +9,13 @@ import json
 import pytest
 
 from skysift.errors import DataError
-from skysift.review.rounds import compare_rounds, graded_positives, main, recall_top_k
+from skysift.review.rounds import (
+    compare_rounds,
+    graded_positives,
+    main,
+    read_ranking,
+    recall_top_k,
+)
 from skysift.survey.grades import SHEET_COLUMNS
 
 
@@ -60,5 +66,4 @@ def test_cli_reads_rounds_and_candidate_lists(tmp_path):
     assert rep["runs"][0]["n_in_top_k"] == 1 and rep["n_graded_positives"] == 2
     assert main(argv[:4] + ["--out", str(tmp_path / "none.json")]) == 2   # no grades: an error
     with pytest.raises(DataError, match="candidate list not found"):
-        from skysift.review.rounds import read_ranking
         read_ranking(tmp_path / "missing.csv")
