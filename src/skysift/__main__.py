@@ -37,6 +37,8 @@ STEPS = {
     "review": ("skysift.review.gallery",
                "HTML gallery and grading sheet of one task's ranked candidates"),
     "grades": ("skysift.review.grades", "purity by grade of a filled candidate grading sheet"),
+    "rounds": ("skysift.review.rounds",
+               "compare review rounds: new lenses per 100 inspected, recall of graded lenses"),
 }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from skysift import modelspec, paths
 from skysift.sim.mockfiles import tile_paths as mock_tile_paths
 from skysift.survey.files import discover_tiles, mask_paths, tile_path
+from skysift.survey.gradelabels import task_entries
 from skysift.survey.known import LENSCAT
 
 #: Interpreter overhead of a cutouts job, MB (measured: imports, astropy, h5py).
@@ -216,7 +217,8 @@ def model_args(inputs: Mapping[str, str]) -> str:
 
 
 #: The config sections a training set depends on (:func:`trainset_config`).
-TRAINSET_SECTIONS = ("seed", "survey", "preprocess", "training_set", "split", "strict", "tasks")
+TRAINSET_SECTIONS = ("seed", "survey", "preprocess", "training_set", "split", "strict", "tasks",
+                     "review")
 #: The config sections a trained model depends on (:func:`model_config`).
 MODEL_SECTIONS = ("seed", "augment", "train", "tasks", "models")
 
@@ -224,10 +226,19 @@ MODEL_SECTIONS = ("seed", "augment", "train", "tasks", "models")
 def trainset_config(config: Mapping, task: str) -> dict:
     """The config one task's training set depends on: its own task entry, not the list, so
     adding a task or changing another's label renders no simulation again (and no models
-    entry at all: iterating on models never re-makes a training set)."""
-    sections = {key: config[key] for key in TRAINSET_SECTIONS if key != "tasks"}
+    entry at all: iterating on models never re-makes a training set). ``review`` holds only
+    the ``review.grades`` entries that may grade this task, so grades of another task, or the
+    page's display settings, re-make nothing, while a changed entry (its round) re-makes it."""
+    sections = {key: config[key] for key in TRAINSET_SECTIONS if key not in ("tasks", "review")}
     sections["tasks"] = [t for t in config["tasks"] if t["name"] == task]
+    sections["review"] = {"grades": task_entries(config, task)}
     return sections
+
+
+def grades_files(config: Mapping, task: str) -> list[str]:
+    """The grades files (``review.grades``) a task's training set reads: the entries naming
+    the task, and those naming none (their file says which task each row grades)."""
+    return list(dict.fromkeys(e["file"] for e in task_entries(config, task)))
 
 
 def trainset_config_json(config: Mapping, task: str) -> str:

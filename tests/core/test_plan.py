@@ -100,6 +100,25 @@ def test_a_training_set_depends_on_its_own_task_and_never_on_the_models():
     assert plan.trainset_config_json(cfg, "lens") != text
 
 
+def test_grades_files_are_inputs_of_the_training_sets_they_may_grade():
+    """review.grades: an entry naming a task feeds that task's training set only (its files
+    and entries), one naming none (an export says its task per row) every task's."""
+    cfg = _config()
+    before = plan.trainset_config_json(cfg, "lens")
+    assert plan.grades_files(cfg, "lens") == []
+    assert plan.trainset_config(cfg, "lens")["review"] == {"grades": []}
+    cfg["review"]["grades"] = [{"file": "r1.csv", "task": "lens", "round": 1},
+                               {"file": "all.csv", "task": None, "round": 2}]
+    assert plan.grades_files(cfg, "lens") == ["r1.csv", "all.csv"]
+    assert plan.grades_files(cfg, "merger") == ["all.csv"]
+    assert plan.trainset_config(cfg, "merger")["review"] == {
+        "grades": [{"file": "all.csv", "task": None, "round": 2}]}
+    assert plan.trainset_config_json(cfg, "lens") != before
+    merger = plan.trainset_config_json(cfg, "merger")
+    cfg["review"]["grades"][0]["round"] = 3   # the lens entry: the merger set is unchanged
+    assert plan.trainset_config_json(cfg, "merger") == merger
+
+
 def test_model_inputs_args_and_config_of_one_model():
     cfg = _config(models=[{"name": "cnn", "architecture": "baseline3"},
                           {"name": "ext", "architecture": "baseline3",

@@ -98,6 +98,34 @@ def test_trainset_joins_labels_and_split(survey, tmp_path):
     assert attrs["bands"] == ["g", "r"] and attrs["pixscale_arcsec"] == pytest.approx(0.265)
 
 
+def test_grades_add_labelled_rows_with_their_source(survey, tmp_path):
+    """review.grades: the unlabelled stamps graded A/N join the labels (those of the test
+    split by id hash excepted), the table's label wins over a grade, and label_source says
+    where each row's label comes from."""
+    from skysift.survey.hashsplit import assign_split
+
+    ids = np.int64(BIG) + np.arange(15, dtype=np.int64)
+    test = assign_split(ids, {"train": 0.7, "val": 0.15, "test": 0.15}, "skysift-v1") == 2
+    graded = {4: "A", 8: "N", 13: "A", 0: "A", 6: "A"}  # 4, 8, 13 unlabelled; 0, 6 labelled 0
+    sheet = tmp_path / "round1.csv"
+    sheet.write_text("rank,index,id,ra,dec,score,grade\n" + "".join(
+        f"{r},{i},{ids[i]},0,0,1,{g}\n" for r, (i, g) in enumerate(graded.items())))
+    config = dict(survey["config"], review={**survey["config"]["review"],
+                                            "grades": [{"file": str(sheet), "task": "lens",
+                                                        "round": 1}]})
+    out = tmp_path / "graded.h5"
+    summary = build_trainset(survey["paths"], tmp_path / "split.fits", out, config, "lens")
+    added = [i for i in (4, 8, 13) if not test[i]]
+    assert summary["n_labelled"] == 12 + len(added)
+    got, attrs = io.read_arrays(out, ("id", "label", "label_source"))
+    source = dict(zip((got["id"] - BIG).tolist(), got["label_source"].tolist(), strict=True))
+    label = dict(zip((got["id"] - BIG).tolist(), got["label"].tolist(), strict=True))
+    for i in added:
+        assert source[i] == f"grades:{sheet}".encode() and label[i] == int(graded[i] == "A")
+    assert source[0] == b"labels" and label[0] == 0      # the labels table wins
+    assert attrs["grades"]["n_test"] == int(sum(test[i] for i in graded)) >= 1  # 6: test
+
+
 def test_string_ids(tmp_path):
     ids = io.id_array([f"obj-{i}" for i in range(6)])
     _stamps(tmp_path / "t0.h5", ids, np.arange(6), 1)

@@ -207,3 +207,21 @@ def test_a_changed_config_key_reruns_its_dependents_with_a_short_reason(tiny_run
         assert len(part) < 200, part
         assert re.search(r"before: 'training_set [0-9a-f]{12}' now: 'training_set [0-9a-f]{12}'",
                          part), part
+
+
+def test_a_new_grades_file_reruns_its_task_from_the_training_set_on(tiny_run, tmp_path):
+    """review.grades: a grades file of the lens task re-plans that task's training set and
+    what depends on it (training, scoring, evaluation, review), never the mock, the survey
+    index, the split, cutouts, preprocessing or the other task's training set."""
+    grades = tmp_path / "round1.csv"
+    grades.write_text("rank,index,id,ra,dec,score,grade\n1,0,1,0,0,1,A\n")
+    planned, out = _dry_run_with(tiny_run, tmp_path / "grades.yaml",
+                                 f"review:\n  grades:\n    - {{file: {grades}, task: lens}}\n")
+    assert planned == {"training_set", "augment", "train", "infer", "gather", "evaluate",
+                       "review", "recover", "all"}
+    sets = re.findall(r"^rule training_set:\n(?:\s+\w+: .*\n)*?\s+wildcards: task=(\w+)",
+                      out, flags=re.M)
+    assert sets == ["lens"], sets
+    trains = re.findall(r"^rule train:\n(?:\s+\w+: .*\n)*?\s+wildcards: task=(\w+)", out,
+                        flags=re.M)
+    assert trains and set(trains) == {"lens"}, trains

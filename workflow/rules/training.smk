@@ -9,6 +9,7 @@ rule training_set:
         split=training_split(),
         labels=plan.labels_files(config),
         extra=plan.training_set_files(config),
+        grades=lambda wildcards: plan.grades_files(config, wildcards.task),
     output:
         trainset=paths.TRAINSET,
         gallery=report(

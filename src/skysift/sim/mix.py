@@ -3,7 +3,8 @@
 Real labels lead. With ``use: auto`` (the default) a task whose labels table holds enough
 labelled positives and negatives trains on the labels alone; one with few labels (a search
 that starts from a few dozen known lenses, positives only) adds simulations in the survey's
-own cutouts, which then carry the training; a survey without labels is simulated. The
+own cutouts, which then carry the training; a survey without labels is simulated.
+Grades of earlier review rounds (``review.grades``) count as labels. The
 choice is made once per task, when its training set is built, and recorded in its attrs.
 """
 
@@ -15,7 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from skysift.survey.labels import find_task, load_labels
+from skysift.survey.gradelabels import training_labels
+from skysift.survey.labels import find_task
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,9 @@ def resolve_use(config: Mapping, task_name: str) -> dict:
     pos, task = find_task(config, task_name)
     tcfg = config["training_set"]
     n_pos = n_neg = None
-    if config["survey"]["labels"] and tcfg["use"] == "auto":
-        labels = load_labels(config, pos, task).labels
-        n_pos, n_neg = int(np.sum(labels == 1)), int(np.sum(labels == 0))
+    index = training_labels(config, pos, task) if tcfg["use"] == "auto" else None
+    if index is not None:  # survey.labels with the grades of review.grades
+        n_pos, n_neg = int(np.sum(index.labels == 1)), int(np.sum(index.labels == 0))
     use, why = choose_use(tcfg, simulator_of(config, task_name) is not None, n_pos, n_neg)
     resolved = copy.deepcopy(dict(config))
     resolved["training_set"]["use"] = use

@@ -43,6 +43,7 @@ from skysift.sim.trainfile import (
 )
 from skysift.sim.trainsim import build_simulated
 from skysift.stamps.display import normalised_composite
+from skysift.survey.gradelabels import training_labels
 from skysift.survey.labels import LabelIndex, find_task, load_labels, load_split, lookup_split
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,20 @@ def _write_columns(fout: h5py.File, cols: dict, n_labelled: int) -> None:
     fout.create_dataset("background", data=np.full(n_labelled, b"galaxy", "S8"))
 
 
+def write_label_source(fout: h5py.File, labels: LabelIndex | None) -> None:
+    """Dataset ``label_source`` (n,) of a training set: where each labelled row's label comes
+    from (``labels``, ``grades:<file>``; :mod:`skysift.survey.gradelabels`), '' for the
+    other rows (origin real, simulated, hard_negative); attr ``grades``: what merging the
+    grades counted."""
+    ids, origin = fout["id"][()], fout["origin"][()]
+    source = np.full(ids.shape, "", dtype="U1")
+    if labels is not None and ids.size:
+        source = np.where(origin == LABELLED, labels.origin_of(ids), "")
+    fout.create_dataset("label_source", data=np.char.encode(source.astype(str), "utf-8"))
+    if labels is not None and labels.info:
+        write_attrs(fout, {"grades": labels.info})
+
+
 def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
                    out_path: str | Path, config: Mapping, task_name: str) -> dict:
     """Write ``results/train/{task}.h5`` from stamps, labels and split; return a summary.
@@ -130,7 +145,9 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
     ``n_labels_without_stamp`` and ``counts`` ({split: {neg, pos}}).
     """
     task_pos, task = find_task(config, task_name)
-    labels = load_labels(config, task_pos, task)
+    labels = training_labels(config, task_pos, task)  # survey.labels and review.grades
+    if labels is None:
+        labels = load_labels(config, task_pos, task)  # raises: neither is set
     split_index, split_codes = load_split(split_path)
     paths = [str(p) for p in stamp_paths]
     selected, attrs, shape = _scan(paths, labels)
@@ -157,6 +174,7 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
         _copy_stamps(appender, selected, chunk)
         appender.close()
         _write_columns(fout, cols, n_labelled)
+        write_label_source(fout, labels)
         write_attrs(fout, header)
     return {"n_labelled": n_labelled, "n_unlabelled": n_total - n_labelled, "counts": counts,
             "n_labels_without_stamp": int((~labels.matched).sum())
@@ -263,6 +281,8 @@ def _run(args: argparse.Namespace) -> int:
                             "cutouts of every shard with --cutouts")
         summary = build_simulated(args.stamps, args.cutouts, args.split, args.out, config,
                                   args.task, kind)
+        with h5py.File(args.out, "r+") as fh:
+            write_label_source(fh, training_labels(config, *find_task(config, args.task)))
         if config["training_set"]["use"] == "both":
             _add_realism(args.out, config, args.task)
         n_sim = summary["n_simulated"] + summary["n_hard_negatives"] + summary["n_isolated"]

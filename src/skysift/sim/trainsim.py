@@ -61,7 +61,8 @@ from skysift.sim.trainfile import (
 )
 from skysift.sim.visibility import keep_rows, summarise
 from skysift.stamps.normalise import normalise
-from skysift.survey.labels import LabelIndex, find_task, load_labels, load_split, lookup_split
+from skysift.survey.gradelabels import training_labels
+from skysift.survey.labels import LabelIndex, find_task, load_split, lookup_split
 
 log = logging.getLogger(__name__)
 
@@ -254,12 +255,10 @@ def _inputs(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[str | Path
     """Task entry and config, survey, plan, split (n,) of each object, frames, source images."""
     task_pos, task = find_task(config, task_name)
     tcfg = config["training_set"]
-    labels = None
-    if config["survey"]["labels"]:
-        labels = load_labels(config, task_pos, task)
-    elif tcfg["use"] == "both":
-        raise SurveyError("training_set.use is both but survey.labels is null; set "
-                          "survey.labels or use: simulated")
+    labels = training_labels(config, task_pos, task)  # survey.labels and review.grades
+    if labels is None and tcfg["use"] == "both":
+        raise SurveyError("training_set.use is both but survey.labels is null and "
+                          "review.grades empty; set survey.labels or use: simulated")
     survey = scan([str(p) for p in stamp_paths], [str(p) for p in cutout_paths], config)
     rng = np.random.default_rng(derive_seed(config["seed"], task_name))
     plan = plan_rows(survey, labels, config, task_name, kind, rng)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -162,3 +162,57 @@ def read_grades_file(path: str | Path) -> GradesFile:
                             f"{seen[key]} (grader {who}); keep one row per object and grader")
         seen[key] = line
     return GradesFile(path, kind, rows, lines, grades, graders)
+
+
+#: Numeric value of each grade (docs/review.md).
+GRADE_VALUE = {"A": 3, "B": 2, "C": 1, "N": 0}
+
+Key = tuple[str, str]  # (catalog index, id) as text
+
+
+@dataclass
+class Combined:
+    """Every object's grades by grader, in first-seen order, and the graders' names."""
+
+    graders: list[str]
+    grades: dict[Key, dict[str, str]] = field(default_factory=dict)  # key -> {grader: grade}
+    keys: list[Key] = field(default_factory=list)  # every object seen, graded or not
+
+
+def combine(files: Sequence[GradesFile]) -> Combined:
+    """Gather the grades of ``files`` per object and grader.
+
+    Raises DataError when one grader graded one object in two files (two exports of the
+    same person: pass the latest only).
+    """
+    out = Combined(graders=[])
+    where: dict[tuple[str, Key], str] = {}
+    seen: set[Key] = set()
+    for f in files:
+        for row, line, grade, who in zip(f.rows, f.lines, f.grades, f.graders, strict=True):
+            key = (row["index"].strip(), row["id"])
+            if key not in seen:
+                seen.add(key)
+                out.keys.append(key)
+            if not grade:
+                continue
+            if (who, key) in where:
+                raise DataError(f"{f.path}: line {line}: grader {who!r} already graded index "
+                                f"{key[0]}, id {key[1]} in {where[who, key]}; pass each "
+                                "grader's latest export only")
+            where[who, key] = f"{f.path} line {line}"
+            if who not in out.graders:
+                out.graders.append(who)
+            out.grades.setdefault(key, {})[who] = grade
+    return out
+
+
+def combined_grade(grades: Sequence[str]) -> tuple[float, str]:
+    """(mean value, combined grade) of one object's grades: the graders' mean on
+    ``GRADE_VALUE`` rounded to the nearest grade, a tie going to the lower one (A and B make
+    a B: a split decision never promotes an object)."""
+    mean = sum(GRADE_VALUE[g] for g in grades) / len(grades)
+    for g in GRADES:  # A, B, C: nearest, ties to the lower grade
+        if mean > GRADE_VALUE[g] - 0.5:
+            return mean, g
+    return mean, "N"

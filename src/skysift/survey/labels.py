@@ -20,6 +20,10 @@ from skysift.io import read_table, require_columns
 
 log = logging.getLogger(__name__)
 
+#: ``label_source`` of a label from the user's table (survey.labels); grades merged into the
+#: labels (review.grades, :mod:`skysift.survey.gradelabels`) are ``grades:<file>``.
+LABEL_SOURCE_TABLE = "labels"
+
 
 def find_task(config: Mapping, name: str) -> tuple[int, dict]:
     """Position and entry of the task called ``name`` in ``config["tasks"]``."""
@@ -49,19 +53,26 @@ class LabelIndex:
         Ids that are not integers or text (:func:`skysift.ids.id_keys`).
     """
 
-    def __init__(self, ids: np.ndarray, labels: np.ndarray, source: str = "labels table"):
+    def __init__(self, ids: np.ndarray, labels: np.ndarray, source: str = "labels table",
+                 origins: np.ndarray | None = None):
         self.ids = np.asarray(ids)
         self.labels = np.asarray(labels, dtype=np.uint8)
         self.source = source
         self.keys = id_keys(self.ids, source)
+        # where each label comes from (LABEL_SOURCE_TABLE, or grades:<file>: skysift.survey.
+        # gradelabels); info: what merging grades counted
+        self.origins = (np.full(self.labels.size, LABEL_SOURCE_TABLE) if origins is None
+                        else np.asarray(origins, dtype=str))
+        self.info: dict = {}
         self._sorted: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
+        self._origins: dict[bool, np.ndarray] = {}
         self.matched: np.ndarray | None = None
 
     def _index(self, as_str: bool) -> tuple[np.ndarray, np.ndarray]:
         if as_str not in self._sorted:
             keys = self.keys.astype(str) if as_str else self.keys
             order = np.argsort(keys, kind="stable")
-            keys, labels = keys[order], self.labels[order]
+            keys, labels, origins = keys[order], self.labels[order], self.origins[order]
             dup = keys[1:] == keys[:-1]
             conflict = dup & (labels[1:] != labels[:-1])
             if conflict.any():
@@ -72,8 +83,19 @@ class LabelIndex:
                          self.source, int(dup.sum()))
             keep = np.concatenate([[True], ~dup])
             self._sorted[as_str] = (keys[keep], labels[keep])
+            self._origins[as_str] = origins[keep]
             self.matched = np.zeros(int(keep.sum()), dtype=bool)
         return self._sorted[as_str]
+
+    def _find(self, stamp_ids: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
+        """Position (n,) of each of ``stamp_ids`` among the sorted labels (-1: none)."""
+        query = id_keys(stamp_ids, source)
+        if mixed(query, self.keys) and not self._sorted:
+            log.warning("stamp ids are %s but label ids are %s: joining on their decimal/UTF-8 "
+                        "text", np.asarray(stamp_ids).dtype, self.ids.dtype)
+        as_str = query.dtype.kind != "i" or self.keys.dtype.kind != "i"
+        keys, _ = self._index(as_str)
+        return find_sorted(keys, query.astype(str) if as_str else query), as_str
 
     def lookup(self, stamp_ids: np.ndarray,
                source: str = "stamp ids") -> tuple[np.ndarray, np.ndarray]:
@@ -81,16 +103,20 @@ class LabelIndex:
 
         ``source`` names what holds ``stamp_ids`` in errors.
         """
-        query = id_keys(stamp_ids, source)
-        if mixed(query, self.keys) and not self._sorted:
-            log.warning("stamp ids are %s but label ids are %s: joining on their decimal/UTF-8 "
-                        "text", np.asarray(stamp_ids).dtype, self.ids.dtype)
-        as_str = query.dtype.kind != "i" or self.keys.dtype.kind != "i"
-        keys, labels = self._index(as_str)
-        pos = find_sorted(keys, query.astype(str) if as_str else query)
+        pos, as_str = self._find(stamp_ids, source)
         found = pos >= 0
         self.matched[pos[found]] = True
+        labels = self._sorted[as_str][1]
         return found, np.where(found, labels[np.maximum(pos, 0)], 0).astype(np.uint8)
+
+    def origin_of(self, stamp_ids: np.ndarray, source: str = "stamp ids") -> np.ndarray:
+        """Where the label of each of ``stamp_ids`` (n,) comes from: ``origins`` of its label
+        row (``labels``, ``grades:<file>``), '' where the object has no label."""
+        pos, as_str = self._find(stamp_ids, source)
+        origins = self._origins[as_str]
+        if not origins.size:
+            return np.full(pos.shape, "", dtype="U1")
+        return np.where(pos >= 0, origins[np.maximum(pos, 0)], "")
 
 
 def join_labels(stamp_ids: np.ndarray, label_ids: np.ndarray,
