@@ -26,6 +26,11 @@ def score_column(task: str, model: str) -> str:
     return f"score_{task}_{model}"
 
 
+def stage1_column(task: str) -> str:
+    """``score1_{task}``: the first-stage logit of ``task`` (``infer.first_stage``)."""
+    return f"score1_{task}"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One trained (or imported) classifier: a models[] entry applied to one task.

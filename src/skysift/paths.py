@@ -34,6 +34,8 @@ MODEL_METRICS = "results/models/{task}/{model}.metrics.json"
 MODEL_CURVE = "results/models/{task}/{model}.curve.png"
 
 SCORES = "results/scores/{shard}.fits"
+STAGE1 = "results/stage1/{shard}.fits"
+RESCORE_PLAN = "results/rescore.json"
 EMBEDDINGS = "results/embeddings/{shard}.h5"
 CATALOG = "results/catalog.fits"
 CATALOG_CSV = "results/catalog.csv"

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from skysift import modelspec, paths
+from skysift.errors import ConfigError
 from skysift.sim.mockfiles import tile_paths as mock_tile_paths
 from skysift.survey.files import discover_tiles, mask_paths, tile_path
 from skysift.survey.known import LENSCAT
@@ -168,6 +169,47 @@ def select_inputs(config: Mapping) -> list[str]:
 def infer_outputs(config: Mapping) -> dict[str, str]:
     """Outputs of rule ``infer`` besides the scores: the embeddings with ``infer.embeddings``."""
     return {"embeddings": paths.EMBEDDINGS} if config["infer"]["embeddings"] else {}
+
+
+def two_stage(config: Mapping) -> bool:
+    """``infer.first_stage`` is set: infer writes first-stage scores, rescore the final ones."""
+    return config["infer"]["first_stage"] is not None
+
+
+def first_stage_models(config: Mapping) -> list[str]:
+    """The first-stage checkpoint of every task (``infer.first_stage``): ``auto``, the task's
+    primary model; a name, that models[] entry (ConfigError unless it serves every task)."""
+    name = config["infer"]["first_stage"]
+    if name == "auto":
+        return [spec.path for spec in modelspec.primary_specs(config).values()]
+    specs = modelspec.model_specs(config)
+    out = []
+    for task in (t["name"] for t in config["tasks"]):
+        spec = next((s for s in specs if s.task == task and s.name == name), None)
+        if spec is None:
+            names = sorted({s.name for s in specs if s.task == task})
+            raise ConfigError(f"infer.first_stage is '{name}', which does not serve task "
+                              f"'{task}' (its models: {', '.join(names)}); set it to auto or "
+                              "to a model of every task")
+        out.append(spec.path)
+    return out
+
+
+def infer_scores(config: Mapping) -> str:
+    """What rule ``infer`` writes per shard: the scores, or the first stage's scores."""
+    return paths.STAGE1 if two_stage(config) else paths.SCORES
+
+
+def infer_models(config: Mapping) -> list[str]:
+    """The checkpoints rule ``infer`` scores with: every model, or the first stage's."""
+    if two_stage(config):
+        return first_stage_models(config)
+    return [spec.path for spec in modelspec.model_specs(config)]
+
+
+def infer_stage_arg(config: Mapping) -> str:
+    """``--first-stage`` for ``skysift infer`` in a two-stage run, else ''."""
+    return "--first-stage" if two_stage(config) else ""
 
 
 def embeddings_arg(outputs: Mapping[str, str]) -> str:

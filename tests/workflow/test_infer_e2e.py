@@ -87,3 +87,18 @@ def test_scores_come_from_the_tiles_and_training_stamps_are_kept(tiny_run):
     # stamps are made for the training sets' shards only, and kept (infer.keep_stamps)
     assert all((results / "stamps" / f"{s}.h5").exists() for s in training)
     assert {p.stem for p in (results / "stamps").glob("s*.h5")} <= set(training)
+
+
+def test_two_stages_plan_a_rescore_per_shard_after_the_survey_top_fraction(tiny_run, tmp_path):
+    """infer.first_stage: the tiny run plans infer (first stage), one rescore_plan, a rescore
+    per shard, then gather and what reads the catalog (a dry run of the shared run)."""
+    import re
+
+    from test_pipeline import _dry_run_with
+
+    planned, out = _dry_run_with(tiny_run, tmp_path / "two.yaml", "infer:\n  first_stage: auto\n")
+    assert {"infer", "rescore_plan", "rescore", "gather", "evaluate"} <= planned, planned
+    n_shards = len(list((tiny_run / "results" / "index" / "shards").glob("s*.fits")))
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], flags=re.M))
+    assert int(stats["rescore"]) == int(stats["infer"]) == n_shards
+    assert int(stats["rescore_plan"]) == 1

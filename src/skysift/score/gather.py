@@ -37,7 +37,7 @@ from astropy.table import Table, vstack
 from skysift import cli
 from skysift.errors import DataError
 from skysift.io import atomic_output, provenance, write_json
-from skysift.modelspec import model_specs, primary_specs
+from skysift.modelspec import model_specs, primary_specs, stage1_column
 from skysift.score import prior
 from skysift.score.tables import FitsStream, header_cards, read_scores, write_csv
 from skysift.stamps.flags import FLAG_BITS
@@ -218,6 +218,14 @@ def _csv_text(table: Table, header: bool) -> str:
     return text if header else text.split("\n", 1)[1]
 
 
+def rank_column(column: str) -> str:
+    """``rank_{task}_{model}`` of ``score_{task}_{model}``; ``rank1_{task}`` of the first
+    stage's ``score1_{task}`` (infer.first_stage)."""
+    if column.startswith("score1_"):
+        return column.replace("score1_", "rank1_", 1)
+    return column.replace("score_", "rank_", 1)
+
+
 def add_columns(table: Table, config: Mapping, ranks: Mapping[str, np.ndarray],
                 known: NearestObjects | None = None) -> Table:
     """A shard's table sorted by ``index``, with ``prob_*`` for every model and ``rank_*``
@@ -229,7 +237,7 @@ def add_columns(table: Table, config: Mapping, ranks: Mapping[str, np.ndarray],
         p = prior.probability(z, prior.prevalence_of(config, spec.task))
         table[spec.column.replace("score_", "prob_", 1)] = p.astype(np.float32)
     for col, rank in ranks.items():
-        table[col.replace("score_", "rank_", 1)] = np.asarray(rank)[order]
+        table[rank_column(col)] = np.asarray(rank)[order]
     if known is not None:
         table["known_lens"], table["known_name"] = known.columns(np.asarray(table["index"]))
     return table
@@ -248,6 +256,8 @@ def gather(config: dict, score_paths: Sequence[str | Path], out: str | Path,
     specs = model_specs(config)
     primary = {task: spec.column for task, spec in primary_specs(config).items()}
     ranked = list(dict.fromkeys(s.column for s in specs))
+    if config["infer"]["first_stage"] is not None:  # two stages: rank the first one too
+        ranked += [stage1_column(t["name"]) for t in config["tasks"]]
     top_k = config["infer"]["top_k"]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     # sorted keys and ranks spilled to disk: ~36 bytes per object and ranked model
