@@ -31,6 +31,14 @@ def stage1_column(task: str) -> str:
     return f"score1_{task}"
 
 
+def rank_column(column: str) -> str:
+    """``rank_{task}_{model}`` of ``score_{task}_{model}``; ``rank1_{task}`` of the first
+    stage's ``score1_{task}`` (infer.first_stage)."""
+    if column.startswith("score1_"):
+        return column.replace("score1_", "rank1_", 1)
+    return column.replace("score_", "rank_", 1)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One trained (or imported) classifier: a models[] entry applied to one task.

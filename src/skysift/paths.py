@@ -39,6 +39,8 @@ RESCORE_PLAN = "results/rescore.json"
 EMBEDDINGS = "results/embeddings/{shard}.h5"
 CATALOG = "results/catalog.fits"
 CATALOG_CSV = "results/catalog.csv"
+CATALOG_DIR = "results/catalog"
+CANDIDATES_TABLE = "results/candidates.fits"
 CANDIDATES_DIR = "results/candidates"
 CANDIDATES = "results/candidates/{task}.csv"
 

@@ -171,6 +171,27 @@ def infer_outputs(config: Mapping) -> dict[str, str]:
     return {"embeddings": paths.EMBEDDINGS} if config["infer"]["embeddings"] else {}
 
 
+def catalog_path(config: Mapping) -> str:
+    """The gathered catalog: ``results/catalog.fits``, or the folder ``results/catalog`` of
+    per-shard parts (``infer.catalog_format`` ``fits_per_shard``, ``parquet_per_shard``)."""
+    return paths.CATALOG if config["infer"]["catalog_format"] == "fits" else paths.CATALOG_DIR
+
+
+def catalog_is_folder(config: Mapping) -> bool:
+    """Whether rule gather writes the catalog as a folder of parts (a ``directory()`` output)."""
+    return catalog_path(config) == paths.CATALOG_DIR
+
+
+def gather_csv(config: Mapping) -> dict[str, str]:
+    """Rule gather's CSV output: ``{"csv": results/catalog.csv}`` with ``infer.catalog_csv``."""
+    return {"csv": paths.CATALOG_CSV} if config["infer"]["catalog_csv"] else {}
+
+
+def csv_arg(outputs: Mapping[str, str]) -> str:
+    """``--csv PATH`` of ``skysift gather`` when the rule writes the CSV, else ''."""
+    return f"--csv {shlex.quote(str(outputs['csv']))}" if "csv" in outputs else ""
+
+
 def two_stage(config: Mapping) -> bool:
     """``infer.first_stage`` is set: infer writes first-stage scores, rescore the final ones."""
     return config["infer"]["first_stage"] is not None
@@ -307,8 +328,9 @@ def final_targets(config: Mapping) -> list[str]:
     """What ``rule all`` asks for: catalog, metrics and figures, every model's curve,
     candidates and review pages per task, and known-lens recovery when configured."""
     tasks = [t["name"] for t in config["tasks"]]
-    targets = [paths.CHECK, paths.REJECTS, paths.CATALOG, paths.CATALOG_CSV, paths.METRICS,
-               paths.ROC, paths.COMPLETENESS, paths.PURITY, paths.RELIABILITY]
+    targets = [paths.CHECK, paths.REJECTS, catalog_path(config), *gather_csv(config).values(),
+               paths.CANDIDATES_TABLE, paths.METRICS, paths.ROC, paths.COMPLETENESS,
+               paths.PURITY, paths.RELIABILITY]
     targets += [paths.MODEL_CURVE.format(task=s.task, model=s.name)
                 for s in modelspec.model_specs(config)]
     targets += [paths.CANDIDATES.format(task=t) for t in tasks]

@@ -39,12 +39,14 @@ rule gather:
         scores=per_shard(paths.SCORES),
         known_lenses=plan.known_lenses_files(config),
     output:
-        catalog=paths.CATALOG,
-        csv=paths.CATALOG_CSV,
+        catalog=catalog_output(),
+        **plan.gather_csv(config),
         candidates=expand(paths.CANDIDATES, task=TASKS),
+        candidates_table=paths.CANDIDATES_TABLE,
     params:
         **cfg_params("tasks", "infer", "models", "evaluate", "survey"),
         candidates_dir=lambda wildcards, output: Path(output.candidates[0]).parent,
+        csv=lambda wildcards, output: plan.csv_arg(dict(output.items())),
         known="--known-lenses" if config["survey"]["known_lenses"] else "",
     conda:
         ENV
@@ -58,8 +60,8 @@ rule gather:
         runtime=30,
     shell:
         "python -m skysift gather --config-json {params.cfg:q} --scores {input.scores:q} "
-        "--out {output.catalog:q} --csv {output.csv:q} --candidates-dir {params.candidates_dir:q} "
-        "{params.known} 2> {log:q}"
+        "--out {output.catalog:q} {params.csv} --candidates-dir {params.candidates_dir:q} "
+        "--candidates-table {output.candidates_table:q} {params.known} 2> {log:q}"
 
 
 # Two stages (infer.first_stage, docs/scale.md): infer wrote the first stage of every shard;

@@ -52,11 +52,13 @@ from skysift.score.stream import (
     stream_rows,
 )
 from skysift.score.tables import BASE_COLUMNS, header_cards
-from skysift.survey.hashsplit import assign_split
+from skysift.survey.hashsplit import SPLIT_NAMES, assign_split
 from skysift.survey.shards import read_assignment_rows
-from skysift.survey.split import TEST
 
 log = logging.getLogger(__name__)
+
+#: The test split's code (skysift.survey.split).
+TEST = SPLIT_NAMES.index("test")
 
 
 def _columns(path: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
