@@ -10,8 +10,10 @@ This module sits above every stage: it may import any of them, and none imports 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -57,10 +59,24 @@ def tile_files(config: Mapping, tiles: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(files))  # a mask HDU inside the tile file names it twice
 
 
+@functools.lru_cache(maxsize=8)
+def _json_of(path: str, mtime_ns: int, size: int) -> object:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def load_json(path: str | Path) -> object:
+    """A JSON file, parsed once per version of the file (path, mtime, size): Snakemake calls
+    the input and resource functions of every job, and a 10⁴-tile survey's ``tiles.json``
+    (5.5 MB) parsed per job made ``snakemake -n`` spend most of its time here. The caller
+    must not modify the result."""
+    st = os.stat(path)
+    return _json_of(str(path), st.st_mtime_ns, st.st_size)
+
+
 def read_shards(shards_json: str | Path) -> dict[str, list[str]]:
     """``{shard: [tiles]}`` from the survey index's ``shards.json``."""
-    with open(shards_json) as fh:
-        return {s["shard"]: s["tiles"] for s in json.load(fh)["shards"]}
+    return {s["shard"]: s["tiles"] for s in load_json(shards_json)["shards"]}
 
 
 def training_shards(config: Mapping, shard_names: Sequence[str],
@@ -93,9 +109,8 @@ def cutouts_mem_mb(config: Mapping, tiles_json: str | Path, tiles: Iterable[str]
     """Memory of a cutouts job, MB: its largest tile's bands (float32 + mask + one band being
     read, docs/formats.md), one batch of stamps, and the interpreter."""
     wanted = set(tiles)
-    with open(tiles_json) as fh:
-        pixels = max(t["shape"][0] * t["shape"][1] for t in json.load(fh)["tiles"]
-                     if t["tile"] in wanted)
+    pixels = max(t["shape"][0] * t["shape"][1] for t in load_json(tiles_json)["tiles"]
+                 if t["tile"] in wanted)
     n_bands = len(config["survey"]["bands"])
     return int(pixels * ((n_bands + 1) * 4 + n_bands + 8) / 1e6) + CUTOUTS_BATCH_MB \
         + CUTOUTS_BASE_MB
@@ -114,8 +129,7 @@ def infer_mem_mb(config: Mapping, tiles_json: str | Path, tiles: Iterable[str]) 
     k + 2 tiles' stamps (m B s² 4 bytes each), each of the k decode workers one tile
     (P B 5 bytes) and its raw and normalised stamps; k = 0 decodes in the scoring process."""
     wanted = set(tiles)
-    with open(tiles_json) as fh:
-        mine = [t for t in json.load(fh)["tiles"] if t["tile"] in wanted]
+    mine = [t for t in load_json(tiles_json)["tiles"] if t["tile"] in wanted]
     pixels = max(t["shape"][0] * t["shape"][1] for t in mine)
     n_obj = max(int(t.get("n_objects", 0)) for t in mine)
     n_bands, size = len(config["survey"]["bands"]), config["cutouts"]["stamp_size_pix"]

@@ -162,3 +162,15 @@ def test_catalog_outputs_follow_catalog_format_and_catalog_csv():
     assert "results/catalog" in targets and "results/catalog.csv" not in targets
     assert "results/catalog.fits" not in targets
     assert plan.csv_arg({"csv": "a b.csv"}) == "--csv 'a b.csv'"
+
+
+def test_index_json_is_parsed_once_per_version_of_the_file(tmp_path):
+    """Snakemake calls the resource functions per job: tiles.json is parsed once, and again
+    only when the index rewrites it."""
+    path = tmp_path / "shards.json"
+    path.write_text(json.dumps({"shards": [{"shard": "s0000", "tiles": ["a"]}]}))
+    first = plan.load_json(path)
+    assert plan.load_json(path) is first
+    assert plan.read_shards(path) == {"s0000": ["a"]}
+    path.write_text(json.dumps({"shards": [{"shard": "s0000", "tiles": ["a", "b"]}]}))
+    assert plan.read_shards(path) == {"s0000": ["a", "b"]}
