@@ -186,7 +186,7 @@ def run_path(root: Path, info: dict, config: dict, model: Path, stream: bool) ->
     if out.exists():
         for p in sorted(out.rglob("*"), reverse=True):
             p.unlink() if p.is_file() else p.rmdir()
-    out.mkdir()
+    out.mkdir(exist_ok=True)  # emptied above when a run was cut short
     cfg, index = json.dumps(config), str(root / "index")
     total = {"wall": 0.0, "cpu": 0.0, "peaks": {}}
     for shard in info["shards"]:

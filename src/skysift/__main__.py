@@ -28,6 +28,8 @@ STEPS = {
     "train": ("skysift.learn.train",
               "train one model of one task (a CNN or the classical baseline)"),
     "infer": ("skysift.score.infer", "score every object of one shard with every model"),
+    "rescore": ("skysift.score.stages",
+                "two stages: the survey's top fraction (--plan), or rescore one shard (--shard)"),
     "gather": ("skysift.score.gather",
                "gather per-tile scores into the catalog and candidate lists"),
     "evaluate": ("skysift.evaluate.evaluate",

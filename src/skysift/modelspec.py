@@ -26,6 +26,19 @@ def score_column(task: str, model: str) -> str:
     return f"score_{task}_{model}"
 
 
+def stage1_column(task: str) -> str:
+    """``score1_{task}``: the first-stage logit of ``task`` (``infer.first_stage``)."""
+    return f"score1_{task}"
+
+
+def rank_column(column: str) -> str:
+    """``rank_{task}_{model}`` of ``score_{task}_{model}``; ``rank1_{task}`` of the first
+    stage's ``score1_{task}`` (infer.first_stage)."""
+    if column.startswith("score1_"):
+        return column.replace("score1_", "rank1_", 1)
+    return column.replace("score_", "rank_", 1)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One trained (or imported) classifier: a models[] entry applied to one task.

@@ -34,9 +34,13 @@ MODEL_METRICS = "results/models/{task}/{model}.metrics.json"
 MODEL_CURVE = "results/models/{task}/{model}.curve.png"
 
 SCORES = "results/scores/{shard}.fits"
+STAGE1 = "results/stage1/{shard}.fits"
+RESCORE_PLAN = "results/rescore.json"
 EMBEDDINGS = "results/embeddings/{shard}.h5"
 CATALOG = "results/catalog.fits"
 CATALOG_CSV = "results/catalog.csv"
+CATALOG_DIR = "results/catalog"
+CANDIDATES_TABLE = "results/candidates.fits"
 CANDIDATES_DIR = "results/candidates"
 CANDIDATES = "results/candidates/{task}.csv"
 

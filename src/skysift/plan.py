@@ -10,13 +10,16 @@ This module sits above every stage: it may import any of them, and none imports 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from skysift import modelspec, paths
+from skysift.errors import ConfigError
 from skysift.sim.mockfiles import tile_paths as mock_tile_paths
 from skysift.survey.files import discover_tiles, mask_paths, tile_path
 from skysift.survey.gradelabels import task_entries
@@ -57,10 +60,24 @@ def tile_files(config: Mapping, tiles: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(files))  # a mask HDU inside the tile file names it twice
 
 
+@functools.lru_cache(maxsize=8)
+def _json_of(path: str, mtime_ns: int, size: int) -> object:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def load_json(path: str | Path) -> object:
+    """A JSON file, parsed once per version of the file (path, mtime, size): Snakemake calls
+    the input and resource functions of every job, and a 10⁴-tile survey's ``tiles.json``
+    (5.5 MB) parsed per job made ``snakemake -n`` spend most of its time here. The caller
+    must not modify the result."""
+    st = os.stat(path)
+    return _json_of(str(path), st.st_mtime_ns, st.st_size)
+
+
 def read_shards(shards_json: str | Path) -> dict[str, list[str]]:
     """``{shard: [tiles]}`` from the survey index's ``shards.json``."""
-    with open(shards_json) as fh:
-        return {s["shard"]: s["tiles"] for s in json.load(fh)["shards"]}
+    return {s["shard"]: s["tiles"] for s in load_json(shards_json)["shards"]}
 
 
 def training_shards(config: Mapping, shard_names: Sequence[str],
@@ -93,9 +110,8 @@ def cutouts_mem_mb(config: Mapping, tiles_json: str | Path, tiles: Iterable[str]
     """Memory of a cutouts job, MB: its largest tile's bands (float32 + mask + one band being
     read, docs/formats.md), one batch of stamps, and the interpreter."""
     wanted = set(tiles)
-    with open(tiles_json) as fh:
-        pixels = max(t["shape"][0] * t["shape"][1] for t in json.load(fh)["tiles"]
-                     if t["tile"] in wanted)
+    pixels = max(t["shape"][0] * t["shape"][1] for t in load_json(tiles_json)["tiles"]
+                 if t["tile"] in wanted)
     n_bands = len(config["survey"]["bands"])
     return int(pixels * ((n_bands + 1) * 4 + n_bands + 8) / 1e6) + CUTOUTS_BATCH_MB \
         + CUTOUTS_BASE_MB
@@ -114,8 +130,7 @@ def infer_mem_mb(config: Mapping, tiles_json: str | Path, tiles: Iterable[str]) 
     k + 2 tiles' stamps (m B s² 4 bytes each), each of the k decode workers one tile
     (P B 5 bytes) and its raw and normalised stamps; k = 0 decodes in the scoring process."""
     wanted = set(tiles)
-    with open(tiles_json) as fh:
-        mine = [t for t in json.load(fh)["tiles"] if t["tile"] in wanted]
+    mine = [t for t in load_json(tiles_json)["tiles"] if t["tile"] in wanted]
     pixels = max(t["shape"][0] * t["shape"][1] for t in mine)
     n_obj = max(int(t.get("n_objects", 0)) for t in mine)
     n_bands, size = len(config["survey"]["bands"]), config["cutouts"]["stamp_size_pix"]
@@ -169,6 +184,68 @@ def select_inputs(config: Mapping) -> list[str]:
 def infer_outputs(config: Mapping) -> dict[str, str]:
     """Outputs of rule ``infer`` besides the scores: the embeddings with ``infer.embeddings``."""
     return {"embeddings": paths.EMBEDDINGS} if config["infer"]["embeddings"] else {}
+
+
+def catalog_path(config: Mapping) -> str:
+    """The gathered catalog: ``results/catalog.fits``, or the folder ``results/catalog`` of
+    per-shard parts (``infer.catalog_format`` ``fits_per_shard``, ``parquet_per_shard``)."""
+    return paths.CATALOG if config["infer"]["catalog_format"] == "fits" else paths.CATALOG_DIR
+
+
+def catalog_is_folder(config: Mapping) -> bool:
+    """Whether rule gather writes the catalog as a folder of parts (a ``directory()`` output)."""
+    return catalog_path(config) == paths.CATALOG_DIR
+
+
+def gather_csv(config: Mapping) -> dict[str, str]:
+    """Rule gather's CSV output: ``{"csv": results/catalog.csv}`` with ``infer.catalog_csv``."""
+    return {"csv": paths.CATALOG_CSV} if config["infer"]["catalog_csv"] else {}
+
+
+def csv_arg(outputs: Mapping[str, str]) -> str:
+    """``--csv PATH`` of ``skysift gather`` when the rule writes the CSV, else ''."""
+    return f"--csv {shlex.quote(str(outputs['csv']))}" if "csv" in outputs else ""
+
+
+def two_stage(config: Mapping) -> bool:
+    """``infer.first_stage`` is set: infer writes first-stage scores, rescore the final ones."""
+    return config["infer"]["first_stage"] is not None
+
+
+def first_stage_models(config: Mapping) -> list[str]:
+    """The first-stage checkpoint of every task (``infer.first_stage``): ``auto``, the task's
+    primary model; a name, that models[] entry (ConfigError unless it serves every task)."""
+    name = config["infer"]["first_stage"]
+    if name == "auto":
+        return [spec.path for spec in modelspec.primary_specs(config).values()]
+    specs = modelspec.model_specs(config)
+    out = []
+    for task in (t["name"] for t in config["tasks"]):
+        spec = next((s for s in specs if s.task == task and s.name == name), None)
+        if spec is None:
+            names = sorted({s.name for s in specs if s.task == task})
+            raise ConfigError(f"infer.first_stage is '{name}', which does not serve task "
+                              f"'{task}' (its models: {', '.join(names)}); set it to auto or "
+                              "to a model of every task")
+        out.append(spec.path)
+    return out
+
+
+def infer_scores(config: Mapping) -> str:
+    """What rule ``infer`` writes per shard: the scores, or the first stage's scores."""
+    return paths.STAGE1 if two_stage(config) else paths.SCORES
+
+
+def infer_models(config: Mapping) -> list[str]:
+    """The checkpoints rule ``infer`` scores with: every model, or the first stage's."""
+    if two_stage(config):
+        return first_stage_models(config)
+    return [spec.path for spec in modelspec.model_specs(config)]
+
+
+def infer_stage_arg(config: Mapping) -> str:
+    """``--first-stage`` for ``skysift infer`` in a two-stage run, else ''."""
+    return "--first-stage" if two_stage(config) else ""
 
 
 def embeddings_arg(outputs: Mapping[str, str]) -> str:
@@ -276,8 +353,9 @@ def final_targets(config: Mapping) -> list[str]:
     """What ``rule all`` asks for: catalog, metrics and figures, every model's curve,
     candidates and review pages per task, and known-lens recovery when configured."""
     tasks = [t["name"] for t in config["tasks"]]
-    targets = [paths.CHECK, paths.REJECTS, paths.CATALOG, paths.CATALOG_CSV, paths.METRICS,
-               paths.ROC, paths.COMPLETENESS, paths.PURITY, paths.RELIABILITY]
+    targets = [paths.CHECK, paths.REJECTS, catalog_path(config), *gather_csv(config).values(),
+               paths.CANDIDATES_TABLE, paths.METRICS, paths.ROC, paths.COMPLETENESS,
+               paths.PURITY, paths.RELIABILITY]
     targets += [paths.MODEL_CURVE.format(task=s.task, model=s.name)
                 for s in modelspec.model_specs(config)]
     targets += [paths.CANDIDATES.format(task=t) for t in tasks]

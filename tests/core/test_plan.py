@@ -164,3 +164,32 @@ def test_optional_inputs_appear_only_when_configured():
     cfg["training_set"]["psf"].update(model="image", image="psf_{band}.fits")
     assert plan.training_set_files(cfg) == [cfg["survey"]["catalog"], "hosts.csv",
                                             "psf_g.fits", "psf_r.fits", "psf_i.fits"]
+
+
+def test_catalog_outputs_follow_catalog_format_and_catalog_csv():
+    config = skyconfig.load()
+    assert plan.catalog_path(config) == "results/catalog.fits"
+    assert not plan.catalog_is_folder(config)
+    assert plan.gather_csv(config) == {"csv": "results/catalog.csv"}
+    targets = plan.final_targets(config)
+    assert {"results/catalog.fits", "results/catalog.csv", "results/candidates.fits"} <= set(
+        targets)
+    config["infer"].update(catalog_format="parquet_per_shard", catalog_csv=False)
+    assert plan.catalog_path(config) == "results/catalog" and plan.catalog_is_folder(config)
+    assert plan.gather_csv(config) == {} and plan.csv_arg({}) == ""
+    targets = plan.final_targets(config)
+    assert "results/catalog" in targets and "results/catalog.csv" not in targets
+    assert "results/catalog.fits" not in targets
+    assert plan.csv_arg({"csv": "a b.csv"}) == "--csv 'a b.csv'"
+
+
+def test_index_json_is_parsed_once_per_version_of_the_file(tmp_path):
+    """Snakemake calls the resource functions per job: tiles.json is parsed once, and again
+    only when the index rewrites it."""
+    path = tmp_path / "shards.json"
+    path.write_text(json.dumps({"shards": [{"shard": "s0000", "tiles": ["a"]}]}))
+    first = plan.load_json(path)
+    assert plan.load_json(path) is first
+    assert plan.read_shards(path) == {"s0000": ["a"]}
+    path.write_text(json.dumps({"shards": [{"shard": "s0000", "tiles": ["a", "b"]}]}))
+    assert plan.read_shards(path) == {"s0000": ["a", "b"]}

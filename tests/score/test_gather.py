@@ -308,3 +308,47 @@ def test_known_lenses_are_flagged_on_their_nearest_object_across_shards(tmp_path
     assert side["counts"]["known_lenses"] == {"n_known": 4, "n_matched": 3, "n_objects": 2}
     assert run(tmp_path, files) == 0  # without --known-lenses: no such columns
     assert "known_lens" not in score_tables.read_scores(tmp_path / "catalog.fits").colnames
+
+
+@pytest.mark.parametrize("fmt", ["fits_per_shard", "parquet_per_shard"])
+def test_per_shard_catalog_holds_the_one_file_catalog_and_readers_take_either(tmp_path, fmt):
+    """infer.catalog_format: one file per shard (named by its scores file), the same rows and
+    values as the one FITS file; no CSV without infer.catalog_csv; one candidates table; and
+    evaluate and recover read the folder as they read the file."""
+    from skysift.evaluate.inputs import read_catalog as evaluate_reads
+
+    files = shard_files(tmp_path, np.random.default_rng(8))
+    config = {**CONFIG, "infer": {"top_k": 5}}
+    one = tmp_path / "one"
+    gather.main(["--config-json", json.dumps(config), "--scores", *map(str, files),
+                 "--out", str(one / "catalog.fits"), "--csv", str(one / "catalog.csv"),
+                 "--candidates-dir", str(one / "candidates")])
+    config["infer"].update(catalog_format=fmt, catalog_csv=False)
+    parts = tmp_path / "parts"
+    assert gather.main(["--config-json", json.dumps(config), "--scores", *map(str, files),
+                        "--out", str(parts / "catalog"), "--candidates-dir",
+                        str(parts / "candidates"),
+                        "--candidates-table", str(parts / "candidates.fits")]) == 0
+    suffix = ".fits" if fmt == "fits_per_shard" else ".parquet"
+    assert sorted(p.name for p in (parts / "catalog").iterdir()) == [
+        f"s{i}{suffix}" for i in range(4)]
+    assert not list(parts.glob("*.csv")) and (parts / "catalog.json").exists()
+    expected = Table.read(one / "catalog.fits")
+    got = score_tables.read_gathered(parts / "catalog")
+    assert got.colnames == expected.colnames and len(got) == len(expected) == 200
+    for name in expected.colnames:
+        a, b = np.asarray(expected[name]), np.asarray(got[name])
+        a = a.astype(str) if a.dtype.kind == "S" else a  # read as str from either form
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+    ev = evaluate_reads(parts / "catalog", {"lens/cnn": "score_lens_cnn"})
+    assert ev.colnames == ["index", "id", "score_lens_cnn"]
+    assert np.array_equal(ev["id"], expected["id"]) and ev["id"].dtype.kind == "i"
+    cand = Table.read(parts / "candidates.fits")
+    lens = Table.read(one / "candidates" / "lens.csv")
+    merger = Table.read(one / "candidates" / "merger.csv")
+    both = set(lens["index"]) | set(merger["index"])
+    assert sorted(cand["index"]) == sorted(both) and len(cand) == len(both) > 5
+    tasks = dict(zip(cand["index"].tolist(), cand["candidate_tasks"].tolist(),
+                     strict=True))
+    assert all("lens" in tasks[i] for i in lens["index"])
+    assert all("merger" in tasks[i] for i in merger["index"])

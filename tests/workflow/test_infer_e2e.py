@@ -87,3 +87,27 @@ def test_scores_come_from_the_tiles_and_training_stamps_are_kept(tiny_run):
     # stamps are made for the training sets' shards only, and kept (infer.keep_stamps)
     assert all((results / "stamps" / f"{s}.h5").exists() for s in training)
     assert {p.stem for p in (results / "stamps").glob("s*.h5")} <= set(training)
+
+
+def test_two_stages_and_a_per_shard_catalog_plan_on_the_tiny_run(tiny_run, tmp_path):
+    """infer.first_stage: the tiny run plans infer (first stage), one rescore_plan, a rescore
+    per shard, then gather and what reads the catalog; infer.catalog_format and catalog_csv:
+    gather writes the folder of parts and no CSV, evaluate and recover read the folder (a
+    dry run of the shared run)."""
+    import re
+
+    from test_pipeline import _dry_run_with
+
+    planned, out = _dry_run_with(tiny_run, tmp_path / "two.yaml", (
+        "infer:\n  first_stage: auto\n  catalog_format: parquet_per_shard\n"
+        "  catalog_csv: false\n"))
+    assert {"infer", "rescore_plan", "rescore", "gather", "evaluate", "recover"} <= planned
+    gather_job = out.split("rule gather:")[1].split("\n\n")[0]
+    assert "results/catalog," in gather_job and "catalog.csv" not in gather_job
+    assert "results/candidates.fits" in gather_job
+    evaluate_job = out.split("rule evaluate:")[1].split("\n\n")[0]
+    assert re.search(r"input: results/catalog\b(?!\.)", evaluate_job), evaluate_job
+    n_shards = len(list((tiny_run / "results" / "index" / "shards").glob("s*.fits")))
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], flags=re.M))
+    assert int(stats["rescore"]) == int(stats["infer"]) == n_shards
+    assert int(stats["rescore_plan"]) == 1

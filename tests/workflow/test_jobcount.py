@@ -109,3 +109,22 @@ def test_readme_examples_follow_the_formula():
         jobs = sum(factors[k] * terms[k] for k in factors) + constant
         assert f"~{round(jobs, digits):,} jobs" in text, (tiles, jobs)
 
+
+
+def test_a_user_survey_of_synthetic_headers_plans_the_formula(tmp_path):
+    """benchmarks/plan_survey.py's method at a small size: empty tile files, synthetic
+    headers, the real index, then ``snakemake -n`` plans the README's count less the two
+    jobs that ran (check, survey_index): what docs/scale.md times at 10⁴ tiles."""
+    import runpy
+
+    bench = runpy.run_path(str(REPO / "benchmarks" / "plan_survey.py"))
+    bench["build"](tmp_path, 70)  # 32 tiles per shard: 3 shards, the last one short
+    _, planned, _ = bench["dry_run"](tmp_path)
+    config = load(tmp_path / "config" / "config.yaml")
+    terms = {"S": len(read_shards(tmp_path / "results" / "index" / "shards.json")),
+             "T": len(config["tasks"]), "M": len(model_specs(config))}
+    assert terms == {"S": 3, "T": 2, "M": 4}  # the full recipe on a user's survey
+    factors, constant, _ = readme_formula()
+    formula = sum(factors[k] * terms[k] for k in factors) + constant
+    assert planned["total"] == formula - 2 and "check" not in planned, planned
+    assert planned["infer"] == planned["cutouts"] == 3

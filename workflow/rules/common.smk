@@ -146,3 +146,9 @@ def stamps_output():
 
 def training_split():
     return ancient(paths.SPLIT) if plan.training_split_frozen(config) else paths.SPLIT
+
+
+def catalog_output():
+    """infer.catalog_format: the one catalog file, or the folder of its per-shard parts."""
+    path = plan.catalog_path(config)
+    return directory(path) if plan.catalog_is_folder(config) else path

@@ -4,7 +4,7 @@
 
 rule evaluate:
     input:
-        catalog=paths.CATALOG,
+        catalog=plan.catalog_path(config),
         split=paths.SPLIT,
         labels=plan.labels_files(config),
         model_metrics=plan.model_metrics_files(config),

@@ -15,7 +15,7 @@ if config["survey"]["known_lenses"]:
 
     rule recover:
         input:
-            catalog=paths.CATALOG,
+            catalog=plan.catalog_path(config),
             rejects=paths.REJECTS,
             trainset=RECOVER_TRAINSET,
             known_lenses=plan.known_lenses_files(config),

@@ -15,6 +15,7 @@ from skysift.errors import DataError, SurveyError
 from skysift.evaluate import completeness
 from skysift.ids import id_keys, match_ids
 from skysift.io import open_h5, read_table, require_columns
+from skysift.score.tables import read_gathered
 from skysift.survey.labels import clean_labels
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,20 @@ def _read_product(path: Path, what: str, columns: Sequence[str]) -> Table:
 
 
 def read_catalog(path: str | Path, score_columns: Mapping[str, str]) -> Table:
-    """The scores catalog, checked for ``index``, ``id`` and every model's score column.
+    """The scores catalog (a FITS file, or the folder of per-shard parts of
+    ``infer.catalog_format``), its ``index``, ``id`` and every model's score column, checked.
 
     score_columns : {"task/model": column}.
     """
     path = Path(path)
-    table = _read_product(path, "scores catalog", ("index", "id"))
+    if not path.exists():
+        raise DataError(f"{path}: scores catalog not found; run the step that makes it "
+                        f"(snakemake {path})")
+    table = read_gathered(path, ["index", "id", *score_columns.values()])
+    missing = [c for c in ("index", "id") if c not in table.colnames]
+    if missing:
+        raise DataError(f"{path}: scores catalog lacks columns {missing}; columns are "
+                        f"{', '.join(table.colnames)}; delete it and re-run its rule")
     for label, column in score_columns.items():
         if column not in table.colnames:
             have = [c for c in table.colnames if c.startswith("score_")] or ["none"]

@@ -58,7 +58,7 @@ from skysift.evaluate.inputs import trained_positives
 from skysift.io import provenance, read_table, require_columns, write_json
 from skysift.metrics import wilson_interval
 from skysift.modelspec import primary_specs
-from skysift.score.tables import read_scores, write_csv
+from skysift.score.tables import read_gathered, write_csv
 from skysift.survey.catalog import read_catalog
 from skysift.survey.known import KnownLenses, match_positions, read_known_lenses
 
@@ -244,7 +244,10 @@ def run(config: dict, catalog_path: str | Path, rejects_path: str | Path, out: s
     if not trainset_path:
         log.warning("no --trainset: known lenses the models were trained on are not told "
                     "apart from those they found")
-    scored = read_scores(catalog_path)
+    if not Path(catalog_path).exists():
+        raise DataError(f"{catalog_path}: catalog not found; run gather (snakemake "
+                        f"{catalog_path})")
+    scored = read_gathered(catalog_path, ["index", column, column.replace("score_", "rank_", 1)])
     if column not in scored.colnames:
         raise DataError(f"{catalog_path}: no column {column} (primary model of the lens task); "
                         "re-run gather with the models of this config")

@@ -1,7 +1,8 @@
 """Gather every shard's scores into one catalog and rank candidates (rule ``gather``), streamed.
 
-Writes ``results/catalog.fits`` and ``.csv``: the shards' rows, shard after shard in the order
-given, each shard's rows by ``index``; ids verbatim. Added per model: ``prob_{task}_{model}``
+Writes ``results/catalog.fits`` (or per shard ``results/catalog/{shard}.fits|.parquet``:
+``infer.catalog_format``), ``.csv`` (``infer.catalog_csv``) and ``results/candidates.fits``: the
+shards' rows, shard after shard, each by ``index``; ids verbatim. Per model: ``prob_{task}_{model}``
 (float32), P(positive | image) among objects with the task's stated prevalence
 (``evaluate.prevalence``, :mod:`skysift.score.prior`; never a balanced-set probability), and
 ``rank_{task}_{model}`` (int64, 1 = highest logit over the whole survey, ties broken by
@@ -28,6 +29,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +39,18 @@ from astropy.table import Table, vstack
 from skysift import cli
 from skysift.errors import DataError
 from skysift.io import atomic_output, provenance, write_json
-from skysift.modelspec import model_specs, primary_specs
+from skysift.modelspec import model_specs, primary_specs, rank_column, stage1_column
 from skysift.score import prior
-from skysift.score.tables import FitsStream, header_cards, read_scores, write_csv
+from skysift.score.tables import (
+    FitsStream,
+    atomic_directory,
+    for_fits,
+    header_cards,
+    read_scores,
+    write_candidate_table,
+    write_csv,
+    write_part,
+)
 from skysift.stamps.flags import FLAG_BITS
 from skysift.survey.known import KnownLenses, NearestObjects, read_known_lenses
 
@@ -202,15 +213,6 @@ class _Shards:
         return np.asarray(np.load(self._file(i, col, "rank"), mmap_mode="r"))[:self.sizes[i]]
 
 
-def _for_fits(table: Table, widths: Mapping[str, int]) -> Table:
-    out = table.copy(copy_data=False)
-    for name in out.colnames:
-        if out[name].dtype.kind == "U":
-            out[name] = np.char.encode(np.asarray(out[name]), "utf-8").astype(
-                f"S{widths.get(name, 1)}")
-    return out
-
-
 def _csv_text(table: Table, header: bool) -> str:
     buf = io.StringIO()
     table.write(buf, format="ascii.csv")
@@ -229,17 +231,21 @@ def add_columns(table: Table, config: Mapping, ranks: Mapping[str, np.ndarray],
         p = prior.probability(z, prior.prevalence_of(config, spec.task))
         table[spec.column.replace("score_", "prob_", 1)] = p.astype(np.float32)
     for col, rank in ranks.items():
-        table[col.replace("score_", "rank_", 1)] = np.asarray(rank)[order]
+        table[rank_column(col)] = np.asarray(rank)[order]
     if known is not None:
         table["known_lens"], table["known_name"] = known.columns(np.asarray(table["index"]))
     return table
 
 
 def gather(config: dict, score_paths: Sequence[str | Path], out: str | Path,
-           csv: str | Path, candidates_dir: str | Path, known: KnownLenses | None = None
+           csv: str | Path | None, candidates_dir: str | Path,
+           known: KnownLenses | None = None, candidates_table: str | Path | None = None
            ) -> dict:
-    """Build and write the catalog, its CSV + JSON sidecar and the candidate lists, streamed;
-    ``known``: the known lenses to flag. Returns the sidecar's ``counts``.
+    """Build and write the catalog (``out``: a FITS file, or with ``infer.catalog_format``
+    ``*_per_shard`` a folder of one file per shard), its CSV (None: none) and JSON sidecar
+    (``out`` with the suffix ``.json``), the candidate lists and, with
+    ``candidates_table``, every task's candidates in one FITS table, streamed; ``known``:
+    the known lenses to flag. Returns the sidecar's ``counts``.
     """
     if not score_paths:
         raise DataError("no score files given; pass --scores results/scores/*.fits")
@@ -248,6 +254,8 @@ def gather(config: dict, score_paths: Sequence[str | Path], out: str | Path,
     specs = model_specs(config)
     primary = {task: spec.column for task, spec in primary_specs(config).items()}
     ranked = list(dict.fromkeys(s.column for s in specs))
+    if config["infer"]["first_stage"] is not None:  # two stages: rank the first one too
+        ranked += [stage1_column(t["name"]) for t in config["tasks"]]
     top_k = config["infer"]["top_k"]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     # sorted keys and ranks spilled to disk: ~36 bytes per object and ranked model
@@ -261,6 +269,8 @@ def gather(config: dict, score_paths: Sequence[str | Path], out: str | Path,
         cards = header_cards(prov) + shards.cards
         candidates, columns = _write_catalog(config, shards, primary, top_k, cards, out, csv,
                                              near)
+        if candidates_table is not None:
+            write_candidate_table(candidates, first, cards, shards.widths, candidates_table)
     counts = {"n_rows": int(sum(shards.sizes)), "n_files": len(names),
               "n_empty_files": sum(1 for n in shards.sizes if not n),
               "n_tiles": len(shards.tiles), "n_selected": shards.n_selected,
@@ -274,7 +284,7 @@ def gather(config: dict, score_paths: Sequence[str | Path], out: str | Path,
     for task, col in primary.items():
         counts["tasks"][task] = _write_candidates(config, task, col, candidates[task], first,
                                                   shards.nonfinite[col], top_k, candidates_dir)
-    write_json(Path(csv).with_suffix(".json"), {
+    write_json(Path(out).with_suffix(".json"), {
         "provenance": prov, "models": dict(shards.cards), "inputs": names, "counts": counts,
         "columns": columns})
     seconds = time.perf_counter() - t0
@@ -297,31 +307,46 @@ def _first_table(path: str, ranked: Sequence[str]) -> Table:
 
 
 def _write_catalog(config: Mapping, shards: _Shards, primary: Mapping[str, str], top_k: int,
-                   cards: Sequence[tuple[str, object]], out: str | Path, csv: str | Path,
+                   cards: Sequence[tuple[str, object]], out: str | Path, csv: str | Path | None,
                    known: NearestObjects | None) -> tuple[dict[str, list[Table]], list | None]:
-    """Write the catalog FITS and CSV shard by shard; returns the candidate rows, the columns."""
+    """Write the catalog (one FITS, or one FITS or Parquet file per shard: ``infer.
+    catalog_format``) and the CSV (unless ``csv`` is None) shard by shard; returns the
+    candidate rows and the columns."""
     names, ranked = shards.paths, shards.ranked
+    fmt = config["infer"]["catalog_format"]
     candidates = {task: [] for task in primary}
     columns = None
-    with atomic_output(out) as fits_tmp, atomic_output(csv) as csv_tmp, \
-            open(fits_tmp, "wb") as ffh, open(csv_tmp, "w", encoding="utf-8",
-                                                newline="") as cfh:
-        stream = None
+    with ExitStack() as stack:
+        if fmt == "fits":
+            ffh = stack.enter_context(open(stack.enter_context(atomic_output(out)), "wb"))
+            stream = None
+        else:
+            parts = stack.enter_context(atomic_directory(out))
+        cfh = (stack.enter_context(open(stack.enter_context(atomic_output(csv)), "w",
+                                        encoding="utf-8", newline=""))
+               if csv is not None else None)
         for i, name in enumerate(names):
             table = add_columns(read_scores(name), config,
                                 {c: shards.rank_column(i, c) for c in ranked}, known)
-            if stream is None and (len(table) or i == len(names) - 1):
-                stream = FitsStream(ffh, _for_fits(table[:0], shards.widths),
-                                    sum(shards.sizes), cards)
-                cfh.write(_csv_text(table[:0], header=True))
+            if columns is None and (len(table) or i == len(names) - 1):
                 columns = [{"name": c, "dtype": str(table[c].dtype)} for c in table.colnames]
-            if stream is not None and len(table):
-                stream.append(_for_fits(table, shards.widths))
+                if fmt == "fits":
+                    stream = FitsStream(ffh, for_fits(table[:0], shards.widths),
+                                        sum(shards.sizes), cards)
+                if cfh is not None:
+                    cfh.write(_csv_text(table[:0], header=True))
+            if fmt != "fits":  # every shard has its part, an empty shard an empty one
+                write_part(parts / Path(name).stem, table if fmt == "parquet_per_shard"
+                           else for_fits(table, shards.widths), fmt, cards)
+            elif len(table):
+                stream.append(for_fits(table, shards.widths))
+            if cfh is not None and len(table):
                 cfh.write(_csv_text(table, header=False))
             for task, col in primary.items():
-                rank = np.asarray(table[col.replace("score_", "rank_", 1)])
+                rank = np.asarray(table[rank_column(col)])
                 candidates[task].append(table[(rank >= 1) & (rank <= top_k)])
-        stream.close()
+        if fmt == "fits":
+            stream.close()
     return candidates, columns
 
 
@@ -330,7 +355,7 @@ def _write_candidates(config: Mapping, task: str, col: str, parts: Sequence[Tabl
                       ) -> dict:
     """Write ``candidates/{task}.csv`` (by rank, 1-based ``rank`` first); returns its counts."""
     cand = vstack(parts, metadata_conflicts="silent") if parts else first[:0]
-    rank = np.asarray(cand[col.replace("score_", "rank_", 1)])
+    rank = np.asarray(cand[rank_column(col)])
     cand = cand[np.argsort(rank, kind="stable")]
     cand.add_column(np.arange(1, len(cand) + 1, dtype=np.int64), name="rank", index=0)
     write_csv(cand, Path(candidates_dir) / f"{task}.csv")
@@ -345,9 +370,13 @@ def parser():
     """The ``skysift gather`` argument parser."""
     p = cli.parser("Gather every shard's scores into one catalog and rank candidates.")
     p.add_argument("--scores", nargs="+", required=True, help="results/scores/*.fits")
-    p.add_argument("--out", required=True, help="catalog FITS, results/catalog.fits")
-    p.add_argument("--csv", required=True,
-                   help="catalog CSV, results/catalog.csv (its .json sidecar goes beside it)")
+    p.add_argument("--out", required=True,
+                   help="the catalog: results/catalog.fits, or with infer.catalog_format "
+                        "fits_per_shard / parquet_per_shard the folder results/catalog (its "
+                        ".json sidecar goes beside it: results/catalog.json)")
+    p.add_argument("--csv", help="catalog CSV, results/catalog.csv (infer.catalog_csv)")
+    p.add_argument("--candidates-table",
+                   help="every task's candidates in one FITS table, results/candidates.fits")
     p.add_argument("--candidates-dir", required=True,
                    help="folder of {task}.csv candidate lists, results/candidates")
     p.add_argument("--known-lenses", action="store_true",
@@ -361,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body(args) -> int:
         config = cli.load_config(args)
         known = read_known_lenses(config) if args.known_lenses else None
-        gather(config, args.scores, args.out, args.csv, args.candidates_dir, known)
+        gather(config, args.scores, args.out, args.csv, args.candidates_dir, known,
+               args.candidates_table)
         return 0
     return cli.run(body, parser(), argv)
 

@@ -169,6 +169,10 @@ def parser():
     p.add_argument("--models", nargs="+", required=True,
                    help="checkpoints, results/models/{task}/{model}.pt ...")
     p.add_argument("--out", required=True, help="scores table, results/scores/{shard}.fits")
+    p.add_argument("--first-stage", action="store_true",
+                   help="infer.first_stage: --models holds one first-stage checkpoint per task, "
+                        "scored with one committee member, no TTA, into score1_{task} "
+                        "(with --shard; results/stage1/{shard}.fits)")
     p.add_argument("--embeddings", help="with infer.embeddings: the per-object embeddings, "
                    "results/embeddings/{shard}.h5")
     return p
@@ -182,8 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config["infer"].get("embeddings") and not emb:
             raise ConfigError("infer.embeddings is true: pass --embeddings PATH "
                               "(results/embeddings/{shard}.h5)")
+        if args.first_stage and not args.shard:
+            raise ConfigError("--first-stage scores a shard from its tiles: pass --shard")
         if args.shard:
-            score_shard(config, args.index_dir, args.shard, args.models, args.out, emb)
+            score_shard(config, args.index_dir, args.shard, args.models, args.out, emb,
+                        stage1=args.first_stage)
         else:
             infer_tile(config, args.stamps, args.models, args.out, emb)
         return 0

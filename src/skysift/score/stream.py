@@ -33,13 +33,16 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from skysift.errors import DataError
 from skysift.io import id_array, provenance
 from skysift.learn.runtime import resolve_device, resolve_precision, torch_runtime
+from skysift.modelspec import stage1_column
 from skysift.score.batches import score_block, std_column
 from skysift.score.decode import TileStamps, decode_tile, peak_kib
 from skysift.score.scoring import (
@@ -140,44 +143,48 @@ def _table_columns(rows: Mapping[str, np.ndarray], keep: np.ndarray, flags: np.n
     return columns, names.astype(f"S{width}")
 
 
-def score_shard(config: dict, index_dir: str | Path, shard: str,
-                model_paths: Sequence[str | Path], out: str | Path,
-                embeddings_out: str | Path | None = None) -> dict:
-    """Score every object of ``shard`` from its tiles; write the scores table ``out`` (and
-    the embeddings, with ``embeddings_out``). Returns counts and timings.
+def first_member(model: torch.nn.Module) -> torch.nn.Module:
+    """A committee's first member (the first stage scores with one network), else ``model``."""
+    members = getattr(model, "members", None)
+    return members[0] if isinstance(members, torch.nn.ModuleList) and len(members) else model
 
-    Raises DataError when a model does not match the stamps this config makes (bands, stamp
-    size, normalisation, and each tile's pixel scale); SurveyError from the tile reader.
-    """
-    t0 = time.perf_counter()
-    device = resolve_device(config["train"]["device"])
-    precision = resolve_precision(config["train"]["precision"], device)
-    models, metas, cards = load_models(model_paths, device)
-    for meta in metas.values():
-        check_compatible(meta, _stamp_attrs(config, None), f"shard {shard}")
-    taps = embedding_taps(models, metas, config) if embeddings_out else {}
-    batch, tta = batch_size(config, device), bool(config["infer"]["tta"])
+
+@dataclass
+class _Streamed:
+    """What :func:`stream_rows` returns: the filled columns, the tiles read, and timings."""
+
+    acc: _Columns
+    tiles: list
+    n_rejected: int
+    worker_peak: int
+    decode_s: float
+    wait_s: float
+
+
+def stream_rows(config: Mapping, rows: Mapping[str, np.ndarray], models: Mapping,
+                metas: Mapping, selected: np.ndarray, taps: Mapping, tta: bool, batch,
+                device: torch.device, precision: str) -> _Streamed:
+    """Decode the tiles of ``rows`` (a shard's rows, or a subset of them) and score the
+    ``selected`` objects with every model: the loop both scoring stages run."""
     in_flight = int(config["infer"]["tiles_in_flight"])
-    rows = read_assignment_rows(index_dir, shard=shard)
-    selected = selection(config, rows["index"], rows["id"])
     acc = _Columns(len(rows["index"]), list(models), tta)
-    tiles, n_rejected, worker_peak, decode_s, wait_s = [], 0, 0, 0.0, 0.0
+    out = _Streamed(acc, [], 0, 0, 0.0, 0.0)
     with torch_runtime(config["train"]["threads"], deterministic=False):
         stream = decoded_tiles(config, rows, in_flight)
         while True:
             t_wait = time.perf_counter()
             item = next(stream, None)
-            wait_s += time.perf_counter() - t_wait
+            out.wait_s += time.perf_counter() - t_wait
             if item is None:
                 break
             sel, tile = item
-            tiles.append(tile.tile)
-            decode_s += tile.seconds
-            if in_flight > 0:  # else the tile was decoded here: peak_kib below says it
-                worker_peak = max(worker_peak, tile.peak_kib or 0)
+            out.tiles.append(tile.tile)
+            out.decode_s += tile.seconds
+            if in_flight > 0:  # else the tile was decoded here: peak_kib says it
+                out.worker_peak = max(out.worker_peak, tile.peak_kib or 0)
             if tile.rejected:
                 log.warning("%s: rejecting its %d objects", tile.rejected, len(sel))
-                n_rejected += len(sel)
+                out.n_rejected += len(sel)
                 continue
             for meta in metas.values():
                 check_compatible(meta, _stamp_attrs(config, tile.pixscale_arcsec), tile.path)
@@ -187,27 +194,70 @@ def score_shard(config: dict, index_dir: str | Path, shard: str,
             if len(mine):
                 acc.put(sel[mine], *score_block(models, x, batch, device, precision, tta, taps))
             del x, tile, item  # the next tile's stamps replace these, not join them
+    return out
+
+
+def load_stage_models(model_paths: Sequence[str | Path], device: torch.device,
+                      stage1: bool) -> tuple[dict, dict, list]:
+    """Models by column, their meta and header cards; with ``stage1`` each checkpoint's
+    first committee member under ``score1_{task}`` (one checkpoint per task)."""
+    models, metas, cards = load_models(model_paths, device)
+    if stage1:
+        tasks = [m["task"] for m in metas.values()]
+        if len(set(tasks)) != len(tasks):
+            raise DataError(f"first stage: one checkpoint per task, got tasks {tasks}")
+        models = {stage1_column(metas[c]["task"]): first_member(m) for c, m in models.items()}
+        metas = {stage1_column(m["task"]): m for m in metas.values()}
+    return models, metas, cards
+
+
+def score_shard(config: dict, index_dir: str | Path, shard: str,
+                model_paths: Sequence[str | Path], out: str | Path,
+                embeddings_out: str | Path | None = None, stage1: bool = False) -> dict:
+    """Score every object of ``shard`` from its tiles; write the scores table ``out`` (and
+    the embeddings, with ``embeddings_out``). Returns counts and timings.
+
+    ``stage1`` (``infer.first_stage``): ``model_paths`` holds one first-stage checkpoint per
+    task, scored with its first committee member and without TTA into ``score1_{task}``.
+
+    Raises DataError when a model does not match the stamps this config makes (bands, stamp
+    size, normalisation, and each tile's pixel scale); SurveyError from the tile reader.
+    """
+    t0 = time.perf_counter()
+    device = resolve_device(config["train"]["device"])
+    precision = resolve_precision(config["train"]["precision"], device)
+    models, metas, cards = load_stage_models(model_paths, device, stage1)
+    for meta in metas.values():
+        check_compatible(meta, _stamp_attrs(config, None), f"shard {shard}")
+    taps = embedding_taps(models, metas, config) if embeddings_out else {}
+    batch = batch_size(config, device)
+    tta = bool(config["infer"]["tta"]) and not stage1
+    in_flight = int(config["infer"]["tiles_in_flight"])
+    rows = read_assignment_rows(index_dir, shard=shard)
+    selected = selection(config, rows["index"], rows["id"])
+    got = stream_rows(config, rows, models, metas, selected, taps, tta, batch, device,
+                      precision)
+    acc, tiles = got.acc, got.tiles
     keep = np.flatnonzero(acc.kept)
     columns, tile_names = _table_columns(rows, keep, acc.flags, sorted(set(tiles)))
     prov = provenance(config, source="tiles", shard=shard, tile=shard, device=str(device),
                       precision=precision, tta=int(tta), n_selected=int(selected[keep].sum()),
                       select=config["infer"]["select"], batch_size=batch.size,
-                      tiles_in_flight=in_flight)
+                      tiles_in_flight=in_flight, **({"stage": 1} if stage1 else {}))
     write_scores(out, columns, tile_names, {c: v[keep] for c, v in acc.scores.items()},
                  selected[keep], header_cards(prov) + cards)
     if embeddings_out:
         write_embeddings(embeddings_out, columns,
                          {c: v[keep] for c, v in acc.embeddings.items()}, prov)
     seconds = time.perf_counter() - t0
-    summary = {"n_objects": len(keep), "n_rejected": n_rejected, "n_tiles": len(tiles),
-               "seconds": seconds, "decode_seconds": decode_s, "wait_seconds": wait_s,
-               "peak_kib": peak_kib(), "worker_peak_kib": worker_peak or None}
-    log.info("infer %s from tiles: %d tiles, %d objects (%d rejected), %d models%s in %.1f s, "
-             "%.0f objects/s on %s %s; decoding %.1f s in %d processes, %.1f s waited for "
-             "them; peak memory %s KiB here, %s KiB per decode worker -> %s",
-             shard, len(tiles), len(keep), n_rejected, len(models),
-             " x 8 D4 orientations" if tta else "", seconds, len(keep) / max(seconds, 1e-9),
-             device, precision, decode_s, in_flight, wait_s, summary["peak_kib"],
-             summary["worker_peak_kib"], out)
+    summary = {"n_objects": len(keep), "n_rejected": got.n_rejected, "n_tiles": len(tiles),
+               "seconds": seconds, "decode_seconds": got.decode_s, "wait_seconds": got.wait_s,
+               "peak_kib": peak_kib(), "worker_peak_kib": got.worker_peak or None}
+    log.info("infer %s from tiles%s: %d tiles, %d objects (%d rejected), %d models%s in "
+             "%.1f s, %.0f objects/s on %s %s; decoding %.1f s in %d processes, %.1f s waited "
+             "for them; peak memory %s KiB here, %s KiB per decode worker -> %s",
+             shard, " (first stage)" if stage1 else "", len(tiles), len(keep),
+             got.n_rejected, len(models), " x 8 D4 orientations" if tta else "", seconds,
+             len(keep) / max(seconds, 1e-9), device, precision, got.decode_s, in_flight,
+             got.wait_s, summary["peak_kib"], summary["worker_peak_kib"], out)
     return summary
-
