@@ -9,8 +9,8 @@ import json
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
-
 from conftest import TINY
+
 from skysift import config, modelspec
 from skysift.score import prior
 from skysift.stamps.cutouts import FLAG_BITS

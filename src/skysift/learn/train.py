@@ -10,8 +10,8 @@ process the resumed weights equal an uninterrupted run's bit for bit (tested); a
 processes on CPU they agree to float rounding, not bit for bit (docs/reliability.md,
 measured). A ``.last`` written with another config or from other training files is ignored
 (training starts over). A model with ``checkpoint:`` is copied from that file (after
-checking it loads) instead of trained. A ``classical`` model (features + boosted trees, :mod:`skysift.learn.classical`) takes the
-same inputs and writes the same three outputs.
+checking it loads) instead of trained. A ``classical`` model (features + boosted trees,
+:mod:`skysift.learn.classical`) takes the same inputs and writes the same three outputs.
 """
 
 from __future__ import annotations
