@@ -9,12 +9,14 @@ import json
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from conftest import TINY
 
+from skysift import config, modelspec
 from skysift.score import prior
 from skysift.stamps.cutouts import FLAG_BITS
 
 TASKS = ("lens", "merger")
-MODELS = ("baseline3", "classical")  # the schema's default models, every task
+MODELS = ("classical", "baseline3")  # tiny.yaml's models, every task (classical primary)
 PREVALENCE = {"lens": 0.001, "merger": 0.01}  # the schema defaults; tiny.yaml keeps them
 
 
@@ -66,14 +68,15 @@ def test_sidecar_and_candidates(tiny_run):
         with open(results / "candidates" / f"{task}.csv") as fh:
             rows = list(csv.DictReader(fh))
         assert len(rows) == min(10, len(cat))
+        primary = modelspec.primary_specs(config.load(TINY))[task].name  # ranks the list
         for name in ("rank", "index", "id", "ra", "dec", "tile", "flags",
-                     f"score_{task}_baseline3", f"prob_{task}_baseline3",
-                     f"rank_{task}_baseline3", "selected"):
+                     f"score_{task}_{primary}", f"prob_{task}_{primary}",
+                     f"rank_{task}_{primary}", "selected"):
             assert name in rows[0], name
         assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
-        assert [int(r[f"rank_{task}_baseline3"]) for r in rows] == list(range(1, len(rows) + 1))
-        best = np.asarray(cat[f"score_{task}_baseline3"]).max()
-        assert float(rows[0][f"score_{task}_baseline3"]) == float(np.float32(best))
+        assert [int(r[f"rank_{task}_{primary}"]) for r in rows] == list(range(1, len(rows) + 1))
+        best = np.asarray(cat[f"score_{task}_{primary}"]).max()
+        assert float(rows[0][f"score_{task}_{primary}"]) == float(np.float32(best))
 
 
 def test_scores_come_from_the_tiles_and_training_stamps_are_kept(tiny_run):

@@ -4,12 +4,14 @@ Inputs: ``results/train/{task}.h5`` (train split 0, validation split 1) and its 
 copies; outputs: ``results/models/{task}/{model}.pt`` holding everything (docs/models.md),
 a metrics JSON and a loss/AUROC curve. A committee (``members: K``) trains K networks one
 after the other from seeds derived from (seed, task, model, member) and stores their
-average. On CPU a run is bit-reproducible, and a killed run resumes from ``<out>.last``
-(``--resume``, which the rule always passes) to the same weights; a ``.last`` written with
-another config or from other training files is ignored (training starts over). A model
-with ``checkpoint:`` is copied from that file (after checking it loads) instead of trained.
-A ``classical`` model (features + boosted trees, :mod:`skysift.learn.classical`) takes the
-same inputs and writes the same three outputs.
+average. A killed run resumes from ``<out>.last`` (``--resume``, which the rule always
+passes) and runs only the remaining epochs from the saved optimiser state: within one
+process the resumed weights equal an uninterrupted run's bit for bit (tested); across
+processes on CPU they agree to float rounding, not bit for bit (docs/reliability.md,
+measured). A ``.last`` written with another config or from other training files is ignored
+(training starts over). A model with ``checkpoint:`` is copied from that file (after
+checking it loads) instead of trained. A ``classical`` model (features + boosted trees,
+:mod:`skysift.learn.classical`) takes the same inputs and writes the same three outputs.
 """
 
 from __future__ import annotations
