@@ -26,9 +26,12 @@ def test_merger_training_set_draws_on_blank_sky(tiny_run):
     with h5py.File(tiny_run / "results" / "train" / "merger.h5", "r") as fh:
         background, label = fh["background"][()], fh["label"][()]
         sim, index = fh["sim"][()], fh["index"][()]
+        n_isolated = int(fh.attrs["n_isolated"])
     blank = background == b"blank"
     assert blank[label == 1].any() and blank[label == 0].any()
     assert (sim[blank] != b"").all() and (index[blank] == -1).all()
-    assert (sim == b"isolated").any()
+    # isolated galaxies (simulated negatives) are drawn only without labelled negatives
+    # (use: simulated; tests/sim/test_trainset.py); the tiny run has labels (use: both)
+    assert (sim == b"isolated").sum() == n_isolated
     with h5py.File(tiny_run / "results" / "train" / "lens.h5", "r") as fh:
         assert (fh["background"][()] == b"galaxy").all()  # lenses need a real deflector
