@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import json
 import os
@@ -166,6 +167,19 @@ def read_table(path: str | Path, what: str = "table") -> Table:
     except Exception as exc:  # astropy and pyarrow raise many types for unreadable tables
         raise SurveyError(f"{path}: cannot read {what} ({exc}); "
                           "give a FITS, CSV, ECSV or Parquet table") from None
+
+
+def read_csv_rows(path: str | Path, not_found: str,
+                  encoding: str = "utf-8") -> tuple[list[dict[str, str]], list[str]]:
+    """(rows as text, column names) of a CSV file with a header line; DataError
+    ``"{path}: {not_found}"`` when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: {not_found}")
+    with open(path, newline="", encoding=encoding) as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        return rows, list(reader.fieldnames or [])
 
 
 def require_columns(table: Table, columns: Mapping[str, str], path: str | Path, key: str) -> None:

@@ -21,14 +21,13 @@ those from memory, so new_per_100 is the fair comparison of rounds.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from skysift import cli
 from skysift.errors import DataError
-from skysift.io import provenance, write_json
+from skysift.io import provenance, read_csv_rows, write_json
 from skysift.survey.gradelabels import GRADE_LABEL, round_grades
 from skysift.survey.labels import find_task
 
@@ -71,14 +70,9 @@ def graded_positives(rounds: Mapping[int, Mapping[Key, str]]) -> set[Key]:
 
 def read_ranking(path: str | Path) -> list[Key]:
     """(index, id) text of a candidate list (``results/candidates/{task}.csv``) in rank order."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: candidate list not found; pass the candidates/{{task}}.csv "
-                        "of each round's run, kept before the next run rewrote it")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        names = reader.fieldnames or []
+    rows, names = read_csv_rows(path, "candidate list not found; pass the "
+                                "candidates/{task}.csv of each round's run, kept before the "
+                                "next run rewrote it", encoding="utf-8-sig")
     missing = [c for c in ("index", "id") if c not in names]
     if missing:
         raise DataError(f"{path}: columns {missing} missing (found {names}); pass the "

@@ -35,13 +35,12 @@ import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
 from skysift.errors import DataError
-from skysift.io import atomic_output
+from skysift.io import atomic_output, read_csv_rows
 
 #: Values of the ``source`` column of the sample file.
 SOURCES = ("top", "random", "check")
@@ -232,14 +231,8 @@ def write_sample(path, sel: Selection, cat: ScoredCatalog) -> None:
 
 def read_sample(path) -> list[dict[str, str]]:
     """Rows of a sample file as text; DataError naming the file and the fix."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: sample file not found; the review rule writes "
-                        "results/review/{task}_sample.csv")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        names = reader.fieldnames or []
+    rows, names = read_csv_rows(path, "sample file not found; the review rule writes "
+                                "results/review/{task}_sample.csv")
     missing = [c for c in SAMPLE_COLUMNS if c not in names]
     bad = [r for r in rows if r.get("source") not in SOURCES]
     if missing or bad:
