@@ -475,3 +475,27 @@ def test_lens_hosts_from_the_reddest_fraction(simsurvey, lens_set):
     assert attrs["n_hosts"] < battrs["n_hosts"]
     cut = np.quantile(colour[base["index"][base["origin"] >= SIMULATED]], 0.5)
     assert (colour[red["index"][sims]] > cut).mean() > 0.9
+
+
+def test_graded_false_positives_lead_the_real_negatives(simsurvey, tmp_path):
+    """use: simulated with review.grades: every object graded N (outside the test split) is a
+    real negative row, ahead of the random draw that max_negatives (12 of ~28) would make."""
+    d, ids, split = simsurvey["dir"], simsurvey["ids"], simsurvey["split"]
+    graded = [i for i in range(len(ids)) if split[i] != 2 and i not in (4, 6, 20, 22)][-6:]
+    sheet = tmp_path / "round1.csv"
+    sheet.write_text("rank,index,id,ra,dec,score,grade\n" + "".join(
+        f"{r},{i},{ids[i]},0,0,1,N\n" for r, i in enumerate(graded, start=1)))
+    cfg = dict(simsurvey["cfg"], review={"grades": [{"file": str(sheet), "task": "lens"}]},
+               survey=dict(simsurvey["cfg"]["survey"], labels=None, kind="files"))  # grades only
+    from skysift.survey.hashsplit import assign_split
+    kept = [i for i in graded if assign_split(ids[i:i + 1], {"train": 0.7, "val": 0.15,
+                                                             "test": 0.15}, "skysift-v1")[0] != 2]
+    assert len(kept) >= 3
+    assert main(_argv(d, cfg, out="graded.h5")) == 0
+    got, attrs = io.read_arrays(d / "graded.h5", ("index", "origin", "label"))
+    real = set(got["index"][got["origin"] == REAL].tolist())
+    assert set(kept) <= real and attrs["n_graded_false_positives"] == len(kept)
+    ungraded = dict(cfg, review={"grades": []})  # the same set without the grades
+    assert main(_argv(d, ungraded, out="ungraded.h5")) == 0
+    got, _ = io.read_arrays(d / "ungraded.h5", ("index", "origin"))
+    assert not set(kept) <= set(got["index"][got["origin"] == REAL].tolist())

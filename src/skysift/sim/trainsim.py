@@ -62,7 +62,13 @@ from skysift.sim.trainfile import (
 from skysift.sim.visibility import keep_rows, summarise
 from skysift.stamps.normalise import normalise
 from skysift.survey.gradelabels import training_labels
-from skysift.survey.labels import LabelIndex, find_task, load_split, lookup_split
+from skysift.survey.labels import (
+    GRADES_SOURCE_PREFIX,
+    LabelIndex,
+    find_task,
+    load_split,
+    lookup_split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +127,22 @@ def _hosts(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str
 
 
 def _real_negatives(pool: np.ndarray, hosts: np.ndarray, tcfg: Mapping,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (r,) of the real negatives drawn from ``pool``; those (h,) from hosts lead."""
+                    rng: np.random.Generator, first: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (r,) of the real negatives drawn from ``pool``: the rows of ``first`` (a mask,
+    e.g. graded false positives) in ``pool`` lead, then those (h,) from hosts, then the rest
+    at random, up to ``max_negatives``."""
     n_real = int(pool.sum()) if tcfg["max_negatives"] is None else min(
         int(tcfg["max_negatives"]), int(pool.sum()))
-    from_hosts = rng.permutation(np.flatnonzero(pool & hosts))[
-        :int(round(tcfg["host_negative_fraction"] * n_real))]
-    rest = np.setdiff1d(np.flatnonzero(pool), from_hosts)
-    real = np.concatenate([from_hosts, rng.permutation(rest)[:n_real - from_hosts.size]])
+    lead = (rng.permutation(np.flatnonzero(pool & first))[:n_real] if first is not None
+            else np.zeros(0, np.int64))
+    rest = pool.copy()
+    rest[lead] = False
+    from_hosts = rng.permutation(np.flatnonzero(rest & hosts))[
+        :max(min(int(round(tcfg["host_negative_fraction"] * n_real)), n_real - lead.size), 0)]
+    rest[from_hosts] = False
+    real = np.concatenate([lead, from_hosts, rng.permutation(np.flatnonzero(rest))[
+        :n_real - lead.size - from_hosts.size]]).astype(np.int64)
     return real, from_hosts
 
 
@@ -140,7 +154,12 @@ def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: 
     both = tcfg["use"] == "both"
     labelled = np.flatnonzero(found) if both else np.zeros(0, np.int64)
     pool = eligible & ~(found if both else np.zeros(n, bool))
-    real, from_hosts = _real_negatives(pool, hosts, tcfg, rng)
+    # with use: simulated, objects graded N in review (real false positives) lead the real
+    # negatives; with both they are labelled rows already
+    graded_fp = None if both or labels is None else (
+        found & (label == 0) & np.char.startswith(
+            labels.origin_of(survey.cols["id"]).astype(str), GRADES_SOURCE_PREFIX))
+    real, from_hosts = _real_negatives(pool, hosts, tcfg, rng, graded_fp)
     n_neg = real.size + int((label[labelled] == 0).sum())
     kinds = list(tcfg["hard_negatives"][kind])
     f = tcfg["hard_negative_fraction"] if kinds else 0.0
@@ -169,7 +188,10 @@ def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: 
     n_sim = n_pos + n_hard + n_iso
     info = dict(n_objects=n, n_hosts=int(hosts.sum()), host_cuts=removed,
                 n_known_positives=int(known_pos.sum()), n_eligible=int(eligible.sum()),
-                n_real_negatives=int(real.size), n_real_from_hosts=int(min(from_hosts.size,
+                n_real_negatives=int(real.size),
+                n_graded_false_positives=int(0 if graded_fp is None else
+                                             np.isin(real, np.flatnonzero(graded_fp)).sum()),
+                n_real_from_hosts=int(min(from_hosts.size,
                                                                             real.size)),
                 n_labelled=int(labelled.size), n_simulated=n_pos, n_hard_negatives=n_hard,
                 n_isolated=n_iso, n_blank_pool=n_blank_pool, n_on_blank=int((sim_blank >= 0).sum()))

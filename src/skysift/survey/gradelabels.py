@@ -30,7 +30,7 @@ import numpy as np
 from skysift.errors import ConfigError, DataError
 from skysift.survey.grades import combine, combined_grade, read_grades_file
 from skysift.survey.hashsplit import assign_split
-from skysift.survey.labels import LabelIndex, load_labels
+from skysift.survey.labels import GRADES_SOURCE_PREFIX, LabelIndex, load_labels
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def round_grades(config: Mapping, task: str
                                for r, g in zip(f.rows, f.grades, strict=True) if g})
                   for path, f in files]
         out[rnd] = {key: (combined_grade(list(graders.values()))[1],
-                          "grades:" + "+".join(path for path, keys in graded if key in keys))
+                          GRADES_SOURCE_PREFIX + "+".join(path for path, keys in graded
+                                                          if key in keys))
                     for key, graders in comb.grades.items()}
     return out
 

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 #: ``label_source`` of a label from the user's table (survey.labels); grades merged into the
 #: labels (review.grades, :mod:`skysift.survey.gradelabels`) are ``grades:<file>``.
 LABEL_SOURCE_TABLE = "labels"
+#: Prefix of the ``label_source`` of a label that comes from review grades.
+GRADES_SOURCE_PREFIX = "grades:"
 
 
 def find_task(config: Mapping, name: str) -> tuple[int, dict]:
