@@ -189,3 +189,22 @@ def select_hosts(config: Mapping, index: np.ndarray, ids: np.ndarray, flags: np.
         ok &= ~bad
     return ok, removed
 
+
+def draw_real_negatives(pool: np.ndarray, hosts: np.ndarray, tcfg: Mapping,
+                        rng: np.random.Generator, first: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (r,) of the real negatives drawn from ``pool``: the rows of ``first`` (a mask,
+    e.g. graded false positives) in ``pool`` lead, then those (h,) from hosts, then the rest
+    at random, up to ``max_negatives``."""
+    n_real = int(pool.sum()) if tcfg["max_negatives"] is None else min(
+        int(tcfg["max_negatives"]), int(pool.sum()))
+    lead = (rng.permutation(np.flatnonzero(pool & first))[:n_real] if first is not None
+            else np.zeros(0, np.int64))
+    rest = pool.copy()
+    rest[lead] = False
+    from_hosts = rng.permutation(np.flatnonzero(rest & hosts))[
+        :max(min(int(round(tcfg["host_negative_fraction"] * n_real)), n_real - lead.size), 0)]
+    rest[from_hosts] = False
+    real = np.concatenate([lead, from_hosts, rng.permutation(np.flatnonzero(rest))[
+        :n_real - lead.size - from_hosts.size]]).astype(np.int64)
+    return real, from_hosts

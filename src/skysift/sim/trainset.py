@@ -293,7 +293,8 @@ def _run(args: argparse.Namespace) -> int:
                  "blank-sky stamps); kinds %s in %.1f s (%.1f simulations/s)", args.task,
                  summary["n_hosts"], summary["n_objects"], summary["n_known_positives"],
                  summary["n_real_negatives"], summary["n_real_from_hosts"],
-                 summary["n_graded_false_positives"], summary["n_labelled"], summary["n_simulated"], kind,
+                 summary["n_graded_false_positives"], summary["n_labelled"],
+                 summary["n_simulated"], kind,
                  summary["n_hard_negatives"], summary["n_isolated"], summary["n_on_blank"],
                  summary["n_blank_pool"], summary["kind_counts"], summary["sim_seconds"],
                  n_sim / max(summary["sim_seconds"], 1e-9))

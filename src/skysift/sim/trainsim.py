@@ -42,7 +42,7 @@ from skysift import seeds
 from skysift.errors import SurveyError
 from skysift.io import atomic_output, open_h5, provenance, write_attrs
 from skysift.sim.frames import Frames, Survey, scan
-from skysift.sim.hosts import faint_colours, make_host, reddest, select_hosts
+from skysift.sim.hosts import draw_real_negatives, faint_colours, make_host, reddest, select_hosts
 from skysift.sim.inject import inject_lens, load_source_images
 from skysift.sim.paint import reference_band
 from skysift.sim.simulate import simulate
@@ -126,26 +126,6 @@ def _hosts(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str
     return found, label, known_pos, eligible, hosts, removed
 
 
-def _real_negatives(pool: np.ndarray, hosts: np.ndarray, tcfg: Mapping,
-                    rng: np.random.Generator, first: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (r,) of the real negatives drawn from ``pool``: the rows of ``first`` (a mask,
-    e.g. graded false positives) in ``pool`` lead, then those (h,) from hosts, then the rest
-    at random, up to ``max_negatives``."""
-    n_real = int(pool.sum()) if tcfg["max_negatives"] is None else min(
-        int(tcfg["max_negatives"]), int(pool.sum()))
-    lead = (rng.permutation(np.flatnonzero(pool & first))[:n_real] if first is not None
-            else np.zeros(0, np.int64))
-    rest = pool.copy()
-    rest[lead] = False
-    from_hosts = rng.permutation(np.flatnonzero(rest & hosts))[
-        :max(min(int(round(tcfg["host_negative_fraction"] * n_real)), n_real - lead.size), 0)]
-    rest[from_hosts] = False
-    real = np.concatenate([lead, from_hosts, rng.permutation(np.flatnonzero(rest))[
-        :n_real - lead.size - from_hosts.size]]).astype(np.int64)
-    return real, from_hosts
-
-
 def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: str,
               kind: str, rng: np.random.Generator) -> Plan:
     """Choose the real rows and the simulations of one task (see the module docstring)."""
@@ -159,7 +139,7 @@ def plan_rows(survey: Survey, labels: LabelIndex | None, config: Mapping, task: 
     graded_fp = None if both or labels is None else (
         found & (label == 0) & np.char.startswith(
             labels.origin_of(survey.cols["id"]).astype(str), GRADES_SOURCE_PREFIX))
-    real, from_hosts = _real_negatives(pool, hosts, tcfg, rng, graded_fp)
+    real, from_hosts = draw_real_negatives(pool, hosts, tcfg, rng, graded_fp)
     n_neg = real.size + int((label[labelled] == 0).sum())
     kinds = list(tcfg["hard_negatives"][kind])
     f = tcfg["hard_negative_fraction"] if kinds else 0.0
