@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from skysift.survey.gradelabels import training_labels
+from skysift.survey.gradelabels import READ, training_labels
 from skysift.survey.labels import find_task
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,16 @@ def choose_use(tcfg: Mapping, has_simulator: bool, n_pos: int | None, n_neg: int
                     "added")
 
 
-def resolve_use(config: Mapping, task_name: str) -> dict:
+def resolve_use(config: Mapping, task_name: str, labels=READ) -> dict:
     """A copy of ``config`` whose ``training_set.use`` is the task's effective mix (also
-    ``training_set.use_requested``, what the config asked for); logs the choice."""
+    ``training_set.use_requested``, what the config asked for); logs the choice. ``labels``:
+    the task's :func:`training_labels` when the caller has read them."""
     pos, task = find_task(config, task_name)
     tcfg = config["training_set"]
     n_pos = n_neg = None
-    index = training_labels(config, pos, task) if tcfg["use"] == "auto" else None
+    index = None
+    if tcfg["use"] == "auto":
+        index = training_labels(config, pos, task) if labels is READ else labels
     if index is not None:  # survey.labels with the grades of review.grades
         n_pos, n_neg = int(np.sum(index.labels == 1)), int(np.sum(index.labels == 0))
     use, why = choose_use(tcfg, simulator_of(config, task_name) is not None, n_pos, n_neg)

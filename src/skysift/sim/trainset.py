@@ -43,7 +43,7 @@ from skysift.sim.trainfile import (
 )
 from skysift.sim.trainsim import build_simulated
 from skysift.stamps.display import normalised_composite
-from skysift.survey.gradelabels import training_labels
+from skysift.survey.gradelabels import READ, training_labels
 from skysift.survey.labels import LabelIndex, find_task, load_labels, load_split, lookup_split
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,10 @@ def write_label_source(fout: h5py.File, labels: LabelIndex | None) -> None:
 
 
 def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
-                   out_path: str | Path, config: Mapping, task_name: str) -> dict:
+                   out_path: str | Path, config: Mapping, task_name: str,
+                   labels=READ) -> dict:
     """Write ``results/train/{task}.h5`` from stamps, labels and split; return a summary.
+    ``labels``: the task's :func:`training_labels` when the caller has read them.
 
     Returns
     -------
@@ -145,7 +147,8 @@ def build_trainset(stamp_paths: Sequence[str | Path], split_path: str | Path,
     ``n_labels_without_stamp`` and ``counts`` ({split: {neg, pos}}).
     """
     task_pos, task = find_task(config, task_name)
-    labels = training_labels(config, task_pos, task)  # survey.labels and review.grades
+    if labels is READ:
+        labels = training_labels(config, task_pos, task)  # survey.labels and review.grades
     if labels is None:
         labels = load_labels(config, task_pos, task)  # raises: neither is set
     split_index, split_codes = load_split(split_path)
@@ -270,19 +273,21 @@ def parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    config = resolve_use(cli.load_config(args), args.task)
+    config = cli.load_config(args)
+    labels = training_labels(config, *find_task(config, args.task))  # read once per job
+    config = resolve_use(config, args.task, labels)
     kind = task_simulator(config, args.task)
     if kind is None:
-        summary = _run_labels(args, config)
+        summary = _run_labels(args, config, labels)
     else:
         if not args.cutouts:
             raise DataError(f"task '{args.task}' has a simulated training set "
                             f"(training_set.use {config['training_set']['use']}); pass the raw "
                             "cutouts of every shard with --cutouts")
         summary = build_simulated(args.stamps, args.cutouts, args.split, args.out, config,
-                                  args.task, kind)
+                                  args.task, kind, labels)
         with h5py.File(args.out, "r+") as fh:
-            write_label_source(fh, training_labels(config, *find_task(config, args.task)))
+            write_label_source(fh, labels)
         if config["training_set"]["use"] == "both":
             _add_realism(args.out, config, args.task)
         n_sim = summary["n_simulated"] + summary["n_hard_negatives"] + summary["n_isolated"]
@@ -346,8 +351,8 @@ def _add_realism(path: str | Path, config: Mapping, task: str) -> None:
     log.info("realism scored in %.1f s", time.perf_counter() - t0)
 
 
-def _run_labels(args: argparse.Namespace, config: dict) -> dict:
-    summary = build_trainset(args.stamps, args.split, args.out, config, args.task)
+def _run_labels(args: argparse.Namespace, config: dict, labels) -> dict:
+    summary = build_trainset(args.stamps, args.split, args.out, config, args.task, labels)
     if summary["n_labels_without_stamp"]:
         log.info("%d labelled ids have no stamp (not in the catalog, off the footprint or "
                  "rejected)", summary["n_labels_without_stamp"])

@@ -61,7 +61,7 @@ from skysift.sim.trainfile import (
 )
 from skysift.sim.visibility import keep_rows, summarise
 from skysift.stamps.normalise import normalise
-from skysift.survey.gradelabels import training_labels
+from skysift.survey.gradelabels import READ, training_labels
 from skysift.survey.labels import (
     GRADES_SOURCE_PREFIX,
     LabelIndex,
@@ -253,11 +253,13 @@ def _read_raw(fc: h5py.File, survey: Survey, hosts: np.ndarray, on_blank: np.nda
 
 
 def _inputs(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[str | Path],
-            split_path: str | Path, config: Mapping, task_name: str, kind: str) -> tuple:
+            split_path: str | Path, config: Mapping, task_name: str, kind: str,
+            labels) -> tuple:
     """Task entry and config, survey, plan, split (n,) of each object, frames, source images."""
     task_pos, task = find_task(config, task_name)
     tcfg = config["training_set"]
-    labels = training_labels(config, task_pos, task)  # survey.labels and review.grades
+    if labels is READ:
+        labels = training_labels(config, task_pos, task)  # survey.labels and review.grades
     if labels is None and tcfg["use"] == "both":
         raise SurveyError("training_set.use is both but survey.labels is null and "
                           "review.grades empty; set survey.labels or use: simulated")
@@ -340,8 +342,9 @@ def _write_shards(appender: ChunkAppender, survey: Survey, plan: Plan, frames: F
 
 def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[str | Path],
                     split_path: str | Path, out_path: str | Path, config: Mapping,
-                    task_name: str, kind: str) -> dict:
+                    task_name: str, kind: str, labels=READ) -> dict:
     """Write the simulated training set of one task (``kind`` lens or merger); return a summary.
+    ``labels``: the task's :func:`training_labels` when the caller has read them.
 
     Returns
     -------
@@ -350,7 +353,7 @@ def build_simulated(stamp_paths: Sequence[str | Path], cutout_paths: Sequence[st
     quantiles and ``visible_fraction`` (lens), ``n_rows`` and ``sim_seconds``.
     """
     task, tcfg, survey, plan, split_of, frames, images = _inputs(
-        stamp_paths, cutout_paths, split_path, config, task_name, kind)
+        stamp_paths, cutout_paths, split_path, config, task_name, kind, labels)
     n_rows = plan.real.size + plan.sim_host.size
     shape = tuple(survey.attrs[0]["stamp_size_pix"] for _ in range(2))
     shape = (len(config["survey"]["bands"]),) + shape

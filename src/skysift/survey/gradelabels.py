@@ -162,6 +162,11 @@ def merge_grades(table: LabelIndex | None, graded: Mapping[tuple[str, str], tupl
     return merged
 
 
+#: Default of the ``labels`` arguments that take an already read :func:`training_labels`:
+#: read them (a training-set job reads its labels and grades once and passes them on).
+READ = object()
+
+
 def training_labels(config: Mapping, task_pos: int, task: Mapping) -> LabelIndex | None:
     """The labels a task's training set reads: ``survey.labels`` merged with the grades of
     ``review.grades`` (:func:`merge_grades`); None when there are neither."""
