@@ -217,3 +217,27 @@ def test_infer_job_memory_grows_with_tiles_in_flight_and_the_largest_tile(tmp_pa
     one = (400 * 3 * 64 * 64 * 4 / 1e6, 1e6 * 3 * 5 / 1e6)  # stamps, tile of "a" alone
     assert plan.infer_mem_mb(cfg, tiles_json, ["a"]) == int(
         plan.INFER_BASE_MB + 6 * one[0] + 4 * (plan.DECODE_BASE_MB + one[1] + 2 * one[0])) + 1
+
+
+def test_tile_path_lists_the_rejects_of_the_cutouts_step(survey, tmp_path):
+    """Rule rejects merges infer's per-shard rejects: the same objects and reasons as the
+    cutouts step's (a tile with a band without a valid pixel), nothing dropped; edge
+    objects are scored with flags, not rejected."""
+    root, config, models = survey
+    rows = read_assignment_rows(root / "index", shard="s0000")
+    cut_objects(config, rows, tmp_path / "cutouts.h5", tmp_path / "cut.rejects.ecsv", "s0000")
+    stream.score_shard(_config(config, tiles_in_flight=0), root / "index", "s0000", models,
+                       tmp_path / "scores.fits", rejects_out=tmp_path / "infer.rejects.ecsv")
+    cut, got = (Table.read(tmp_path / f"{name}.rejects.ecsv") for name in ("cut", "infer"))
+    assert len(got) == int((rows["tile"] == "T2").sum()) > 0
+    for name in ("index", "id", "reason"):
+        assert got[name].tolist() == cut[name].tolist(), name
+    scored = Table.read(tmp_path / "scores.fits")
+    assert len(scored) + len(got) == len(rows["index"])  # every object scored or rejected
+    assert (scored["flags"] != 0).any()
+    from skysift.survey import rejects as merge
+    Table({"index": np.zeros(0, np.int64), "id": np.zeros(0, np.int64),
+           "reason": np.zeros(0, str)}).write(tmp_path / "index.ecsv", format="ascii.ecsv")
+    merged = merge.merge_rejects(tmp_path / "index.ecsv", [tmp_path / "infer.rejects.ecsv"])
+    assert merged["index"].tolist() == sorted(cut["index"].tolist())
+    assert set(merged["stage"]) == {"cutouts"}

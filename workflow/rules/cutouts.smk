@@ -1,4 +1,5 @@
-# Multi-band stamps at catalog positions, one HDF5 per shard of tiles; all rejects merged.
+# Multi-band stamps at catalog positions, one HDF5 per shard of tiles (the training shards,
+# and every shard with cutouts.all_shards); all rejects merged, from infer's per-shard tables.
 
 
 rule cutouts:
@@ -31,7 +32,7 @@ rule rejects:
     input:
         index=paths.INDEX_REJECTS,
         tiles=paths.INDEX_TILES,
-        cutouts=per_shard(paths.CUTOUT_REJECTS),
+        shards=per_shard(paths.SCORE_REJECTS),
     output:
         paths.REJECTS,
     params:
@@ -49,4 +50,4 @@ rule rejects:
         runtime=10,
     shell:
         "python -m skysift rejects --config-json {params.cfg:q} --index-dir {params.index_dir:q} "
-        "--cutouts {input.cutouts:q} --out {output:q} 2> {log:q}"
+        "--shards {input.shards:q} --out {output:q} 2> {log:q}"

@@ -10,6 +10,7 @@ rule infer:
         catalog=plan.select_inputs(config),
     output:
         scores=plan.infer_scores(config),
+        rejects=paths.SCORE_REJECTS,
         **plan.infer_outputs(config),
     params:
         **cfg_params("infer", "train", "survey", "cutouts", "preprocess", "strict"),
@@ -31,7 +32,7 @@ rule infer:
     shell:
         "python -m skysift infer --config-json {params.cfg:q} --shard {wildcards.shard} "
         "--index-dir {params.index_dir:q} --models {input.models:q} --out {output.scores:q} "
-        "{params.embeddings} {params.stage} 2> {log:q}"
+        "{params.embeddings} {params.stage} --rejects {output.rejects:q} 2> {log:q}"
 
 
 rule gather:

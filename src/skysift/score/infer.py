@@ -175,6 +175,8 @@ def parser():
                         "(with --shard; results/stage1/{shard}.fits)")
     p.add_argument("--embeddings", help="with infer.embeddings: the per-object embeddings, "
                    "results/embeddings/{shard}.h5")
+    p.add_argument("--rejects", help="with --shard: the objects of its rejected tiles and why, "
+                   "results/scores/{shard}.rejects.ecsv (what rule rejects merges)")
     return p
 
 
@@ -186,11 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config["infer"].get("embeddings") and not emb:
             raise ConfigError("infer.embeddings is true: pass --embeddings PATH "
                               "(results/embeddings/{shard}.h5)")
+        if args.rejects and not args.shard:
+            raise ConfigError("--rejects lists a shard's rejected tiles: pass --shard")
         if args.first_stage and not args.shard:
             raise ConfigError("--first-stage scores a shard from its tiles: pass --shard")
         if args.shard:
             score_shard(config, args.index_dir, args.shard, args.models, args.out, emb,
-                        stage1=args.first_stage)
+                        stage1=args.first_stage, rejects_out=args.rejects)
         else:
             infer_tile(config, args.stamps, args.models, args.out, emb)
         return 0

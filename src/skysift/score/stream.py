@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ from skysift.score.scoring import (
 )
 from skysift.score.tables import header_cards
 from skysift.stamps.cut import tile_runs
+from skysift.survey.rejects import write_shard_rejects
 from skysift.survey.shards import read_assignment_rows
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ class _Streamed:
     worker_peak: int
     decode_s: float
     wait_s: float
+    rejected: list = field(default_factory=list)  # [(rows of the tile (k,), reason)]
 
 
 def stream_rows(config: Mapping, rows: Mapping[str, np.ndarray], models: Mapping,
@@ -185,6 +187,7 @@ def stream_rows(config: Mapping, rows: Mapping[str, np.ndarray], models: Mapping
             if tile.rejected:
                 log.warning("%s: rejecting its %d objects", tile.rejected, len(sel))
                 out.n_rejected += len(sel)
+                out.rejected.append((sel, tile.rejected))
                 continue
             for meta in metas.values():
                 check_compatible(meta, _stamp_attrs(config, tile.pixscale_arcsec), tile.path)
@@ -213,9 +216,15 @@ def load_stage_models(model_paths: Sequence[str | Path], device: torch.device,
 
 def score_shard(config: dict, index_dir: str | Path, shard: str,
                 model_paths: Sequence[str | Path], out: str | Path,
-                embeddings_out: str | Path | None = None, stage1: bool = False) -> dict:
+                embeddings_out: str | Path | None = None, stage1: bool = False,
+                rejects_out: str | Path | None = None) -> dict:
     """Score every object of ``shard`` from its tiles; write the scores table ``out`` (and
     the embeddings, with ``embeddings_out``). Returns counts and timings.
+
+    ``rejects_out``: the objects of the shard's rejected tiles (a band without any valid
+    pixel) with their reason, the table the cutouts step writes
+    (:func:`skysift.survey.rejects.write_shard_rejects`), so rule ``rejects`` needs no
+    cutouts of a shard that is only scored.
 
     ``stage1`` (``infer.first_stage``): ``model_paths`` holds one first-stage checkpoint per
     task, scored with its first committee member and without TTA into ``score1_{task}``.
@@ -249,6 +258,8 @@ def score_shard(config: dict, index_dir: str | Path, shard: str,
     if embeddings_out:
         write_embeddings(embeddings_out, columns,
                          {c: v[keep] for c, v in acc.embeddings.items()}, prov)
+    if rejects_out:
+        write_shard_rejects(rejects_out, rows, got.rejected, config, "infer")
     seconds = time.perf_counter() - t0
     summary = {"n_objects": len(keep), "n_rejected": got.n_rejected, "n_tiles": len(tiles),
                "seconds": seconds, "decode_seconds": got.decode_s, "wait_seconds": got.wait_s,

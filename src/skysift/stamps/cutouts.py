@@ -25,7 +25,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from astropy.table import Table
 
 from skysift import cli
 from skysift.errors import SurveyError
@@ -38,6 +37,7 @@ from skysift.stamps.cut import (
     tile_runs,
 )
 from skysift.stamps.flags import FLAG_BITS
+from skysift.survey.rejects import write_shard_rejects
 from skysift.survey.shards import read_assignment_rows
 from skysift.survey.tiles import read_tile
 
@@ -240,15 +240,7 @@ def _write_columns(fh: h5py.File, rows: dict, keep: np.ndarray, flags: np.ndarra
 
 
 def _write_rejects(path: str | Path, rows: dict, rejected: list, config: dict) -> None:
-    sel = np.concatenate([s for s, _ in rejected]) if rejected else np.zeros(0, np.int64)
-    reasons = [why for s, why in rejected for _ in range(len(s))]
-    ids = np.asarray(rows["id"])[sel]
-    table = Table({"index": np.asarray(rows["index"], np.int64)[sel],
-                   "id": np.char.decode(ids, "utf-8") if ids.dtype.kind == "S" else ids,
-                   "reason": np.array(reasons, dtype=str)})
-    table.meta.update(provenance(config, step="cutouts"))
-    with atomic_output(path) as tmp:
-        table.write(tmp, format="ascii.ecsv")
+    write_shard_rejects(path, rows, rejected, config, "cutouts")
 
 
 def default_rejects_path(out: str | Path) -> Path:

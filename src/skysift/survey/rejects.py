@@ -1,13 +1,16 @@
 """Every catalog object the run could not cut, in one table: ``results/rejects.ecsv``.
 
 The survey index rejects objects off every tile or with unusable coordinates
-(``results/index/rejects.ecsv``); the cutouts of a shard reject the objects of a tile band
-without any valid pixel (``results/cutouts/{shard}.rejects.ecsv``). This step merges them,
-with the ``stage`` that rejected each, so that every catalog row is in the final catalog or
-here, and logs the accounting.
+(``results/index/rejects.ecsv``); cutting a shard's tiles rejects the objects of a tile band
+without any valid pixel: rule ``infer`` lists them for every shard it scores
+(``results/scores/{shard}.rejects.ecsv``), the cutouts step for the shards it cuts
+(``results/cutouts/{shard}.rejects.ecsv``, the same objects and reasons: one tile reader, one
+test). This step merges the index's table and one table per shard, with the ``stage`` that
+rejected each (``index``, or ``cutouts`` for a tile cut, in memory or to a file), so that
+every catalog row is in the final catalog or here, and logs the accounting.
 
     skysift rejects --config-json J --index-dir results/index \
-        --cutouts results/cutouts/*.rejects.ecsv --out results/rejects.ecsv
+        --shards results/scores/*.rejects.ecsv --out results/rejects.ecsv
 """
 
 from __future__ import annotations
@@ -28,6 +31,26 @@ from skysift.io import atomic_output, provenance, read_table
 
 log = logging.getLogger(__name__)
 COLUMNS = ("index", "id", "reason")
+
+
+def write_shard_rejects(path: str | Path, rows: dict, rejected: Sequence[tuple], config: dict,
+                        step: str) -> None:
+    """A shard's rejects table (``index``, ``id``, ``reason``), atomically.
+
+    rows : the shard's assignment columns; rejected : [(rows of ``rows`` (k,), reason)], one
+    entry per rejected tile; step : the writing step, recorded in the provenance (``cutouts``
+    or ``infer``: both cut the same tiles with the same rule, so they reject the same objects
+    for the same reason).
+    """
+    sel = np.concatenate([s for s, _ in rejected]) if rejected else np.zeros(0, np.int64)
+    reasons = [why for s, why in rejected for _ in range(len(s))]
+    ids = np.asarray(rows["id"])[sel]
+    table = Table({"index": np.asarray(rows["index"], np.int64)[sel],
+                   "id": np.char.decode(ids, "utf-8") if ids.dtype.kind == "S" else ids,
+                   "reason": np.array(reasons, dtype=str)})
+    table.meta.update(provenance(config, step=step))
+    with atomic_output(path) as tmp:
+        table.write(tmp, format="ascii.ecsv")
 
 
 def _read(path: str | Path, stage: str) -> Table:
@@ -75,7 +98,7 @@ def _body(args) -> int:
     tiles_json = index_dir / "tiles.json"
     if tiles_json.exists():
         n_catalog = json.loads(tiles_json.read_text()).get("n_catalog")
-    log.info("rejects: %d of %s catalog objects rejected (%d by the index, %d by the cutouts); "
+    log.info("rejects: %d of %s catalog objects rejected (%d by the index, %d cutting tiles); "
              "the other %s are cut, in %.2f s -> %s", len(merged), n_catalog,
              int((merged["stage"] == "index").sum()), int((merged["stage"] == "cutouts").sum()),
              "?" if n_catalog is None else n_catalog - len(merged),
@@ -87,8 +110,9 @@ def parser():
     """Command-line parser of ``skysift rejects``."""
     p = cli.parser("Merge the index's and the cutouts' rejects into one table.")
     p.add_argument("--index-dir", default=paths.INDEX_DIR, help="the survey index directory")
-    p.add_argument("--cutouts", nargs="*", default=[],
-                   help="results/cutouts/{shard}.rejects.ecsv of every shard")
+    p.add_argument("--shards", "--cutouts", dest="cutouts", nargs="*", default=[],
+                   help="one rejects table per shard: results/scores/{shard}.rejects.ecsv "
+                        "(rule infer) or results/cutouts/{shard}.rejects.ecsv")
     p.add_argument("--out", required=True, help="merged table, e.g. results/rejects.ecsv")
     return p
 
