@@ -1,14 +1,15 @@
 # Candidate review: each task's ranked candidates as an HTML gallery of colour composites
 # (registered for `snakemake --report`) and a grading sheet (skysift grades); beside the
 # candidates, a random sample in bins of score and known lenses as checks, drawn from the
-# catalog, with each page object's source and weight in {task}_sample.csv.
+# catalog, with each page object's source and weight in {task}_sample.csv; the pages' stamps
+# from results/review/stamps.h5 (rule review_stamps, below).
 
 
 rule review:
     input:
         candidates=paths.CANDIDATES,
         catalog=paths.CATALOG,
-        cutouts=per_shard(paths.CUTOUTS),
+        stamps=paths.REVIEW_STAMPS,
         metrics=paths.METRICS,
     output:
         html=report(
@@ -38,6 +39,36 @@ rule review:
         runtime=30,
     shell:
         "python -m skysift review --config-json {params.cfg:q} --task {wildcards.task} "
-        "--candidates {input.candidates:q} --cutouts {input.cutouts:q} "
+        "--candidates {input.candidates:q} --stamps {input.stamps:q} "
         "--html {output.html:q} --sheet {output.sheet:q} --metrics {input.metrics:q} "
         "--catalog {input.catalog:q} --sample {output.sample:q} 2> {log:q}"
+
+
+# The stamps every task's page shows (candidates, random sample, checks: drawn as rule review
+# draws them), cut again from the tiles after ranking into one small file: no shard needs
+# results/cutouts/ for the gallery (docs/scale.md).
+rule review_stamps:
+    input:
+        candidates=expand(paths.CANDIDATES, task=TASKS),
+        catalog=paths.CATALOG,
+        shards=paths.INDEX_SHARDS,
+    output:
+        paths.REVIEW_STAMPS,
+    params:
+        **cfg_params("tasks", "models", "review", "training_set", "infer", "survey", "cutouts",
+                     "strict"),
+        index_dir=lambda wildcards, input: Path(input.shards).parent,
+    conda:
+        ENV
+    log:
+        "logs/review_stamps.log",
+    benchmark:
+        "results/benchmarks/review_stamps.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "python -m skysift review_stamps --config-json {params.cfg:q} "
+        "--index-dir {params.index_dir:q} --candidates {input.candidates:q} "
+        "--catalog {input.catalog:q} --out {output:q} 2> {log:q}"

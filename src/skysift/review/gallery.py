@@ -1,7 +1,8 @@
 """Candidate review: a grading page and a grading sheet per task (rule ``review``).
 
 For the ranked candidates of ``results/candidates/{task}.csv`` (gather) the raw flux stamps
-are read back from ``results/cutouts/{shard}.h5`` and shown in ``results/review/{task}.html``
+are read back from ``results/review/stamps.h5`` (cut from the tiles after ranking,
+:mod:`skysift.review.stamps`; or from ``results/cutouts/{shard}.h5``) and shown in ``results/review/{task}.html``
 (:mod:`.page`, images :mod:`.panels`): a grid of Lupton et al. (2004) asinh colour composites
 at one stretch with a scale bar, graded in the browser with the keyboard and exported as a
 grades file; a larger view of the current object (each band, a composite at a deeper
@@ -114,7 +115,9 @@ def _id_text(value) -> str:
 
 def read_stamps(cands: Candidates, cutouts: Sequence[str | Path]
                 ) -> tuple[np.ndarray, np.ndarray, list[str], list[float]]:
-    """The raw stamps of the candidates, found by catalog ``index`` in the cutouts files.
+    """The raw stamps of the candidates, found by catalog ``index`` in the stamps the review
+    cut after ranking (``results/review/stamps.h5``, :mod:`skysift.review.stamps`) or in
+    cutouts files (``results/cutouts/{shard}.h5``).
 
     Files whose tiles hold no candidate are skipped when the list has a ``tile`` column.
     Returns images (n, band, s, s) float32 on one AB flux scale (that of the first file's
@@ -143,20 +146,25 @@ def read_stamps(cands: Candidates, cutouts: Sequence[str | Path]
             elif file_bands != bands:
                 raise DataError(f"{path}: bands {file_bands} differ from {bands} of the other "
                                 "cutouts files; re-run cutouts for every shard")
-            scale = band_scales(read_attr_json(fh, "zeropoint"), zeropoints[0])
+            if "zeropoint" in fh:  # results/review/stamps.h5: each object's tile's
+                scale = band_scales(fh["zeropoint"][rows], zeropoints[0])[:, :, None, None]
+            else:  # a cutouts file: its shard's median
+                scale = band_scales(read_attr_json(fh, "zeropoint"), zeropoints[0])[
+                    None, :, None, None]
             dest = [where[int(i)] for i in fh["index"][rows]]
             for k, file_id in zip(dest, fh["id"][rows], strict=True):
                 if _id_text(file_id) != cands.ids[k]:
                     raise DataError(f"{path}: catalog index {cands.index[k]} has id "
                                     f"{_id_text(file_id)!r}, the candidate list says "
                                     f"{cands.ids[k]!r}; stale files: re-run gather and review")
-            images[dest] = fh["images"][rows] * scale[None, :, None, None].astype(np.float32)
+            images[dest] = fh["images"][rows] * scale.astype(np.float32)
             flags[dest] = fh["flags"][rows]
             found[dest] = True
     if n and not found.all():
         k = int(np.flatnonzero(~found)[0])
         raise DataError(f"{int((~found).sum())} candidates (e.g. index {cands.index[k]}, id "
-                        f"{cands.ids[k]}) are in no cutouts file given; pass every "
+                        f"{cands.ids[k]}) are in no stamps file given; pass "
+                        "results/review/stamps.h5 (rule review_stamps) or every "
                         "results/cutouts/*.h5, or re-run gather")
     if images is None:
         return np.zeros((0, 0, 0, 0), np.float32), np.zeros(0, np.uint8), [], []
@@ -278,7 +286,9 @@ def parser():
     p = cli.parser("HTML gallery and grading sheet of one task's ranked candidates.")
     p.add_argument("--task", required=True, help="task name (config tasks[].name)")
     p.add_argument("--candidates", required=True, help="results/candidates/{task}.csv")
-    p.add_argument("--cutouts", nargs="+", required=True, help="results/cutouts/*.h5")
+    p.add_argument("--stamps", "--cutouts", dest="cutouts", nargs="+", required=True,
+                   help="results/review/stamps.h5 (rule review_stamps), or "
+                        "results/cutouts/*.h5")
     p.add_argument("--html", required=True, help="gallery, results/review/{task}.html")
     p.add_argument("--sheet", required=True, help="grading sheet, results/review/{task}_grades.csv")
     p.add_argument("--catalog", default=None,

@@ -51,6 +51,7 @@ class TileStamps:
     rejected: str | None
     seconds: float
     peak_kib: int | None
+    zeropoint: list | None = None  # (band,) AB zero points of the tile
 
 
 def peak_kib() -> int | None:
@@ -96,8 +97,10 @@ def normalised_stamps(images: np.ndarray, pos_xy: np.ndarray, size_pix: int,
     return stamps, flags
 
 
-def decode_tile(config: Mapping, tile: str, pos_xy: np.ndarray) -> TileStamps:
-    """Read ``tile``, cut the stamps at ``pos_xy`` (n, 2) and normalise them.
+def decode_tile(config: Mapping, tile: str, pos_xy: np.ndarray, normalise: bool = True
+                ) -> TileStamps:
+    """Read ``tile``, cut the stamps at ``pos_xy`` (n, 2) and normalise them (``normalise``
+    false: the raw stamps, as ``results/cutouts`` holds them, for the review gallery).
 
     A band without any valid pixel rejects the tile's objects (``rejected`` says why), as
     the cutouts step does; with ``config["strict"]`` it raises SurveyError instead.
@@ -113,9 +116,13 @@ def decode_tile(config: Mapping, tile: str, pos_xy: np.ndarray) -> TileStamps:
                               f"the tile, or set strict: false to reject its {len(pos_xy)} "
                               "objects")
         return TileStamps(tile, None, None, stack.pixscale_arcsec, stack.paths[0], why,
-                          time.perf_counter() - t0, peak_kib())
-    stamps, flags = normalised_stamps(stack.images, np.asarray(pos_xy, np.float64),
-                                      config["cutouts"]["stamp_size_pix"], stack.masked,
-                                      config["preprocess"])
+                          time.perf_counter() - t0, peak_kib(), list(stack.zeropoint))
+    pos = np.asarray(pos_xy, np.float64).reshape(-1, 2)
+    size = config["cutouts"]["stamp_size_pix"]
+    if normalise:
+        stamps, flags = normalised_stamps(stack.images, pos, size, stack.masked,
+                                          config["preprocess"])
+    else:
+        stamps, flags = extract(stack.images, pos, size, stack.masked)
     return TileStamps(tile, stamps, flags, stack.pixscale_arcsec, stack.paths[0], None,
-                      time.perf_counter() - t0, peak_kib())
+                      time.perf_counter() - t0, peak_kib(), list(stack.zeropoint))

@@ -62,9 +62,10 @@ from skysift.survey.shards import read_assignment_rows
 log = logging.getLogger(__name__)
 
 
-def decoded_tiles(config: Mapping, rows: Mapping[str, np.ndarray], in_flight: int
-                  ) -> Iterator[tuple[np.ndarray, TileStamps]]:
-    """(rows of the tile, its decoded stamps) for each tile of ``rows``, in the cutouts order.
+def decoded_tiles(config: Mapping, rows: Mapping[str, np.ndarray], in_flight: int,
+                  normalise: bool = True) -> Iterator[tuple[np.ndarray, TileStamps]]:
+    """(rows of the tile, its decoded stamps) for each tile of ``rows``, in the cutouts order;
+    ``normalise`` false: raw stamps (:func:`skysift.score.decode.decode_tile`).
 
     With ``in_flight`` > 0 the tiles are decoded in a pool of that many processes (started
     with ``spawn``: no copy of the scoring process, no forked threads), at most
@@ -78,7 +79,7 @@ def decoded_tiles(config: Mapping, rows: Mapping[str, np.ndarray], in_flight: in
         jobs.append((tile, sel, pos))
     if in_flight <= 0:
         for tile, sel, pos in jobs:
-            yield sel, decode_tile(config, tile, pos)
+            yield sel, decode_tile(config, tile, pos, normalise)
         return
     todo = iter(jobs)
     pending: deque = deque()
@@ -88,7 +89,8 @@ def decoded_tiles(config: Mapping, rows: Mapping[str, np.ndarray], in_flight: in
     def submit() -> None:
         job = next(todo, None)
         if job is not None:
-            pending.append((job[1], pool.submit(decode_tile, dict(config), job[0], job[2])))
+            pending.append((job[1], pool.submit(decode_tile, dict(config), job[0], job[2],
+                                                 normalise)))
 
     try:
         for _ in range(in_flight):
