@@ -3,8 +3,9 @@
 #   snakemake --cores 8 --configfile my.yaml
 #   snakemake --workflow-profile workflow/profiles/slurm
 # DAG: mock (if any) -> check -> survey_index (checkpoint: tiles -> shards) -> per shard:
-# infer straight from the tiles; cutouts (+ preprocess for the training shards);
-# training_set/augment per task, train per task and model; gather, evaluate.
+# infer straight from the tiles; cutouts and preprocess for the training shards only;
+# training_set/augment per task, train per task and model; gather, evaluate; review_stamps
+# (the pages' stamps, cut from the tiles after ranking) and review.
 from snakemake.utils import min_version
 
 min_version("8.0")
@@ -29,4 +30,5 @@ include: "workflow/rules/review.smk"
 rule all:
     input:
         plan.final_targets(config),
+        every_shard_targets,
     default_target: True

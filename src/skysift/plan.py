@@ -363,3 +363,10 @@ def final_targets(config: Mapping) -> list[str]:
     targets += [p.format(task=t) for t in tasks for p in (paths.REVIEW_HTML, paths.REVIEW_SHEET,
                                                        paths.REVIEW_SAMPLE)]
     return targets
+
+
+def every_shard_patterns(config: Mapping) -> list[str]:
+    """Per-shard files ``rule all`` asks for every shard of the index: the cutouts with
+    ``cutouts.all_shards`` (else only the training shards' are made, for the training
+    sets), else none."""
+    return [paths.CUTOUTS] if config["cutouts"]["all_shards"] else []

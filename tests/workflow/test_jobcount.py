@@ -2,8 +2,10 @@
 
 The survey index is a checkpoint: before it ran, ``snakemake -n`` cannot list the per-shard
 jobs. Each case runs the tiny survey up to it (mock, check, survey_index), then dry-runs the
-rest and adds those three jobs back. Two cases (one shard and two tasks; two shards and one
-task) so that a term with the wrong factor is caught.
+rest and adds those three jobs back. Two cases (one shard and two tasks; two shards, one
+task and one training shard) so that a term with the wrong factor is caught. In the second
+the record of the training shards lists s0000 only, as the index keeps it after tiles were
+added to a finished run: s0001 is only scored, and plans no cutouts and no preprocess job.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from conftest import REPO, TINY, run_env, snakemake_cmd
 
 from skysift.config import deep_update, load
 from skysift.modelspec import model_specs
-from skysift.plan import read_shards
+from skysift.plan import read_shards, training_shards
 
 #: The jobs run before the dry run: the checkpoint and what it needs.
 BEFORE_DRY_RUN = {"mock": 1, "check": 1, "survey_index": 1}
@@ -32,13 +34,13 @@ def readme_formula() -> tuple[dict[str, int], int, list[str]]:
     each "one `rule` job" before the colon.
     """
     text = " ".join((REPO / "README.md").read_text().split())
-    match = re.search(r"submits ((?:\d+ )?S \+ (?:\d+ )?T \+ (?:\d+ )?M \+ \d+) jobs", text)
-    assert match, "README: the sentence 'submits a S + b T + c M + d jobs' is gone"
+    match = re.search(r"submits ((?:(?:\d+ )?(?:S_t|S|T|M) \+ )+\d+) jobs", text)
+    assert match, "README: the sentence 'submits a S + b S_t + c T + d M + e jobs' is gone"
     tail = text[match.end():].split(":", 1)[0].split(";")[-1]  # after the parenthesis
     factors, constant = {}, 0
     for term in match.group(1).split(" + "):
         parts = term.split()
-        if parts[-1] in "STM":
+        if parts[-1] in ("S", "S_t", "T", "M"):
             factors[parts[-1]] = int(parts[0]) if len(parts) == 2 else 1
         else:
             constant = int(term)
@@ -59,9 +61,20 @@ def job_stats(stdout: str) -> dict[str, int]:
 
 CASES = {
     "one shard, two tasks": {},
-    "two shards, one task": {"index": {"tiles_per_shard": 1},
-                             "tasks": [{"name": "lens", "label": "is_lens"}]},
+    "two shards, one task, one trained": {"index": {"tiles_per_shard": 1},
+                                          "tasks": [{"name": "lens", "label": "is_lens"}]},
 }
+
+
+def keep_first_training_shard(work) -> list[str]:
+    """Rewrite the index's record of the training shards to list s0000 only: what the index
+    keeps (training_set.shards: frozen) when s0001's tiles were added after the first run."""
+    path = work / "results" / "index" / "training_shards.json"
+    record = json.loads(path.read_text())
+    assert record["shards"] == ["s0000", "s0001"], record
+    record = {"shards": ["s0000"], "digests": {"s0000": record["digests"]["s0000"]}}
+    path.write_text(json.dumps(record))
+    return record["shards"]
 
 
 @pytest.mark.parametrize("extra", CASES.values(), ids=CASES.keys())
@@ -76,6 +89,8 @@ def test_readme_job_count_matches_snakemake_plan(tmp_path, extra):
         snakemake_cmd(work, "--configfile", str(TINY), str(extra_file), "--until",
                       "survey_index"), capture_output=True, text=True, env=run_env(), timeout=300)
     assert up_to_index.returncode == 0, up_to_index.stderr[-4000:]
+    if extra.get("index", {}).get("tiles_per_shard") == 1:
+        keep_first_training_shard(work)
     dry = subprocess.run(snakemake_cmd(work, "--configfile", str(TINY), str(extra_file), "-n"),
                          capture_output=True, text=True, env=run_env(), timeout=300)
     assert dry.returncode == 0, dry.stderr[-4000:]
@@ -89,15 +104,20 @@ def test_readme_job_count_matches_snakemake_plan(tmp_path, extra):
         deep_update(merged, layer)
     config = load(json_text=json.dumps(merged))
     shards = read_shards(work / "results" / "index" / "shards.json")
-    terms = {"S": len(shards), "T": len(config["tasks"]), "M": len(model_specs(config))}
+    trained = training_shards(config, shards, work / "results" / "index" / "training_shards.json")
+    terms = {"S": len(shards), "S_t": len(trained), "T": len(config["tasks"]),
+             "M": len(model_specs(config))}
     factors, constant, conditional = readme_formula()
     formula = sum(factors[k] * terms[k] for k in factors) + constant
     # the tiny survey is a mock with known lenses: every conditional job runs
     assert set(conditional) == {"mock", "recover"}
     assert planned["mock"] == 1 and planned.get("recover") == 1
     assert sum(planned.values()) == formula + len(conditional), (planned, terms)
-    # the per-shard steps scale with S, as the README says
-    assert all(planned[r] == terms["S"] for r in ("cutouts", "preprocess", "infer")), planned
+    # infer scales with S, cutouts and preprocess with the training shards, as the README says
+    assert planned["infer"] == terms["S"], planned
+    assert planned["cutouts"] == planned["preprocess"] == terms["S_t"], planned
+    assert terms["S_t"] == (1 if terms["S"] == 2 else terms["S"])  # s0001 is only scored
+    assert planned["review_stamps"] == 1
 
 
 def test_readme_examples_follow_the_formula():
@@ -106,6 +126,7 @@ def test_readme_examples_follow_the_formula():
     text = " ".join((REPO / "README.md").read_text().split())
     for tiles, digits in ((10**4, -1), (10**5, -2)):
         terms = {"S": -(-tiles // 32), "T": 2, "M": 4}
+        terms["S_t"] = terms["S"]  # a first run: the training sets read every shard
         jobs = sum(factors[k] * terms[k] for k in factors) + constant
         assert f"~{round(jobs, digits):,} jobs" in text, (tiles, jobs)
 
@@ -124,6 +145,7 @@ def test_a_user_survey_of_synthetic_headers_plans_the_formula(tmp_path):
     terms = {"S": len(read_shards(tmp_path / "results" / "index" / "shards.json")),
              "T": len(config["tasks"]), "M": len(model_specs(config))}
     assert terms == {"S": 3, "T": 2, "M": 4}  # the full recipe on a user's survey
+    terms["S_t"] = terms["S"]  # a first run: the training sets read every shard
     factors, constant, _ = readme_formula()
     formula = sum(factors[k] * terms[k] for k in factors) + constant
     assert planned["total"] == formula - 2 and "check" not in planned, planned

@@ -42,6 +42,12 @@ def per_shard(pattern):
     return lambda wildcards: expand(pattern, shard=sorted(shards()))
 
 
+def every_shard_targets(wildcards):
+    """Rule all's per-shard files (plan.every_shard_patterns: cutouts.all_shards)."""
+    patterns = plan.every_shard_patterns(config)
+    return expand(patterns, shard=sorted(shards())) if patterns else []
+
+
 def training_shard_files(pattern):
     """Input function: ``pattern`` (with {shard}) for every shard training reads."""
     return lambda wildcards: expand(pattern, shard=plan.training_shards(config, shards()))
