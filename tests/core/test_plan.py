@@ -193,3 +193,13 @@ def test_index_json_is_parsed_once_per_version_of_the_file(tmp_path):
     assert plan.read_shards(path) == {"s0000": ["a"]}
     path.write_text(json.dumps({"shards": [{"shard": "s0000", "tiles": ["a", "b"]}]}))
     assert plan.read_shards(path) == {"s0000": ["a", "b"]}
+
+
+def test_every_shard_cutouts_only_when_asked():
+    """cutouts.all_shards: rule all asks for every shard's cutouts; by default none (the
+    training shards' are made for the training sets, no other shard's)."""
+    cfg = skyconfig.load()
+    assert cfg["cutouts"]["all_shards"] is False
+    assert plan.every_shard_patterns(cfg) == []
+    cfg["cutouts"]["all_shards"] = True
+    assert plan.every_shard_patterns(cfg) == [paths.CUTOUTS]

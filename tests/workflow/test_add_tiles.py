@@ -1,9 +1,10 @@
-"""Adding tiles to a finished run re-runs only their cutouts and inference (issue 6).
+"""Adding tiles to a finished run re-runs only their inference (issue 6; issue 19: no cutouts).
 
 A real Snakemake run on a `files` survey (four mock tiles written by ``skysift.sim.mock`` into a
 folder; the run first sees two, then all four) with training_set.shards frozen, the default:
-the second run cuts and scores only the two new shards (no stamps: infer reads the tiles and
-no training set reads them), re-makes no training set and retrains no model, and the catalog
+the second run scores only the two new shards (no cutouts, no stamps: infer reads the tiles
+and lists their rejects, the review pages' stamps are cut after ranking, and no training set
+reads them), re-makes no training set and retrains no model, and the catalog
 then holds the new tiles' objects.
 """
 
@@ -113,9 +114,10 @@ def test_added_tiles_only_cut_and_score_new_shards(tmp_path):
     ran = {rule for rule, _ in second}
     assert not ran & {"training_set", "augment", "train", "split"}, second
     per_shard = {(rule, shard) for rule, shard in second if shard}
-    # infer scores the new shards from their tiles: no stamps for shards no training set reads
-    assert per_shard == {(rule, shard) for rule in ("cutouts", "infer")
-                         for shard in ("s0002", "s0003")}, second
+    # infer scores the new shards from their tiles and lists their rejects: no cutouts and
+    # no stamps for shards no training set reads (cutouts.all_shards: false)
+    assert per_shard == {("infer", shard) for shard in ("s0002", "s0003")}, second
+    assert not any((results / f"cutouts/{s}.h5").exists() for s in ("s0002", "s0003"))
     assert {"survey_index", "gather"} <= ran
     assert _state(frozen) == before  # same bytes, same mtime: nothing re-made
     assert json.loads((results / "index" / "shards.json").read_text())["n_kept"] == 2

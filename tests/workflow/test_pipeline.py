@@ -13,7 +13,8 @@ from astropy.table import Table
 from conftest import REPO, TINY, run_env, snakemake_cmd
 
 RULES = {"mock", "check", "survey_index", "rejects", "split", "cutouts", "preprocess",
-         "training_set", "augment", "train", "infer", "gather", "evaluate", "review"}
+         "training_set", "augment", "train", "infer", "gather", "evaluate", "review",
+         "review_stamps"}
 
 
 def test_dry_run_plans_every_rule(tmp_path):
@@ -161,6 +162,13 @@ def test_scored_objects_and_merged_rejects_partition_the_survey_catalog_by_id(ti
     assert set(scored_ids) | set(reject_ids) == set(survey_ids)
     rows = np.concatenate([np.asarray(cat["index"])[scored], np.asarray(rejects["index"])])
     np.testing.assert_array_equal(np.sort(rows), np.arange(len(survey_ids)))
+    # rule rejects merged the tables rule infer wrote per shard: those of the cutouts step
+    # (made here because every shard of the tiny run is a training shard), row for row
+    for path in sorted((tiny_run / "results" / "scores").glob("s*.rejects.ecsv")):
+        infer_rejects = Table.read(path)
+        cut_rejects = Table.read(tiny_run / "results" / "cutouts" / path.name)
+        for name in ("index", "id", "reason"):
+            assert infer_rejects[name].tolist() == cut_rejects[name].tolist(), (path, name)
 
 
 def _dry_run_with(tiny_run, extra, text: str) -> tuple[set, str]:

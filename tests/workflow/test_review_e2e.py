@@ -339,3 +339,33 @@ def test_snakemake_report_embeds_gallery_and_config(tiny_run, tmp_path):
     assert "Candidates" in text and "Training" in text
     # the run's effective config (workflow/report/workflow.rst): tiny.yaml's keys, defaults
     assert "n_galaxies_per_tile" in text and "thumb_px" in text
+
+
+def test_pages_read_stamps_cut_after_ranking_equal_to_the_cutouts(tiny_run):
+    """Rule review_stamps cut exactly the objects of every page (results/review/stamps.h5)
+    from the tiles after gather; they are the cutouts' pixels and flags for the same objects
+    (the tiny run cuts every shard: all are training shards), and review read no cutouts."""
+    import h5py
+    import numpy as np
+
+    results = tiny_run / "results"
+    pages = {int(r["index"]) for task in TASKS for r in _sample(tiny_run, task)}
+    with h5py.File(results / "review" / "stamps.h5") as fh:
+        index, images, flags = fh["index"][()], fh["images"][()], fh["flags"][()]
+        assert fh["images"].shape[1:] == (3, STAMP_PIX, STAMP_PIX)
+    assert index.tolist() == sorted(pages)
+    found = 0
+    for path in sorted((results / "cutouts").glob("s*.h5")):
+        with h5py.File(path) as fh:
+            rows = np.flatnonzero(np.isin(fh["index"][()], index))
+            at = np.searchsorted(index, fh["index"][()][rows])
+            assert np.array_equal(images[at], fh["images"][rows], equal_nan=True)
+            assert np.array_equal(flags[at], fh["flags"][rows])
+            found += rows.size
+    assert found == index.size
+    text = "\n".join(p.read_text() for p in (tiny_run / ".snakemake" / "log").glob("*.log"))
+    jobs = [block.split("\n\n")[0] for block in re.split(r"^rule review:$", text,
+                                                       flags=re.M)[1:]]
+    assert len(jobs) == len(TASKS), text[-3000:]
+    assert all("results/review/stamps.h5" in job and "results/cutouts" not in job
+               for job in jobs), jobs
