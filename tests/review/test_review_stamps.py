@@ -14,6 +14,8 @@ from survey_helpers import BANDS, gaussian, make_config, make_wcs, write_tile
 from skysift.modelspec import primary_specs
 from skysift.review import gallery
 from skysift.review import stamps as review_stamps
+from skysift.review.sample import read_scored_catalog
+from skysift.review.selection import page_candidates, page_selection, read_candidates
 from skysift.stamps.cutouts import cut_objects
 from skysift.survey.index import build_index, write_index
 from skysift.survey.shards import load_shards, read_assignment_rows
@@ -128,10 +130,9 @@ def test_review_pages_read_the_stamps_cut_after_ranking(survey, tmp_path):
             page = [int(r["index"]) for r in csv.DictReader(fh)]
         pages.update(page)
         spec = primary_specs(config)[task]
-        cands = gallery.page_candidates(gallery.page_selection(
-            config, task, gallery.read_candidates(path, spec.column),
-            gallery.read_scored_catalog(catalog, spec.column)),
-            gallery.read_scored_catalog(catalog, spec.column))
+        cat = read_scored_catalog(catalog, spec.column)
+        cands = page_candidates(page_selection(config, task,
+                                               read_candidates(path, spec.column), cat), cat)
         new, new_flags, bands, _ = gallery.read_stamps(cands, [out])
         old, old_flags, _, _ = gallery.read_stamps(cands, cutouts)
         assert bands == BANDS

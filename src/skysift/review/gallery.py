@@ -1,17 +1,18 @@
 """Candidate review: a grading page and a grading sheet per task (rule ``review``).
 
 For the ranked candidates of ``results/candidates/{task}.csv`` (gather) the raw flux stamps
-are read back from ``results/review/stamps.h5`` (cut from the tiles after ranking,
-:mod:`skysift.review.stamps`; or from ``results/cutouts/{shard}.h5``) and shown in ``results/review/{task}.html``
-(:mod:`.page`, images :mod:`.panels`): a grid of Lupton et al. (2004) asinh colour composites
-at one stretch with a scale bar, graded in the browser with the keyboard and exported as a
-grades file; a larger view of the current object (each band, a composite at a deeper
-stretch, the lens residual); a table sortable by every column. Beside it
-``{task}_grades.csv``, the sheet a person may fill by hand instead. ``skysift grades``
-(:mod:`skysift.review.grades`) reads either back into purity by grade. Given the catalog
-(``--catalog``), the page also holds a random sample in bins of score and known lenses as
-checks, shuffled with the candidates and without ranks or scores (:mod:`.sample`), and each
-page object's source and sampling weight go to ``--sample`` (``{task}_sample.csv``).
+are read back from ``results/review/stamps.h5`` (cut from the tiles after ranking by
+:mod:`skysift.review.stamps`; or from ``results/cutouts/{shard}.h5``) and shown in
+``results/review/{task}.html`` (:mod:`.page`, images :mod:`.panels`): a grid of Lupton et
+al. (2004) asinh colour composites at one stretch with a scale bar, graded in the browser
+with the keyboard and exported as a grades file; a larger view of the current object (each
+band, a composite at a deeper stretch, the lens residual); a table sortable by every column.
+Beside it ``{task}_grades.csv``, the sheet a person may fill by hand instead. ``skysift
+grades`` (:mod:`skysift.review.grades`) reads either back into purity by grade. Given the
+catalog (``--catalog``), the page also holds a random sample in bins of score and known
+lenses as checks, shuffled with the candidates and without ranks or scores (:mod:`.sample`),
+and each page object's source and sampling weight go to ``--sample``
+(``{task}_sample.csv``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import csv
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,83 +31,19 @@ from skysift.io import atomic_output, open_h5, provenance, read_attr_json
 from skysift.modelspec import primary_specs
 from skysift.review.page import render_page
 from skysift.review.panels import Panels, make_panels, scale_bar
-from skysift.review.sample import (
-    SOURCES,
-    ScoredCatalog,
-    Selection,
-    random_count,
-    read_scored_catalog,
-    select,
-    write_sample,
+from skysift.review.sample import SOURCES, read_scored_catalog, write_sample
+from skysift.review.selection import (
+    Candidates,
+    page_candidates,
+    page_selection,
+    read_candidates,
 )
 from skysift.review.summary import metrics_table, task_metrics
-from skysift.seeds import derive_seed
 from skysift.stamps.display import band_scales
 from skysift.stamps.flags import FLAG_BITS
 from skysift.survey.grades import SHEET_COLUMNS
 
 log = logging.getLogger(__name__)
-
-#: Values of a candidate list's optional ``known_lens`` column read as true.
-TRUE_TEXT = ("1", "true", "t", "yes", "y")
-
-
-@dataclass
-class Candidates:
-    """The ranked candidates of one task, ids kept verbatim as text."""
-
-    rank: np.ndarray    # (n,) int64, 1-based
-    index: np.ndarray   # (n,) int64 catalog row
-    ids: list[str]      # (n,) the catalog id exactly as gather wrote it
-    ra: np.ndarray      # (n,) float64 degrees
-    dec: np.ndarray     # (n,) float64 degrees
-    score: np.ndarray   # (n,) float64 logit of the primary model
-    prob: np.ndarray | None  # (n,) prevalence-corrected probability, when gather wrote one
-    tile: list[str] | None   # (n,) the object's tile, when present
-    known: np.ndarray | None = None  # (n,) bool, column known_lens (already known), when present
-
-
-def _column(rows: list[dict], name: str, path: Path, kind):
-    try:
-        return np.array([kind(r[name]) for r in rows])
-    except (KeyError, ValueError) as exc:
-        raise DataError(f"{path}: column '{name}' missing or malformed ({exc}); "
-                        "re-run gather (snakemake --forcerun gather)") from None
-
-
-def read_candidates(path: str | Path, score_column: str, prob_columns: Sequence[str] = ()
-                    ) -> Candidates:
-    """Read a candidate list (gather), ids verbatim as text.
-
-    ``prob_columns``: names of a probability column to show, the first present is used.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: candidate list not found; run gather (snakemake {path})")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        names = reader.fieldnames or []
-    missing = [c for c in ("rank", "index", "id", "ra", "dec") if c not in names]
-    if missing:
-        raise DataError(f"{path}: columns {missing} missing; re-run gather "
-                        "(snakemake --forcerun gather)")
-    if score_column not in names:
-        raise DataError(f"{path}: no column '{score_column}' (the task's primary model); "
-                        "re-run gather with the current models (snakemake --forcerun gather)")
-    prob = next((c for c in prob_columns if c in names), None)
-    return Candidates(
-        rank=_column(rows, "rank", path, int).astype(np.int64).reshape(-1),
-        index=_column(rows, "index", path, int).astype(np.int64).reshape(-1),
-        ids=[r["id"] for r in rows],
-        ra=_column(rows, "ra", path, float).astype(np.float64).reshape(-1),
-        dec=_column(rows, "dec", path, float).astype(np.float64).reshape(-1),
-        score=_column(rows, score_column, path, float).astype(np.float64).reshape(-1),
-        prob=None if prob is None else _column(rows, prob, path, float).reshape(-1),
-        tile=[r["tile"] for r in rows] if "tile" in names else None,
-        known=(np.array([(r["known_lens"] or "").strip().lower() in TRUE_TEXT for r in rows],
-                        bool) if "known_lens" in names else None))
-
 
 def _id_text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
@@ -209,35 +145,6 @@ def _panels(config: Mapping, task: str, images: np.ndarray, bands: list[str],
                 else 0.1 * size)  # pixel scale unknown: a tenth of the stamp
     return make_panels(images, bands, opts,
                        core_pix if task in opts["residual_tasks"] else None)
-
-
-def page_selection(config: Mapping, task: str, cands: Candidates, cat: ScoredCatalog
-                   ) -> Selection:
-    """The page's objects (:mod:`.sample`): the candidates, ``review.random_fraction`` of
-    the page drawn in bins of score and ``review.n_checks`` known lenses (lens task only)."""
-    opts = config["review"]
-    order = np.argsort(cat.index, kind="stable")
-    at = np.searchsorted(cat.index[order], cands.index)
-    at = np.minimum(at, max(len(order) - 1, 0))
-    if len(cands.index) and (not len(order) or np.any(cat.index[order][at] != cands.index)):
-        raise DataError("a candidate's catalog index is not in the catalog; stale files: "
-                        "re-run gather and review (snakemake --forcerun gather)")
-    top = order[at] if len(cands.index) else np.zeros(0, np.int64)
-    known = cat.known if task == config["training_set"]["lens_task"] else None
-    return select(cat.score, top, known, opts["score_bins"],
-                  random_count(len(top), opts["random_fraction"]), opts["n_checks"],
-                  derive_seed(config["seed"], "review-sample", task))
-
-
-def page_candidates(sel: Selection, cat: ScoredCatalog) -> Candidates:
-    """The page's objects in page order; ``rank`` is the position on the page."""
-    rows = sel.rows
-    return Candidates(
-        rank=np.arange(1, rows.size + 1, dtype=np.int64), index=cat.index[rows],
-        ids=[cat.ids[r] for r in rows], ra=cat.ra[rows], dec=cat.dec[rows],
-        score=cat.score[rows], prob=None if cat.prob is None else cat.prob[rows],
-        tile=None if cat.tile is None else [cat.tile[r] for r in rows],
-        known=None if cat.known is None else cat.known[rows])
 
 
 def review_task(config: Mapping, task: str, candidates: str | Path,

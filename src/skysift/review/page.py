@@ -140,7 +140,7 @@ def render_page(task: str, cands, panels: Panels, flags: Sequence[str], score_co
                 blind: Mapping[str, int] | None = None) -> str:
     """The self-contained HTML review page of one task (see the module docstring).
 
-    cands : :class:`skysift.review.gallery.Candidates`; scale : (arcsec, fraction of the
+    cands : :class:`skysift.review.selection.Candidates`; scale : (arcsec, fraction of the
     stamp's width) of the scale bar, None without one; blind : objects per source (top,
     random, check) of a page that mixes a random sample and checks with the candidates: the
     page then shows positions, not ranks, and neither scores nor the known-lens badge.

@@ -2,7 +2,7 @@
 ``review_stamps``): ``results/review/stamps.h5``.
 
 After gather, each task's page holds its candidates, a random sample in bins of score and
-known lenses as checks (:func:`skysift.review.gallery.page_selection`, seeded: the review
+known lenses as checks (:func:`skysift.review.selection.page_selection`, seeded: the review
 job draws the same objects). This step draws every task's page, finds each object's shard
 and tile in the survey index, reads only the tiles that hold one (the one tile reader,
 :func:`skysift.survey.tiles.read_tile`, through the scoring path's decode pool,
@@ -40,8 +40,8 @@ from skysift import cli, paths
 from skysift.errors import DataError
 from skysift.io import atomic_output, id_array, provenance, write_attrs
 from skysift.modelspec import primary_specs
-from skysift.review.gallery import page_candidates, page_selection, read_candidates
 from skysift.review.sample import read_scored_catalog
+from skysift.review.selection import page_candidates, page_selection, read_candidates
 from skysift.score.decode import peak_kib
 from skysift.score.stream import decoded_tiles
 from skysift.stamps.flags import FLAG_BITS

@@ -56,7 +56,7 @@ from skysift.score.scoring import (
 )
 from skysift.score.tables import header_cards
 from skysift.stamps.cut import tile_runs
-from skysift.survey.rejects import write_shard_rejects
+from skysift.survey.shardrejects import write_shard_rejects
 from skysift.survey.shards import read_assignment_rows
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def score_shard(config: dict, index_dir: str | Path, shard: str,
 
     ``rejects_out``: the objects of the shard's rejected tiles (a band without any valid
     pixel) with their reason, the table the cutouts step writes
-    (:func:`skysift.survey.rejects.write_shard_rejects`), so rule ``rejects`` needs no
+    (:func:`skysift.survey.shardrejects.write_shard_rejects`), so rule ``rejects`` needs no
     cutouts of a shard that is only scored.
 
     ``stage1`` (``infer.first_stage``): ``model_paths`` holds one first-stage checkpoint per

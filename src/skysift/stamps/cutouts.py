@@ -37,7 +37,7 @@ from skysift.stamps.cut import (
     tile_runs,
 )
 from skysift.stamps.flags import FLAG_BITS
-from skysift.survey.rejects import write_shard_rejects
+from skysift.survey.shardrejects import write_shard_rejects
 from skysift.survey.shards import read_assignment_rows
 from skysift.survey.tiles import read_tile
 

@@ -33,26 +33,6 @@ log = logging.getLogger(__name__)
 COLUMNS = ("index", "id", "reason")
 
 
-def write_shard_rejects(path: str | Path, rows: dict, rejected: Sequence[tuple], config: dict,
-                        step: str) -> None:
-    """A shard's rejects table (``index``, ``id``, ``reason``), atomically.
-
-    rows : the shard's assignment columns; rejected : [(rows of ``rows`` (k,), reason)], one
-    entry per rejected tile; step : the writing step, recorded in the provenance (``cutouts``
-    or ``infer``: both cut the same tiles with the same rule, so they reject the same objects
-    for the same reason).
-    """
-    sel = np.concatenate([s for s, _ in rejected]) if rejected else np.zeros(0, np.int64)
-    reasons = [why for s, why in rejected for _ in range(len(s))]
-    ids = np.asarray(rows["id"])[sel]
-    table = Table({"index": np.asarray(rows["index"], np.int64)[sel],
-                   "id": np.char.decode(ids, "utf-8") if ids.dtype.kind == "S" else ids,
-                   "reason": np.array(reasons, dtype=str)})
-    table.meta.update(provenance(config, step=step))
-    with atomic_output(path) as tmp:
-        table.write(tmp, format="ascii.ecsv")
-
-
 def _read(path: str | Path, stage: str) -> Table:
     table = read_table(path, "rejects table")
     missing = [c for c in COLUMNS if c not in table.colnames]
