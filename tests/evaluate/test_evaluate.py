@@ -11,6 +11,7 @@ from astropy.table import MaskedColumn, Table
 from skysift import metrics
 from skysift.errors import SurveyError
 from skysift.evaluate import evaluate
+from skysift.ids import id_keys, match_ids
 
 BIG = 2**53  # float64 cannot tell BIG + 2k + 1 from its neighbours
 N_BOOT, CI, SEED = 40, 0.9, 42
@@ -182,12 +183,12 @@ def test_bad_labels_tables_exit_2_naming_the_problem(tmp_path, capsys):
 def test_match_ids_is_exact_and_mixes_int_and_text():
     big = np.array([BIG, BIG + 1, BIG + 2, 7], dtype=np.int64)
     ref = np.array([BIG + 2, BIG + 1, 8], dtype=np.int64)
-    assert evaluate.match_ids(big, ref).tolist() == [-1, 1, 0, -1]
-    text = evaluate.id_keys(np.array([b"9007199254740993", b"7"]))
-    assert evaluate.match_ids(text, big).tolist() == [1, 3]
-    assert evaluate.match_ids(np.array(["a"]), np.array([], dtype=str)).tolist() == [-1]
+    assert match_ids(big, ref).tolist() == [-1, 1, 0, -1]
+    text = id_keys(np.array([b"9007199254740993", b"7"]))
+    assert match_ids(text, big).tolist() == [1, 3]
+    assert match_ids(np.array(["a"]), np.array([], dtype=str)).tolist() == [-1]
     with pytest.raises(SurveyError, match="integers or strings"):
-        evaluate.id_keys(np.array([1.0, 2.0]))
+        id_keys(np.array([1.0, 2.0]))
 
 
 def test_task_seed_is_stable_and_differs_between_tasks():

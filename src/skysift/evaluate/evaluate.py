@@ -1,10 +1,11 @@
 """Evaluate every model on the test split: AUROC, TPR0, TPR10, TPR at FPR 1e-3, intervals,
 completeness binned by a labels-table column, purity at the stated prevalence, calibration.
 
-Reads ``results/catalog.fits`` (``index``, ``id``, ``score_{task}_{model}`` logits),
-``results/split.fits`` (``index``, ``split``) and the labels table (``survey.labels``), joins
-labels to the catalog by id exactly (int64 or str, never through a float) and writes, for the
-test split only::
+Reads ``results/catalog.fits`` (``index``, ``id``, ``score_{task}_{model}`` logits; or the
+folder of per-shard parts), ``results/split.fits`` (``index``, ``split``) and the labels table
+(``survey.labels``), joins labels to the catalog by id exactly (int64 or str, never through a
+float) and writes, for the test split only (the catalog is read in blocks of rows and only
+its test rows are kept: :func:`skysift.evaluate.inputs.read_test_rows`)::
 
     metrics.json = {"split": "test", "provenance": {...}, "primary": {task: model},
       "tasks": {task: {"model": <primary model>, <its metrics>}},
@@ -64,8 +65,7 @@ from skysift.errors import DataError
 from skysift.evaluate import calibration, completeness
 from skysift.evaluate.figures import plot_roc
 from skysift.evaluate.gap import attach_simulated
-from skysift.evaluate.inputs import read_catalog, read_labels, split_of
-from skysift.ids import id_keys, match_ids, mixed
+from skysift.evaluate.inputs import TEST, read_labels, read_test_rows
 from skysift.io import provenance, write_json
 from skysift.modelspec import model_specs, primary_specs
 from skysift.score import prior
@@ -74,7 +74,7 @@ from skysift.seeds import derive_seed
 log = logging.getLogger(__name__)
 
 #: Value of the ``split`` column that marks the test split (0 train, 1 val, 2 test).
-TEST_SPLIT = 2
+TEST_SPLIT = TEST
 
 
 # --- pure core -------------------------------------------------------------------------
@@ -138,11 +138,11 @@ def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
     primary = {task: spec.name for task, spec in primary_specs(config).items()}
     binnings = completeness.bin_specs(config)
     label_keys, label_values_by_task, bin_columns = read_labels(config, binnings)
-    catalog = read_catalog(catalog_path, {f"{s.task}/{s.name}": s.column for s in specs})
-    index = np.asarray(catalog["index"], dtype=np.int64)
-    test = _test_mask(index, split_path, catalog_path)
-    pos_all, in_catalog = _match_labels(catalog["id"], label_keys, catalog_path)
-    pos = pos_all[test]
+    rows = read_test_rows(catalog_path, {f"{s.task}/{s.name}": s.column for s in specs},
+                          split_path, label_keys)
+    log.info("%s: %d objects, %d train, %d val, %d test", catalog_path, rows.n_catalog,
+             *rows.n_split.tolist())
+    pos, in_catalog = rows.label_pos, rows.in_catalog
     ecfg = config["evaluate"]
     results: dict[str, dict] = {t["name"]: {} for t in config["tasks"]}
     figures: dict[str, dict] = {"roc": {}, "purity": {}, "reliability": {}, "completeness": {}}
@@ -150,12 +150,12 @@ def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
         task, column = spec.task, spec.column
         values = label_values_by_task[task]
         labels = np.where(pos >= 0, values[np.maximum(pos, 0)], np.nan)
-        scores = _test_scores(catalog, column, test, labels, index, catalog_path)
+        scores = _test_scores(rows.scores[column], labels, rows.index, column, catalog_path)
         seed = task_seed(config["seed"], task)
         res = evaluate_task(scores, labels, ecfg["n_bootstrap"], ecfg["ci"], seed)
         label_col = next(t["label"] for t in config["tasks"] if t["name"] == task)
         res.update(model=spec.name, primary=spec.name == primary[task], score_column=column,
-                   label_column=label_col, n_catalog=int(index.size),
+                   label_column=label_col, n_catalog=rows.n_catalog,
                    n_labels_unmatched=int((np.isfinite(values) & ~in_catalog).sum()))
         if not results[task]:
             _log_task_counts(task, res)
@@ -170,37 +170,14 @@ def evaluate(config: Mapping, catalog_path: str | Path, split_path: str | Path
     return results, figures
 
 
-def _test_mask(index: np.ndarray, split_path: str | Path, catalog_path: str | Path
-               ) -> np.ndarray:
-    """(n,) bool: which catalog rows (``index`` (n,)) are in the test split; logs the counts."""
-    split = split_of(index, split_path)
-    test = split == TEST_SPLIT
-    log.info("%s: %d objects, %d train, %d val, %d test", catalog_path, index.size,
-             int((split == 0).sum()), int((split == 1).sum()), int(test.sum()))
-    return test
-
-
-def _match_labels(ids, label_keys: np.ndarray, catalog_path: str | Path
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels-table row of each catalog id (n,), -1 if none; which label rows are matched)."""
-    cat_keys = id_keys(ids, f"{catalog_path}: column 'id'")
-    if mixed(cat_keys, label_keys):
-        log.warning("catalog ids are %s but label ids are %s: matching them as decimal text",
-                    cat_keys.dtype, label_keys.dtype)
-    pos_all = match_ids(cat_keys, label_keys)
-    in_catalog = np.zeros(label_keys.size, dtype=bool)
-    in_catalog[pos_all[pos_all >= 0]] = True
-    return pos_all, in_catalog
-
-
-def _test_scores(catalog, column: str, test: np.ndarray, labels: np.ndarray,
-                 index: np.ndarray, catalog_path: str | Path) -> np.ndarray:
-    """(n_test,) float64 logits of ``column``; DataError when a labelled one is not finite."""
-    scores = np.asarray(np.ma.getdata(catalog[column])[test], dtype=np.float64)
+def _test_scores(scores: np.ndarray, labels: np.ndarray, index: np.ndarray, column: str,
+                 catalog_path: str | Path) -> np.ndarray:
+    """(n_test,) float64 logits ``scores`` of the test rows (catalog rows ``index``) in
+    ``column``; DataError when a labelled one is not finite."""
     bad = np.isfinite(labels) & ~np.isfinite(scores)
     if bad.any():
         raise DataError(f"{catalog_path}: {int(bad.sum())} labelled test objects have "
-                        f"non-finite '{column}' (e.g. index {index[test][bad][:5].tolist()}); "
+                        f"non-finite '{column}' (e.g. index {index[bad][:5].tolist()}); "
                         "re-run infer for their tiles")
     return scores
 
