@@ -68,3 +68,38 @@ def test_purity_and_calibration_blocks(metrics_json):
         assert 0 <= cal["ece"] <= 1 and sum(b["n"] for b in cal["bins"]) == n_labelled
         lo, hi = cal["ece_ci"]
         assert 0 <= lo <= hi <= 1
+
+
+def test_metrics_are_those_of_the_whole_catalog_read_at_once(tiny_run, metrics_json,
+                                                              monkeypatch):
+    """Evaluate keeps only the test rows, read in blocks (evaluate.inputs.read_test_rows):
+    its metrics are those of the former read, the whole catalog and then its test rows."""
+    import numpy as np
+    import yaml
+    from conftest import TINY
+
+    from skysift.config import deep_update, load
+    from skysift.evaluate import evaluate as ev
+    from skysift.evaluate.inputs import read_catalog, read_labels, split_of
+    from skysift.ids import match_ids
+    from skysift.modelspec import model_specs
+
+    merged = yaml.safe_load((tiny_run / "config" / "config.yaml").read_text())
+    deep_update(merged, yaml.safe_load(TINY.read_text()))
+    cfg = load(json_text=json.dumps(merged))
+    monkeypatch.chdir(tiny_run)  # the survey's paths are relative to the run
+    specs = model_specs(cfg)
+    catalog = read_catalog("results/catalog.fits", {s.column: s.column for s in specs})
+    test = split_of(np.asarray(catalog["index"]), "results/split.fits") == 2
+    keys, values, _ = read_labels(cfg)
+    pos = match_ids(catalog["id"], keys)[test]
+    for spec in specs:
+        labels = np.where(pos >= 0, values[spec.task][np.maximum(pos, 0)], np.nan)
+        scores = np.asarray(catalog[spec.column], np.float64)[test]
+        want = ev.evaluate_task(scores, labels, cfg["evaluate"]["n_bootstrap"],
+                                cfg["evaluate"]["ci"], ev.task_seed(cfg["seed"], spec.task))
+        got = metrics_json["models"][spec.task][spec.name]
+        assert got["n_catalog"] == len(catalog)
+        for name in ("n_test", "n_pos", "n_neg", "n_unlabelled", "auroc", "auroc_ci", "tpr0",
+                     "tpr0_ci", "tpr10", "tpr10_ci"):
+            assert got[name] == ev.json_safe(want[name]), (spec.task, spec.name, name)
