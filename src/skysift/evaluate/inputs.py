@@ -260,19 +260,50 @@ def catalog_blocks(path: str | Path, columns: Sequence[str], score_columns: Mapp
                 for batch in pfile.iter_batches(batch_size=block_rows, columns=list(columns)):
                     yield {c: batch.column(c).to_numpy(zero_copy_only=False) for c in columns}
                 continue
-            with fits.open(part, memmap=True) as hdul:
-                data = hdul[1].data
-                names = list(data.columns.names) if data is not None else []
-                _check_columns(part, names, score_columns)
-                for lo in range(0, len(data), block_rows):
-                    block = data[lo:lo + block_rows]  # rows first: only they are converted
-                    yield {c: np.array(block[c]) for c in columns}
-                    del block
+            yield from _fits_blocks(part, columns, score_columns, block_rows)
         except DataError:
             raise
         except (OSError, ValueError, KeyError, IndexError) as exc:
             raise DataError(f"{part}: unreadable catalog ({exc}); delete it and re-run "
                             "gather") from None
+
+
+def _big_endian(dtype: np.dtype) -> np.dtype:
+    """``dtype`` (a record) with every numeric field big-endian, as FITS stores it."""
+    fields = dtype.fields
+    return np.dtype({"names": list(dtype.names),
+                     "formats": [f[0].newbyteorder(">") if f[0].kind in "iuf" else f[0]
+                                 for f in (fields[n] for n in dtype.names)],
+                     "offsets": [fields[n][1] for n in dtype.names],
+                     "itemsize": dtype.itemsize})
+
+
+def _fits_blocks(part: Path, columns: Sequence[str], score_columns: Mapping[str, str],
+                 block_rows: int):
+    """Blocks of a FITS table read with plain reads at the rows' offsets: a memory map would
+    leave every page of the file resident in this process. Columns with a scale or zero
+    (TSCAL, TZERO: e.g. unsigned ids) are read through astropy's memory map instead."""
+    with fits.open(part, memmap=True) as hdul:  # the header only: no row is read here
+        hdu = hdul[1]
+        names = list(hdu.columns.names)
+        _check_columns(part, names, score_columns)
+        n, dtype = int(hdu.header["NAXIS2"]), _big_endian(hdu.columns.dtype)
+        plain = dtype.itemsize == int(hdu.header["NAXIS1"]) and all(
+            hdu.columns[c].bscale in (None, 1) and hdu.columns[c].bzero in (None, 0)
+            and hdu.columns[c].format[-1:] != "L" for c in columns)
+        if not plain:
+            data = hdu.data
+            for lo in range(0, n, block_rows):
+                block = data[lo:lo + block_rows]  # rows first: only they are converted
+                yield {c: np.array(block[c]) for c in columns}
+            return
+        offset = hdul.fileinfo(1)["datLoc"]
+    with open(part, "rb") as fh:
+        for lo in range(0, n, block_rows):
+            fh.seek(offset + lo * dtype.itemsize)
+            rec = np.fromfile(fh, dtype=dtype, count=min(block_rows, n - lo))
+            yield {c: (np.char.rstrip(rec[c]) if rec[c].dtype.kind == "S"  # FITS pads text
+                       else rec[c].astype(rec[c].dtype.newbyteorder("="))) for c in columns}
 
 
 class _Seen:
