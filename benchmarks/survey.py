@@ -11,7 +11,7 @@ process as Snakemake would start it, one after the other, and it reports
 - objects/s from tiles to scores tables (wall time of all steps, process starts included);
 - CPU seconds per object (user + system of the steps and every process they started);
 - bytes written per object beyond the tiles and the scores tables (the index, which both
-  paths share, on its own line);
+  paths share, on its own line; the shard's rejects table, which each path writes, counted);
 - the peak memory of each process by its own high-water mark (``VmHWM``: the scoring
   job and each decode worker report theirs; the other steps through a wrapper that reads
   it at exit), the largest over the shards.
@@ -194,7 +194,8 @@ def run_path(root: Path, info: dict, config: dict, model: Path, stream: bool) ->
         if stream:
             runs = {"infer --shard": ["infer", "--config-json", cfg, "--shard", shard,
                                       "--index-dir", index, "--models", str(model),
-                                      "--out", scores]}
+                                      "--out", scores,  # and its rejects, as rule infer
+                                      "--rejects", str(out / f"{shard}.rejects.ecsv")]}
         else:
             cut, stamps = str(out / f"{shard}.cutouts.h5"), str(out / f"{shard}.stamps.h5")
             runs = {"cutouts": ["cutouts", "--config-json", cfg, "--shard", shard,
