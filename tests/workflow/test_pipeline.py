@@ -200,8 +200,9 @@ def test_a_changed_config_key_reruns_its_dependents_with_a_short_reason(tiny_run
     before = config.load(TINY)["training_set"]["max_negatives"]
     planned, out = _dry_run_with(tiny_run, tmp_path / "changed.yaml",
                                  f"training_set:\n  max_negatives: {before - 1}\n")
+    # rejects: infer, re-run, writes its shard's rejects table again (a one-job merge)
     assert planned == {"training_set", "augment", "train", "infer", "gather", "evaluate",
-                       "review", "recover", "all"}
+                       "review_stamps", "review", "rejects", "recover", "all"}
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:\s+\w+: .*\n)*?\s+reason: (.*)$", out,
                       flags=re.M)
     assert jobs and not any('{"' in reason for _, reason in jobs), jobs
@@ -227,8 +228,9 @@ def test_a_new_grades_file_reruns_its_task_from_the_training_set_on(tiny_run, tm
     grades.write_text("rank,index,id,ra,dec,score,grade\n1,0,1,0,0,1,A\n")
     planned, out = _dry_run_with(tiny_run, tmp_path / "grades.yaml",
                                  f"review:\n  grades:\n    - {{file: {grades}, task: lens}}\n")
+    # rejects: infer, re-run, writes its shard's rejects table again (a one-job merge)
     assert planned == {"training_set", "augment", "train", "infer", "gather", "evaluate",
-                       "review", "recover", "all"}
+                       "review_stamps", "review", "rejects", "recover", "all"}
     sets = re.findall(r"^rule training_set:\n(?:\s+\w+: .*\n)*?\s+wildcards: task=(\w+)",
                       out, flags=re.M)
     assert sets == ["lens"], sets
