@@ -8,6 +8,7 @@ normalised stamps of tile t, in memory ──► every model, in batches of infe
         │   (meanwhile the pool decodes the next tiles)      (× 8 D4 views with infer.tta)
         ▼
 results/scores/{shard}.fits  (+ results/embeddings/{shard}.h5 with infer.embeddings)
+                             (+ results/scores/{shard}.rejects.ecsv: rejected tiles' objects)
 ```
 
 The objects, their order, flags and rejected tiles are those of ``cutouts`` → ``preprocess``
