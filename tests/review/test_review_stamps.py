@@ -137,7 +137,7 @@ def test_review_pages_read_the_stamps_cut_after_ranking(survey, tmp_path):
         old, old_flags, _, _ = gallery.read_stamps(cands, cutouts)
         assert bands == BANDS
         assert np.array_equal(new, old, equal_nan=True) and np.array_equal(new_flags, old_flags)
-    assert sorted(pages) == index.tolist() and res["n_objects"] == len(index)
+    assert sorted(pages) == index.tolist() and res["n_objects"] == len(index)  # index order
     n_cut = 0
     for path in cutouts:
         with h5py.File(path) as fh:

@@ -364,8 +364,8 @@ def test_pages_read_stamps_cut_after_ranking_equal_to_the_cutouts(tiny_run):
             found += rows.size
     assert found == index.size
     text = "\n".join(p.read_text() for p in (tiny_run / ".snakemake" / "log").glob("*.log"))
-    jobs = [block.split("\n\n")[0] for block in re.split(r"^rule review:$", text,
+    jobs = [block.split("\n\n")[0] for block in re.split(r"^(?:local)?rule review:$", text,
                                                        flags=re.M)[1:]]
-    assert len(jobs) == len(TASKS), text[-3000:]
+    assert len(jobs) >= len(TASKS), text[-3000:]  # a job per task, in every run's log
     assert all("results/review/stamps.h5" in job and "results/cutouts" not in job
                for job in jobs), jobs

@@ -168,6 +168,10 @@ def review_stamps(config: Mapping, index_dir: str | Path, candidates: Mapping[st
            {"images": np.zeros((0, n_band, size, size), np.float32),
             "flags": np.zeros(0, np.uint8), "zeropoint": np.zeros((0, n_band)),
             "pixscale": [], "tiles": [], "inputs": []})
+    if rows:  # cut tile by tile; written in index order
+        order = np.argsort(rows["index"], kind="stable")
+        rows = {c: v[order] for c, v in rows.items()}
+        cut = {**cut, **{k: cut[k][order] for k in ("images", "flags", "zeropoint")}}
     write_review_stamps(out, config, rows, cut)
     return {"n_objects": int(wanted.size), "n_tiles": len(cut["tiles"])}
 
