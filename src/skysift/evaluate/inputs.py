@@ -178,8 +178,9 @@ class SplitLookup:
     """Split codes of catalog ``index`` values, from ``results/split.fits``.
 
     The table ``skysift split`` writes has ``index`` 0..n-1 in order: a code is then looked
-    up at its row of the memory-mapped ``split`` column (1 byte per object, pages read on
-    demand), after a block-wise check of that order. Any other table (rows in another
+    up at its row of the memory-mapped ``split`` column, after a block-wise check of that
+    order (the file's pages, 9 bytes per object, are read through the map; nothing else is
+    held). Any other table (rows in another
     order, gaps) is held sorted in memory (9 bytes per object). Raises DataError for
     repeated indices or codes other than 0/1/2, as :func:`split_of`.
     """
@@ -187,10 +188,22 @@ class SplitLookup:
     def __init__(self, path: str | Path, block_rows: int | None = None) -> None:
         block_rows = block_rows or BLOCK_ROWS
         path = Path(path)
-        _read_product(path, "split table", ("index", "split"))  # exists, readable, columns
+        if not path.exists():
+            raise DataError(f"{path}: split table not found; run the step that makes it "
+                            f"(snakemake {path})")
         self.path = path
-        self._hdul = fits.open(path, memmap=True)
-        data = self._hdul[1].data
+        try:
+            self._hdul = fits.open(path, memmap=True)
+            data = self._hdul[1].data
+            names = list(data.columns.names) if data is not None else []
+        except Exception as exc:  # astropy raises many types for unreadable files
+            raise DataError(f"{path}: cannot read the split table ({exc}); delete it and "
+                            "re-run its rule") from None
+        missing = [c for c in ("index", "split") if c not in names]
+        if missing:
+            self._hdul.close()
+            raise DataError(f"{path}: split table lacks columns {missing}; columns are "
+                            f"{', '.join(names)}; delete it and re-run its rule")
         self.n = len(data) if data is not None else 0
         self.dense = True
         for lo in range(0, self.n, block_rows):
