@@ -64,7 +64,7 @@ rule review_stamps:
         "logs/review_stamps.log",
     benchmark:
         "results/benchmarks/review_stamps.tsv"
-    threads: 1
+    threads: 2  # the decode pool (infer.tiles_in_flight processes) works while this one waits
     resources:
         mem_mb=4000,
         runtime=30,
