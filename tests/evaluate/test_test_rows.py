@@ -1,5 +1,5 @@
 """Evaluate keeps only the catalog's test rows, read part by part in blocks of rows
-(skysift.evaluate.inputs.read_test_rows): the rows, scores and label matches of the former
+(skysift.evaluate.testrows.read_test_rows): the rows, scores and label matches of the former
 whole-table read, whatever the block size, the split table's order or the catalog's form."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from astropy.table import Table
 from test_evaluate import FIGURES, write_inputs
 
 from skysift.errors import DataError
-from skysift.evaluate import evaluate, inputs
+from skysift.evaluate import evaluate, testrows
 from skysift.ids import match_ids
 from skysift.survey.split import write_split
 
@@ -59,7 +59,7 @@ def test_test_rows_are_the_whole_table_read_rows(tmp_path, block_rows):
     assert 0 < test.sum() < N and 0 < (pos[test] >= 0).sum()
     for catalog in ("catalog.fits", "fits", "parquet"):
         for table in ("split.fits", "shuffled.fits"):
-            got = inputs.read_test_rows(tmp_path / catalog, COLUMNS, tmp_path / table, keys,
+            got = testrows.read_test_rows(tmp_path / catalog, COLUMNS, tmp_path / table, keys,
                                         block_rows)
             assert got.index.tolist() == np.asarray(cat["index"])[test].tolist()
             assert got.label_pos.tolist() == pos[test].tolist()
@@ -76,15 +76,15 @@ def test_repeated_index_and_missing_split_are_errors(tmp_path):
     twice["index"][900] = twice["index"][3]  # far apart: in different blocks
     twice.write(tmp_path / "twice.fits")
     with pytest.raises(DataError, match="more than once"):
-        inputs.read_test_rows(tmp_path / "twice.fits", COLUMNS, tmp_path / "split.fits", keys,
+        testrows.read_test_rows(tmp_path / "twice.fits", COLUMNS, tmp_path / "split.fits", keys,
                               block_rows=100)
     write_split(tmp_path / "short.fits", split[:N - 100], {})
     short = tmp_path / "short.fits"
     if (np.asarray(cat["index"]) >= N - 100).any():
         with pytest.raises(DataError, match="have no split"):
-            inputs.read_test_rows(tmp_path / "catalog.fits", COLUMNS, short, keys, 100)
+            testrows.read_test_rows(tmp_path / "catalog.fits", COLUMNS, short, keys, 100)
     with pytest.raises(DataError, match="no score column 'score_x'"):
-        inputs.read_test_rows(tmp_path / "parquet", {"x/m": "score_x"}, tmp_path / "split.fits",
+        testrows.read_test_rows(tmp_path / "parquet", {"x/m": "score_x"}, tmp_path / "split.fits",
                               keys)
 
 
@@ -95,7 +95,7 @@ def test_metrics_do_not_depend_on_the_block_size(tmp_path, monkeypatch):
     cfg, catalog, split = write_inputs(tmp_path, ids)
     out = {}
     for block in (1, 10**6):
-        monkeypatch.setattr(inputs, "BLOCK_ROWS", block)
+        monkeypatch.setattr(testrows, "BLOCK_ROWS", block)
         work = tmp_path / str(block)
         assert evaluate.main(["--config-json", cfg, "--catalog", str(catalog), "--split",
                               str(split), "--out", str(work / "m.json"), "--roc",

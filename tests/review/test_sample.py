@@ -232,3 +232,39 @@ def test_grades_with_the_sample_report_top_purity_and_the_sample(page, tmp_path)
     assert grades.main(["--config-json", json.dumps(config), "--grades", str(filled),
                         "--sample", str(other), "--out", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()
+
+
+def test_checks_fall_back_to_labelled_test_positives(tmp_path):
+    """No known lens in the catalog: the checks are the task's labelled positives of the test
+    split, never a training or validation positive, a negative or an unlabelled object."""
+    from skysift.review.selection import labelled_test_positives
+
+    n = 60
+    cut = cutouts_file(tmp_path / "s0.h5", list(range(n)), [BIG + k for k in range(n)],
+                       ["a"] * n)
+    cands = candidates_file(tmp_path / "c.csv", [(k, BIG + k, "a", float(n - k))
+                                                 for k in range(5)])
+    cat = catalog_file(tmp_path / "catalog.fits", n, known=())
+    Table({"index": np.arange(n, dtype=np.int64),
+           "split": (np.arange(n) % 3).astype(np.uint8)}).write(tmp_path / "split.fits")
+    lensed = [3, 6, 9, 12, 14, 17, 20, 23]  # 14, 17, 20, 23 in the test split (k % 3 == 2)
+    labelled = np.arange(40)  # objects 40-59 unlabelled (47, 50 would be test positives)
+    Table({"objid": BIG + labelled, "is_lens": np.isin(labelled, lensed).astype(np.int16)}
+          ).write(tmp_path / "labels.fits")
+    config = {**CONFIG, "seed": 3, "survey": {"labels": str(tmp_path / "labels.fits"),
+                                              "labels_id_column": "objid"},
+              "review": {"random_fraction": 0.25, "n_checks": 3, "score_bins": [0, 0.5, 1]}}
+    got = labelled_test_positives(config, "lens", cat, tmp_path / "split.fits")
+    assert got.tolist() == [14, 17, 20, 23]
+    assert labelled_test_positives(config, "lens", cat, None) is None
+    argv = ["--config-json", json.dumps(config), "--task", "lens", "--candidates", str(cands),
+            "--cutouts", str(cut), "--html", str(tmp_path / "lens.html"), "--sheet",
+            str(tmp_path / "sheet.csv"), "--catalog", str(cat), "--sample",
+            str(tmp_path / "sample.csv"), "--split", str(tmp_path / "split.fits")]
+    assert gallery.main(argv) == 0
+    with open(tmp_path / "sample.csv", newline="") as fh:
+        checks = [int(r["index"]) for r in csv.DictReader(fh) if r["source"] == "check"]
+    assert len(checks) == 3 and set(checks) <= {14, 17, 20, 23}
+    assert gallery.main(argv[:-2]) == 0  # without the split: no known lens, no checks
+    with open(tmp_path / "sample.csv", newline="") as fh:
+        assert [r for r in csv.DictReader(fh) if r["source"] == "check"] == []

@@ -11,6 +11,8 @@ rule review:
         catalog=paths.CATALOG,
         stamps=paths.REVIEW_STAMPS,
         metrics=paths.METRICS,
+        split=paths.SPLIT,
+        labels=plan.labels_files(config),
     output:
         html=report(
             paths.REVIEW_HTML,
@@ -26,7 +28,7 @@ rule review:
         ),
         sample=paths.REVIEW_SAMPLE,
     params:
-        **cfg_params("tasks", "models", "review", "training_set"),
+        **cfg_params("tasks", "models", "review", "training_set", "survey"),
     conda:
         ENV
     log:
@@ -41,7 +43,7 @@ rule review:
         "python -m skysift review --config-json {params.cfg:q} --task {wildcards.task} "
         "--candidates {input.candidates:q} --stamps {input.stamps:q} "
         "--html {output.html:q} --sheet {output.sheet:q} --metrics {input.metrics:q} "
-        "--catalog {input.catalog:q} --sample {output.sample:q} 2> {log:q}"
+        "--catalog {input.catalog:q} --sample {output.sample:q} --split {input.split:q} 2> {log:q}"
 
 
 # The stamps every task's page shows (candidates, random sample, checks: drawn as rule review
@@ -52,6 +54,8 @@ rule review_stamps:
         candidates=expand(paths.CANDIDATES, task=TASKS),
         catalog=paths.CATALOG,
         shards=paths.INDEX_SHARDS,
+        split=paths.SPLIT,
+        labels=plan.labels_files(config),
     output:
         paths.REVIEW_STAMPS,
     params:
@@ -71,4 +75,4 @@ rule review_stamps:
     shell:
         "python -m skysift review_stamps --config-json {params.cfg:q} "
         "--index-dir {params.index_dir:q} --candidates {input.candidates:q} "
-        "--catalog {input.catalog:q} --out {output:q} 2> {log:q}"
+        "--catalog {input.catalog:q} --split {input.split:q} --out {output:q} 2> {log:q}"

@@ -5,7 +5,7 @@ Reads ``results/catalog.fits`` (``index``, ``id``, ``score_{task}_{model}`` logi
 folder of per-shard parts), ``results/split.fits`` (``index``, ``split``) and the labels table
 (``survey.labels``), joins labels to the catalog by id exactly (int64 or str, never through a
 float) and writes, for the test split only (the catalog is read in blocks of rows and only
-its test rows are kept: :func:`skysift.evaluate.inputs.read_test_rows`)::
+its test rows are kept: :func:`skysift.evaluate.testrows.read_test_rows`)::
 
     metrics.json = {"split": "test", "provenance": {...}, "primary": {task: model},
       "tasks": {task: {"model": <primary model>, <its metrics>}},
@@ -65,7 +65,8 @@ from skysift.errors import DataError
 from skysift.evaluate import calibration, completeness
 from skysift.evaluate.figures import plot_roc
 from skysift.evaluate.gap import attach_simulated
-from skysift.evaluate.inputs import TEST, read_labels, read_test_rows
+from skysift.evaluate.inputs import TEST, read_labels
+from skysift.evaluate.testrows import read_test_rows
 from skysift.io import provenance, write_json
 from skysift.modelspec import model_specs, primary_specs
 from skysift.score import prior

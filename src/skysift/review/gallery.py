@@ -34,6 +34,7 @@ from skysift.review.panels import Panels, make_panels, scale_bar
 from skysift.review.sample import SOURCES, read_scored_catalog, write_sample
 from skysift.review.selection import (
     Candidates,
+    labelled_test_positives,
     page_candidates,
     page_selection,
     read_candidates,
@@ -150,13 +151,15 @@ def _panels(config: Mapping, task: str, images: np.ndarray, bands: list[str],
 def review_task(config: Mapping, task: str, candidates: str | Path,
                 cutouts: Sequence[str | Path], html_out: str | Path,
                 sheet_out: str | Path, metrics: str | Path | None = None,
-                catalog: str | Path | None = None, sample_out: str | Path | None = None
-                ) -> tuple[int, dict]:
+                catalog: str | Path | None = None, sample_out: str | Path | None = None,
+                split: str | Path | None = None) -> tuple[int, dict]:
     """Write one task's grading page and sheet; returns the number of page objects and the
     count per source. ``metrics`` (results/metrics.json) adds the models' test metrics and
     sim→real gaps; ``catalog`` (results/catalog.fits) with ``sample_out`` adds the random
     sample and checks (:mod:`.sample`), shuffled with the candidates and written to
-    ``sample_out``: the page then hides ranks, scores and the known-lens badge."""
+    ``sample_out``: the page then hides ranks, scores and the known-lens badge. ``split``
+    (results/split.fits) lets labelled test-split positives serve as the checks where the
+    catalog flags no known lens."""
     spec = primary_specs(config)[task]
     opts = config["review"]
     cands = read_candidates(candidates, spec.column,
@@ -164,7 +167,8 @@ def review_task(config: Mapping, task: str, candidates: str | Path,
     sel = None
     if catalog is not None:
         cat = read_scored_catalog(catalog, spec.column)
-        sel = page_selection(config, task, cands, cat)
+        sel = page_selection(config, task, cands, cat,
+                             labelled_test_positives(config, task, catalog, split))
         cands = page_candidates(sel, cat)
     blind = sel is not None and bool(np.any(sel.source != "top"))
     images, flags, bands, _ = read_stamps(cands, cutouts)
@@ -206,6 +210,9 @@ def parser():
                         "source (top, random, check), score bin and sampling weight")
     p.add_argument("--metrics", default=None,
                    help="results/metrics.json: each model's test metrics and sim→real gap")
+    p.add_argument("--split", default=None,
+                   help="results/split.fits: labelled test-split positives are the checks "
+                        "where the catalog flags no known lens (survey.labels)")
     return p
 
 
@@ -218,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         n, counts = review_task(cli.load_config(args), args.task, args.candidates,
                                 args.cutouts, args.html, args.sheet, args.metrics,
-                                args.catalog, args.sample)
+                                args.catalog, args.sample, args.split)
         seconds = time.perf_counter() - t0
         log.info("%s: %d objects reviewed (%s) in %.1f s (%.0f stamps/s) -> %s, %s%s",
                  args.task, n, " ".join(f"{k}={v}" for k, v in counts.items()), seconds,

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from skysift.errors import DataError
+from skysift.evaluate.inputs import read_labels
+from skysift.evaluate.testrows import read_test_rows
 from skysift.review.sample import ScoredCatalog, Selection, random_count, select
 from skysift.seeds import derive_seed
 
@@ -77,10 +79,30 @@ def read_candidates(path: str | Path, score_column: str, prob_columns: Sequence[
                         bool) if "known_lens" in names else None))
 
 
-def page_selection(config: Mapping, task: str, cands: Candidates, cat: ScoredCatalog
-                   ) -> Selection:
+def labelled_test_positives(config: Mapping, task: str, catalog: str | Path,
+                            split: str | Path | None) -> np.ndarray | None:
+    """Catalog ``index`` (sorted) of the task's labelled positives in the test split: the
+    checks of a page when the catalog flags no known lens (no training set saw them).
+
+    None when there is no split table or ``survey.labels`` is null. ``catalog``: the one
+    scores catalog file or the folder of per-shard parts; ``split``: results/split.fits.
+    """
+    if split is None or not config["survey"].get("labels"):
+        return None
+    keys, values, _ = read_labels(config)
+    rows = read_test_rows(catalog, {}, split, keys)
+    found = rows.label_pos >= 0
+    label = np.zeros(rows.index.size)
+    label[found] = values[task][rows.label_pos[found]]
+    return np.sort(rows.index[label == 1])
+
+
+def page_selection(config: Mapping, task: str, cands: Candidates, cat: ScoredCatalog,
+                   test_positives: np.ndarray | None = None) -> Selection:
     """The page's objects (:mod:`.sample`): the candidates, ``review.random_fraction`` of
-    the page drawn in bins of score and ``review.n_checks`` known lenses (lens task only)."""
+    the page drawn in bins of score and ``review.n_checks`` checks: known lenses (catalog
+    column ``known_lens``, lens task), or where there are none the task's labelled
+    test-split positives ``test_positives`` (:func:`labelled_test_positives`)."""
     opts = config["review"]
     order = np.argsort(cat.index, kind="stable")
     at = np.searchsorted(cat.index[order], cands.index)
@@ -90,6 +112,8 @@ def page_selection(config: Mapping, task: str, cands: Candidates, cat: ScoredCat
                         "re-run gather and review (snakemake --forcerun gather)")
     top = order[at] if len(cands.index) else np.zeros(0, np.int64)
     known = cat.known if task == config["training_set"]["lens_task"] else None
+    if (known is None or not known.any()) and test_positives is not None:
+        known = np.isin(cat.index, test_positives)
     return select(cat.score, top, known, opts["score_bins"],
                   random_count(len(top), opts["random_fraction"]), opts["n_checks"],
                   derive_seed(config["seed"], "review-sample", task))

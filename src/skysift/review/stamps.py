@@ -41,7 +41,12 @@ from skysift.errors import DataError
 from skysift.io import atomic_output, id_array, provenance, write_attrs
 from skysift.modelspec import primary_specs
 from skysift.review.sample import read_scored_catalog
-from skysift.review.selection import page_candidates, page_selection, read_candidates
+from skysift.review.selection import (
+    labelled_test_positives,
+    page_candidates,
+    page_selection,
+    read_candidates,
+)
 from skysift.score.decode import peak_kib
 from skysift.score.stream import decoded_tiles
 from skysift.stamps.flags import FLAG_BITS
@@ -53,12 +58,13 @@ log = logging.getLogger(__name__)
 LAYOUT_VERSION = 1
 
 
-def page_objects(config: Mapping, candidates: Mapping[str, str | Path], catalog: str | Path
-                 ) -> tuple[np.ndarray, set[str] | None]:
+def page_objects(config: Mapping, candidates: Mapping[str, str | Path], catalog: str | Path,
+                 split: str | Path | None = None) -> tuple[np.ndarray, set[str] | None]:
     """Catalog ``index`` (sorted, unique) of every object a task's page shows, and their
     tiles (None when the catalog has no ``tile`` column).
 
-    candidates : {task: results/candidates/{task}.csv}; catalog : results/catalog.fits.
+    candidates : {task: results/candidates/{task}.csv}; catalog : results/catalog.fits;
+    split : results/split.fits (checks from labelled test positives, as rule review draws).
     """
     index, tiles = [], set()
     has_tiles = True
@@ -66,7 +72,8 @@ def page_objects(config: Mapping, candidates: Mapping[str, str | Path], catalog:
         spec = primary_specs(config)[task]
         cands = read_candidates(path, spec.column)
         cat = read_scored_catalog(catalog, spec.column)
-        page = page_candidates(page_selection(config, task, cands, cat), cat)
+        checks = labelled_test_positives(config, task, catalog, split)
+        page = page_candidates(page_selection(config, task, cands, cat, checks), cat)
         index.append(page.index)
         if page.tile is None:
             has_tiles = False
@@ -159,9 +166,10 @@ def write_review_stamps(path: str | Path, config: Mapping, rows: Mapping[str, np
 
 
 def review_stamps(config: Mapping, index_dir: str | Path, candidates: Mapping[str, str | Path],
-                  catalog: str | Path, out: str | Path) -> dict:
+                  catalog: str | Path, out: str | Path, split: str | Path | None = None
+                  ) -> dict:
     """Cut every page object of every task from the tiles into ``out``; returns counts."""
-    wanted, tiles = page_objects(config, candidates, catalog)
+    wanted, tiles = page_objects(config, candidates, catalog, split)
     rows = wanted_rows(index_dir, wanted, tiles) if wanted.size else {}
     n_band, size = len(config["survey"]["bands"]), config["cutouts"]["stamp_size_pix"]
     cut = (cut_rows(config, rows) if rows else
@@ -193,6 +201,8 @@ def parser():
                    help="results/candidates/{task}.csv of every task")
     p.add_argument("--catalog", required=True, help="results/catalog.fits (gather)")
     p.add_argument("--out", required=True, help="results/review/stamps.h5")
+    p.add_argument("--split", default=None,
+                   help="results/split.fits: the checks as rule review draws them")
     return p
 
 
@@ -203,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = cli.load_config(args)
         tasks = [t["name"] for t in config["tasks"]]
         candidates = {_task_of(p, tasks): p for p in args.candidates}
-        res = review_stamps(config, args.index_dir, candidates, args.catalog, args.out)
+        res = review_stamps(config, args.index_dir, candidates, args.catalog, args.out,
+                            args.split)
         seconds = time.perf_counter() - t0
         log.info("review stamps: %d page objects of %d tasks cut from %d tiles in %.1f s "
                  "(%.0f objects/s), peak memory %s KiB -> %s", res["n_objects"],
