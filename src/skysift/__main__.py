@@ -41,6 +41,8 @@ STEPS = {
     "grades": ("skysift.review.grades", "purity by grade of a filled candidate grading sheet"),
     "rounds": ("skysift.review.rounds",
                "compare review rounds: new lenses per 100 inspected, recall of graded lenses"),
+    "similar": ("skysift.review.similar",
+                "nearest neighbours of query objects in the embeddings, a linear probe, a map"),
 }
 
 

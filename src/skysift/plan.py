@@ -362,4 +362,46 @@ def final_targets(config: Mapping) -> list[str]:
     targets += recover_targets(config)
     targets += [p.format(task=t) for t in tasks for p in (paths.REVIEW_HTML, paths.REVIEW_SHEET,
                                                        paths.REVIEW_SAMPLE)]
+    targets += similar_targets(config)
     return targets
+
+
+def similar_tasks(config: Mapping) -> list[str]:
+    """Tasks of ``skysift similar`` (``similar.tasks``, null: the lens task); none unless
+    ``similar.queries`` or ``similar.grades`` is given."""
+    opts = config["similar"]
+    if not opts["queries"] and not opts["grades"]:
+        return []
+    names = [t["name"] for t in config["tasks"]]
+    if opts["tasks"] is not None:
+        unknown = [t for t in opts["tasks"] if t not in names]
+        if unknown:
+            raise ConfigError(f"similar.tasks: {unknown} are not tasks of the config "
+                              f"(tasks: {names}); list tasks[].name entries")
+        return list(opts["tasks"])
+    lens = config["training_set"]["lens_task"]
+    return [lens] if lens in names else []
+
+
+def similar_outputs(config: Mapping) -> dict[str, str]:
+    """Outputs of rule ``similar``: the neighbour list, the probe's table (``similar.probe``)
+    and the map (``similar.map`` not none)."""
+    out = {"list": paths.SIMILAR}
+    if config["similar"]["probe"]:
+        out["probe"] = paths.SIMILAR_PROBE
+    if config["similar"]["map"] != "none":
+        out["map"] = paths.SIMILAR_MAP
+    return out
+
+
+def similar_targets(config: Mapping) -> list[str]:
+    """What ``rule all`` asks of rules ``similar`` and ``similar_review``: every output per
+    task of :func:`similar_tasks`."""
+    pats = [*similar_outputs(config).values(), paths.SIMILAR_HTML, paths.SIMILAR_SHEET]
+    return [p.format(task=t) for t in similar_tasks(config) for p in pats]
+
+
+def similar_args(outputs: Mapping[str, str]) -> str:
+    """``--probe PATH --map PATH`` of ``skysift similar`` for the outputs the rule writes."""
+    return " ".join(f"--{k} {shlex.quote(str(outputs[k]))}" for k in ("probe", "map")
+                    if k in outputs)
