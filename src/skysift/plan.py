@@ -369,34 +369,26 @@ def final_targets(config: Mapping) -> list[str]:
 def similar_tasks(config: Mapping) -> list[str]:
     """Tasks of ``skysift similar`` (``similar.tasks``, null: the lens task); none unless
     ``similar.queries`` or ``similar.grades`` is given."""
-    opts = config["similar"]
+    opts, names = config["similar"], [t["name"] for t in config["tasks"]]
     if not opts["queries"] and not opts["grades"]:
         return []
-    names = [t["name"] for t in config["tasks"]]
-    if opts["tasks"] is not None:
-        unknown = [t for t in opts["tasks"] if t not in names]
-        if unknown:
-            raise ConfigError(f"similar.tasks: {unknown} are not tasks of the config "
-                              f"(tasks: {names}); list tasks[].name entries")
-        return list(opts["tasks"])
+    if [t for t in opts["tasks"] or [] if t not in names]:
+        raise ConfigError(f"similar.tasks: {opts['tasks']} are not all tasks of the config "
+                          f"(tasks: {names}); list tasks[].name entries")
     lens = config["training_set"]["lens_task"]
-    return [lens] if lens in names else []
+    return list(opts["tasks"]) if opts["tasks"] is not None else [lens] if lens in names else []
 
 
 def similar_outputs(config: Mapping) -> dict[str, str]:
     """Outputs of rule ``similar``: the neighbour list, the probe's table (``similar.probe``)
     and the map (``similar.map`` not none)."""
-    out = {"list": paths.SIMILAR}
-    if config["similar"]["probe"]:
-        out["probe"] = paths.SIMILAR_PROBE
-    if config["similar"]["map"] != "none":
-        out["map"] = paths.SIMILAR_MAP
-    return out
+    out = {"list": paths.SIMILAR, "probe": paths.SIMILAR_PROBE, "map": paths.SIMILAR_MAP}
+    return {k: v for k, v in out.items() if k == "list" or (k == "probe" and config[
+        "similar"]["probe"]) or (k == "map" and config["similar"]["map"] != "none")}
 
 
 def similar_targets(config: Mapping) -> list[str]:
-    """What ``rule all`` asks of rules ``similar`` and ``similar_review``: every output per
-    task of :func:`similar_tasks`."""
+    """What ``rule all`` asks of rules ``similar`` and ``similar_review`` per similar task."""
     pats = [*similar_outputs(config).values(), paths.SIMILAR_HTML, paths.SIMILAR_SHEET]
     return [p.format(task=t) for t in similar_tasks(config) for p in pats]
 

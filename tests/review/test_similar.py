@@ -12,8 +12,8 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from skysift import plan
 from skysift import config as cfg
+from skysift import plan
 from skysift.io import provenance
 from skysift.review.probe import map_rows, probe_labels, probe_logits, train_probe
 from skysift.review.similar import main, merge_lists, neighbours, read_embeddings, unit_rows

@@ -120,19 +120,15 @@ def map_rows(n: int, marked: np.ndarray, n_points: int, seed: int) -> np.ndarray
 
 
 def run_map(config: Mapping, task: str, emb, qrows: np.ndarray, grades: tuple,
-            cat: ScoredCatalog, out: str | Path) -> None:
-    """The 2-D map PNG: score as colour; queries, A/B and N grades, known lenses marked."""
+            cat: ScoredCatalog, known: np.ndarray, out: str | Path) -> None:
+    """The 2-D map PNG: score as colour; queries, A/B and N grades, known lenses (positions
+    ``known`` in ``emb``) marked."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from skysift.review.similar import rows_of
 
     t0 = time.perf_counter()
     opts = config["similar"]
     g_rows, g_grades, _ = grades
-    known = (rows_of(emb, cat.index[cat.known]) if cat.known is not None
-             else np.zeros(0, np.int64))
-    known = known[known >= 0]
     rows = map_rows(len(emb.index), np.concatenate([qrows, g_rows, known]), opts["map_points"],
                     derive_seed(config["seed"], "similar-map", task))
     xy = embed_2d(emb.vectors[rows], opts["map"], derive_seed(config["seed"], "similar-umap"))

@@ -27,6 +27,7 @@ from skysift.errors import ConfigError, DataError
 from skysift.io import atomic_output, open_h5, read_attr_json
 from skysift.learn.models import CLASSICAL
 from skysift.modelspec import ModelSpec, find_spec, primary_specs
+from skysift.review.probe import run_map, run_probe
 from skysift.review.sample import ScoredCatalog, read_scored_catalog
 from skysift.seeds import derive_seed
 from skysift.survey.grades import combine, combined_grade, read_grades_file
@@ -255,8 +256,6 @@ def parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the similar CLI; returns the exit code."""
-    from skysift.review.probe import run_map, run_probe
-
     def body(args) -> int:
         config = cli.load_config(args)
         check_config(config)
@@ -276,7 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.probe:
             run_probe(config, args.task, emb, qrows, grades, args.probe)
         if args.map:
-            run_map(config, args.task, emb, qrows, grades, cat, args.map)
+            known = (rows_of(emb, cat.index[cat.known]) if cat.known is not None
+                     else np.zeros(0, np.int64))
+            run_map(config, args.task, emb, qrows, grades, cat, known[known >= 0], args.map)
         return 0
     return cli.run(body, parser(), argv)
 
