@@ -72,7 +72,7 @@ rule similar:
     shell:
         "python -m skysift similar --config-json {params.cfg:q} --task {wildcards.task} "
         "--embeddings {input.embeddings:q} --catalog {input.catalog:q} "
-        "--out {output.list:q} {params.outputs} 2> {log:q}"
+        "--out {output.list:q} {params.outputs} --threads {threads} 2> {log:q}"
 
 
 rule similar_review:

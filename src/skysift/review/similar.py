@@ -225,7 +225,8 @@ def check_config(config: Mapping) -> None:
                           "ids) or similar.grades (grades files whose A grades are queries)")
 
 
-def find_similar(config: Mapping, task: str, emb: Embeddings, grades: tuple) -> tuple:
+def find_similar(config: Mapping, task: str, emb: Embeddings, grades: tuple, n_jobs: int = 1
+                 ) -> tuple:
     """Query positions and the merged neighbour list (positions, distances, query number)."""
     opts = config["similar"]
     g_rows, g_grades, _ = grades
@@ -235,7 +236,7 @@ def find_similar(config: Mapping, task: str, emb: Embeddings, grades: tuple) -> 
         raise ConfigError(f"similar.grades: no object graded A in {opts['grades']} has an "
                           "embedding; grade a few A or give similar.queries")
     found, dist = neighbours(emb.vectors, qrows, opts["k"], opts["n_neighbors"],
-                             derive_seed(config["seed"], "similar", task))
+                             derive_seed(config["seed"], "similar", task), n_jobs)
     return (qrows, *merge_lists(found, dist))
 
 
@@ -249,6 +250,7 @@ def parser():
     p.add_argument("--out", required=True, help="neighbour list, results/similar/{task}.csv")
     p.add_argument("--probe", default=None,
                    help="results/similar/probe_{task}.fits (with similar.probe)")
+    p.add_argument("--threads", type=int, default=1, help="cores of the index build")
     p.add_argument("--map", default=None,
                    help="results/review/similar_{task}_map.png (similar.map not none)")
     return p
@@ -267,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.warning("%d graded objects have no embedding (not scored): skipped", grades[2])
         primary = primary_specs(config)[args.task].column
         cat = read_scored_catalog(args.catalog, primary)
-        qrows, pos, dist, query = find_similar(config, args.task, emb, grades)
+        qrows, pos, dist, query = find_similar(config, args.task, emb, grades, args.threads)
         write_list(args.out, emb, pos, dist, query, qrows, cat, primary)
         log.info("%s: %d queries, %d neighbours of %d embedded objects (%s, width %d) in "
                  "%.1f s -> %s", args.task, len(qrows), len(pos), len(emb.index), spec.column,
