@@ -41,21 +41,24 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 from astropy.table import Table
 from timing import peak_rss_kib
 
 from skysift.config import load
 from skysift.metrics import auroc, bootstrap
-from skysift.modelspec import primary_specs
+from skysift.modelspec import model_specs, primary_specs
 from skysift.review.probe import probe_labels, probe_logits, train_probe
 from skysift.review.similar import neighbours, read_embeddings, unit_rows
 from skysift.survey.split import TEST, TRAIN
 
 
-def run_config(workdir: Path, embeddings: bool) -> dict:
-    """The run's config (config/config.yaml of the workdir) with infer.embeddings set."""
-    return load(str(workdir / "config" / "config.yaml"), json.dumps(
-        {"infer": {"embeddings": embeddings}}), [])
+def run_config(workdir: Path, embeddings: bool, overlay: str | None = None) -> dict:
+    """The run's config (config/config.yaml of the workdir, then the --overlay YAML the run
+    was given) with infer.embeddings set."""
+    extra = yaml.safe_load(Path(overlay).read_text()) if overlay else {}
+    extra.setdefault("infer", {})["embeddings"] = embeddings
+    return load(str(workdir / "config" / "config.yaml"), json.dumps(extra), [])
 
 
 def mock_truth(workdir: Path, config: dict, emb) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,8 +78,8 @@ def mock_truth(workdir: Path, config: dict, emb) -> tuple[np.ndarray, np.ndarray
 
 
 def mock(args) -> None:
-    workdir = Path(args.workdir)
-    config = run_config(workdir, True)
+    workdir = Path(args.workdir).resolve()
+    config = run_config(workdir, True, args.overlay)
     column = primary_specs(config)[config["training_set"]["lens_task"]].column
     emb = read_embeddings(sorted(glob.glob(str(workdir / "results/embeddings/*.h5"))), column)
     is_lens, split, score = mock_truth(workdir, config, emb)
@@ -121,15 +124,17 @@ def mock(args) -> None:
 def export(args) -> None:
     from skysift.score.stream import score_shard
 
-    workdir = Path(args.workdir)
+    workdir = Path(args.workdir).resolve()
+    overlay = args.overlay and str(Path(args.overlay).resolve())
+    args.overlay = overlay
     os.chdir(workdir)
     shard = args.shard or sorted(json.loads(Path("results/index/shards.json").read_text()))[0]
-    models = sorted(glob.glob("results/models/*/*.pt"))
+    models = [s.path for s in model_specs(run_config(workdir, False, args.overlay))]
     times: dict[bool, list[float]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.repeats + 1):
             for with_emb in (False, True):
-                config = run_config(workdir, with_emb)
+                config = run_config(workdir, with_emb, args.overlay)
                 t0 = time.perf_counter()
                 score_shard(config, "results/index", shard, models, f"{tmp}/scores.fits",
                             f"{tmp}/emb.h5" if with_emb else None)
@@ -183,9 +188,11 @@ def main() -> int:
     m.add_argument("--negatives", type=int, default=300)
     m.add_argument("--n-boot", type=int, default=1000)
     m.add_argument("--seed", type=int, default=21)
+    m.add_argument("--overlay", default=None, help="the YAML given to the run with --configfile")
     e = sub.add_parser("export")
     e.add_argument("--workdir", required=True)
     e.add_argument("--shard", default=None)
+    e.add_argument("--overlay", default=None, help="the YAML given to the run with --configfile")
     e.add_argument("--repeats", type=int, default=3)
     i = sub.add_parser("index")
     i.add_argument("--n", type=int, nargs="+", default=[100000, 300000, 1000000])
