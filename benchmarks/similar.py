@@ -48,6 +48,7 @@ from timing import peak_rss_kib
 from skysift.config import load
 from skysift.metrics import auroc, bootstrap
 from skysift.modelspec import model_specs, primary_specs
+from skysift.plan import read_shards
 from skysift.review.probe import probe_labels, probe_logits, train_probe
 from skysift.review.similar import neighbours, read_embeddings, unit_rows
 from skysift.survey.split import TEST, TRAIN
@@ -128,7 +129,7 @@ def export(args) -> None:
     overlay = args.overlay and str(Path(args.overlay).resolve())
     args.overlay = overlay
     os.chdir(workdir)
-    shard = args.shard or sorted(json.loads(Path("results/index/shards.json").read_text()))[0]
+    shard = args.shard or sorted(read_shards("results/index/shards.json"))[0]
     models = [s.path for s in model_specs(run_config(workdir, False, args.overlay))]
     times: dict[bool, list[float]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
