@@ -43,6 +43,8 @@ STEPS = {
                "compare review rounds: new lenses per 100 inspected, recall of graded lenses"),
     "review_stamps": ("skysift.review.stamps",
                       "cut the objects of every review page from the tiles, after ranking"),
+    "similar": ("skysift.review.similar",
+                "nearest neighbours of query objects in the embeddings, a linear probe, a map"),
 }
 
 

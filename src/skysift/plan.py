@@ -202,9 +202,10 @@ def gather_csv(config: Mapping) -> dict[str, str]:
     return {"csv": paths.CATALOG_CSV} if config["infer"]["catalog_csv"] else {}
 
 
-def csv_arg(outputs: Mapping[str, str]) -> str:
-    """``--csv PATH`` of ``skysift gather`` when the rule writes the CSV, else ''."""
-    return f"--csv {shlex.quote(str(outputs['csv']))}" if "csv" in outputs else ""
+def optional_flags(outputs: Mapping[str, str], *keys: str) -> str:
+    """``--KEY PATH`` for each of ``keys`` a rule's ``outputs`` hold (the optional outputs:
+    gather's ``csv``, infer's ``embeddings``, similar's ``probe`` and ``map``), else ''."""
+    return " ".join(f"--{k} {shlex.quote(str(outputs[k]))}" for k in keys if k in outputs)
 
 
 def two_stage(config: Mapping) -> bool:
@@ -246,12 +247,6 @@ def infer_models(config: Mapping) -> list[str]:
 def infer_stage_arg(config: Mapping) -> str:
     """``--first-stage`` for ``skysift infer`` in a two-stage run, else ''."""
     return "--first-stage" if two_stage(config) else ""
-
-
-def embeddings_arg(outputs: Mapping[str, str]) -> str:
-    """``--embeddings PATH`` of ``skysift infer`` when the rule writes embeddings, else ''."""
-    return f"--embeddings {shlex.quote(str(outputs['embeddings']))}" if "embeddings" in outputs \
-        else ""
 
 
 def training_set_files(config: Mapping) -> list[str]:
@@ -362,6 +357,7 @@ def final_targets(config: Mapping) -> list[str]:
     targets += recover_targets(config)
     targets += [p.format(task=t) for t in tasks for p in (paths.REVIEW_HTML, paths.REVIEW_SHEET,
                                                        paths.REVIEW_SAMPLE)]
+    targets += similar_targets(config)
     return targets
 
 
@@ -370,3 +366,30 @@ def every_shard_patterns(config: Mapping) -> list[str]:
     ``cutouts.all_shards`` (else only the training shards' are made, for the training
     sets), else none."""
     return [paths.CUTOUTS] if config["cutouts"]["all_shards"] else []
+
+
+def similar_tasks(config: Mapping) -> list[str]:
+    """Tasks of ``skysift similar`` (``similar.tasks``, null: the lens task); none unless
+    ``similar.queries`` or ``similar.grades`` is given."""
+    opts, names = config["similar"], [t["name"] for t in config["tasks"]]
+    if not opts["queries"] and not opts["grades"]:
+        return []
+    if [t for t in opts["tasks"] or [] if t not in names]:
+        raise ConfigError(f"similar.tasks: {opts['tasks']} are not all tasks of the config "
+                          f"(tasks: {names}); list tasks[].name entries")
+    lens = config["training_set"]["lens_task"]
+    return list(opts["tasks"]) if opts["tasks"] is not None else [lens] if lens in names else []
+
+
+def similar_outputs(config: Mapping) -> dict[str, str]:
+    """Outputs of rule ``similar``: the neighbour list, the probe's table (``similar.probe``)
+    and the map (``similar.map`` not none)."""
+    out = {"list": paths.SIMILAR, "probe": paths.SIMILAR_PROBE, "map": paths.SIMILAR_MAP}
+    return {k: v for k, v in out.items() if k == "list" or (k == "probe" and config[
+        "similar"]["probe"]) or (k == "map" and config["similar"]["map"] != "none")}
+
+
+def similar_targets(config: Mapping) -> list[str]:
+    """What ``rule all`` asks of rules ``similar`` and ``similar_review`` per similar task."""
+    pats = [*similar_outputs(config).values(), paths.SIMILAR_HTML, paths.SIMILAR_SHEET]
+    return [p.format(task=t) for t in similar_tasks(config) for p in pats]

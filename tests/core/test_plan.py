@@ -176,11 +176,11 @@ def test_catalog_outputs_follow_catalog_format_and_catalog_csv():
         targets)
     config["infer"].update(catalog_format="parquet_per_shard", catalog_csv=False)
     assert plan.catalog_path(config) == "results/catalog" and plan.catalog_is_folder(config)
-    assert plan.gather_csv(config) == {} and plan.csv_arg({}) == ""
+    assert plan.gather_csv(config) == {} and plan.optional_flags({}, "csv") == ""
     targets = plan.final_targets(config)
     assert "results/catalog" in targets and "results/catalog.csv" not in targets
     assert "results/catalog.fits" not in targets
-    assert plan.csv_arg({"csv": "a b.csv"}) == "--csv 'a b.csv'"
+    assert plan.optional_flags({"csv": "a b.csv"}, "csv") == "--csv 'a b.csv'"
 
 
 def test_index_json_is_parsed_once_per_version_of_the_file(tmp_path):

@@ -143,3 +143,31 @@ def test_review_pages_read_the_stamps_cut_after_ranking(survey, tmp_path):
         with h5py.File(path) as fh:
             n_cut += len(fh["index"])
     assert len(index) < n_cut  # the pages only
+
+
+def test_listed_mode_cuts_the_list_as_it_is(survey, tmp_path):
+    """``--listed`` (rule similar_stamps): exactly the objects of the list, the cutouts'
+    pixels, no sample or checks drawn, and no catalog read."""
+    import json
+
+    root, config, cutouts = survey
+    images, _ = _cutouts_by_index(cutouts)
+    listed = sorted(images)[1::4]
+    path = tmp_path / "similar.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["rank", "index", "id", "ra", "dec", "tile", "distance"])
+        for k, i in enumerate(reversed(listed), start=1):
+            w.writerow([k, i, f"x{i}", 0.0, 0.0, "", 0.1 * k])
+    out = tmp_path / "stamps.h5"
+    assert review_stamps.main(["--config-json", json.dumps(config), "--listed", "--index-dir",
+                               str(root / "index"), "--candidates", str(path), "--out",
+                               str(out)]) == 0
+    with h5py.File(out) as fh:
+        assert fh["index"][()].tolist() == listed
+        for k, i in enumerate(listed):
+            np.testing.assert_array_equal(fh["images"][k], images[i])
+    assert review_stamps.main(["--config-json", json.dumps(config), "--index-dir",
+                               str(root / "index"), "--candidates", str(path), "--out",
+                               str(tmp_path / "no.h5")]) != 0  # no --catalog, no --listed
+    assert not (tmp_path / "no.h5").exists()

@@ -15,7 +15,7 @@ rule infer:
     params:
         **cfg_params("infer", "train", "survey", "cutouts", "preprocess", "strict"),
         index_dir=lambda wildcards, input: Path(input.shard_index).parent.parent,
-        embeddings=lambda wildcards, output: plan.embeddings_arg(dict(output.items())),
+        embeddings=lambda wildcards, output: plan.optional_flags(dict(output.items()), "embeddings"),
         stage=plan.infer_stage_arg(config),
     conda:
         ENV
@@ -47,7 +47,7 @@ rule gather:
     params:
         **cfg_params("tasks", "infer", "models", "evaluate", "survey"),
         candidates_dir=lambda wildcards, output: Path(output.candidates[0]).parent,
-        csv=lambda wildcards, output: plan.csv_arg(dict(output.items())),
+        csv=lambda wildcards, output: plan.optional_flags(dict(output.items()), "csv"),
         known="--known-lenses" if config["survey"]["known_lenses"] else "",
     conda:
         ENV

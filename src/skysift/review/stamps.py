@@ -28,6 +28,7 @@ as a cutouts file (``bands``, ``tiles``, ``stamp_size_pix``, ``pixscale_arcsec``
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -37,7 +38,7 @@ import h5py
 import numpy as np
 
 from skysift import cli, paths
-from skysift.errors import DataError
+from skysift.errors import ConfigError, DataError
 from skysift.io import atomic_output, id_array, provenance, write_attrs
 from skysift.modelspec import primary_specs
 from skysift.review.sample import read_scored_catalog
@@ -79,6 +80,25 @@ def page_objects(config: Mapping, candidates: Mapping[str, str | Path], catalog:
             has_tiles = False
         else:
             tiles.update(page.tile)
+    wanted = np.unique(np.concatenate(index)) if index else np.zeros(0, np.int64)
+    return wanted.astype(np.int64), (tiles if has_tiles else None)
+
+
+def listed_objects(lists: Sequence[str | Path]) -> tuple[np.ndarray, set[str] | None]:
+    """Catalog ``index`` (sorted, unique) and tiles of the objects of candidate-format lists
+    taken as they are (e.g. ``results/similar/{task}.csv``: no sample, no checks)."""
+    index, tiles, has_tiles = [], set(), True
+    for path in lists:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        try:
+            index.append(np.array([int(r["index"]) for r in rows], np.int64))
+        except (KeyError, ValueError) as exc:
+            raise DataError(f"{path}: column 'index' missing or malformed ({exc}); write the "
+                            "list again with the step that makes it") from None
+        if any(not (r.get("tile") or "").strip() for r in rows):
+            has_tiles = False  # a row without its tile: every shard is searched
+        tiles.update(r["tile"].strip() for r in rows if (r.get("tile") or "").strip())
     wanted = np.unique(np.concatenate(index)) if index else np.zeros(0, np.int64)
     return wanted.astype(np.int64), (tiles if has_tiles else None)
 
@@ -166,10 +186,13 @@ def write_review_stamps(path: str | Path, config: Mapping, rows: Mapping[str, np
 
 
 def review_stamps(config: Mapping, index_dir: str | Path, candidates: Mapping[str, str | Path],
-                  catalog: str | Path, out: str | Path, split: str | Path | None = None
-                  ) -> dict:
-    """Cut every page object of every task from the tiles into ``out``; returns counts."""
-    wanted, tiles = page_objects(config, candidates, catalog, split)
+                  catalog: str | Path | None, out: str | Path,
+                  split: str | Path | None = None, listed: bool = False) -> dict:
+    """Cut every page object of every task from the tiles into ``out``; returns counts.
+    ``listed``: cut the objects of the lists ``candidates`` as they are
+    (:func:`listed_objects`; the catalog is not read)."""
+    wanted, tiles = (listed_objects(list(candidates.values())) if listed
+                     else page_objects(config, candidates, catalog, split))
     rows = wanted_rows(index_dir, wanted, tiles) if wanted.size else {}
     n_band, size = len(config["survey"]["bands"]), config["cutouts"]["stamp_size_pix"]
     cut = (cut_rows(config, rows) if rows else
@@ -199,7 +222,11 @@ def parser():
     p.add_argument("--index-dir", default=paths.INDEX_DIR, help="the survey index directory")
     p.add_argument("--candidates", nargs="+", required=True,
                    help="results/candidates/{task}.csv of every task")
-    p.add_argument("--catalog", required=True, help="results/catalog.fits (gather)")
+    p.add_argument("--catalog", default=None, help="results/catalog.fits (gather); not "
+                   "with --listed")
+    p.add_argument("--listed", action="store_true",
+                   help="cut the objects of the --candidates lists as they are (e.g. "
+                        "results/similar/{task}.csv): no random sample, no checks")
     p.add_argument("--out", required=True, help="results/review/stamps.h5")
     p.add_argument("--split", default=None,
                    help="results/split.fits: the checks as rule review draws them")
@@ -212,9 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         config = cli.load_config(args)
         tasks = [t["name"] for t in config["tasks"]]
-        candidates = {_task_of(p, tasks): p for p in args.candidates}
+        if not args.listed and args.catalog is None:
+            raise ConfigError("skysift review_stamps: pass --catalog (the pages are drawn "
+                              "from it), or --listed to cut the lists as they are")
+        candidates = ({str(p): p for p in args.candidates} if args.listed
+                      else {_task_of(p, tasks): p for p in args.candidates})
         res = review_stamps(config, args.index_dir, candidates, args.catalog, args.out,
-                            args.split)
+                            args.split, args.listed)
         seconds = time.perf_counter() - t0
         log.info("review stamps: %d page objects of %d tasks cut from %d tiles in %.1f s "
                  "(%.0f objects/s), peak memory %s KiB -> %s", res["n_objects"],
