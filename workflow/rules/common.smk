@@ -158,3 +158,12 @@ def catalog_output():
     """infer.catalog_format: the one catalog file, or the folder of its per-shard parts."""
     path = plan.catalog_path(config)
     return directory(path) if plan.catalog_is_folder(config) else path
+
+
+def similar_output():
+    """Rule similar's outputs (plan.similar_outputs), the map registered for the report."""
+    out = plan.similar_outputs(config)
+    if "map" in out:
+        out["map"] = report(out["map"], caption="../report/similar_map.rst",
+                            category="More like this", labels={"task": "{task}"})
+    return out

@@ -90,7 +90,7 @@ rule similar:
         catalog=paths.CATALOG,
         grades=config["similar"]["grades"],
     output:
-        **plan.similar_outputs(config),
+        **similar_output(),
     params:
         **cfg_params("tasks", "models", "training_set", "infer", "similar"),
         outputs=lambda wildcards, output: plan.optional_flags(dict(output.items()), "probe", "map"),
