@@ -268,3 +268,19 @@ def test_checks_fall_back_to_labelled_test_positives(tmp_path):
     assert gallery.main(argv[:-2]) == 0  # without the split: no known lens, no checks
     with open(tmp_path / "sample.csv", newline="") as fh:
         assert [r for r in csv.DictReader(fh) if r["source"] == "check"] == []
+
+
+@pytest.mark.parametrize("fmt", ["fits", "parquet"])
+def test_scored_catalog_reads_per_shard_parts_as_the_one_file(tmp_path, fmt):
+    """infer.catalog_format *_per_shard: the review reads the folder of parts, the same
+    columns and values as the one catalog file."""
+    whole = sampling.read_scored_catalog(catalog_file(tmp_path / "catalog.fits", 30),
+                                         "score_lens_cnn")
+    t = Table.read(tmp_path / "catalog.fits")
+    (tmp_path / "parts").mkdir()
+    t[:12].write(tmp_path / "parts" / f"s000.{fmt}", format=fmt)
+    t[12:].write(tmp_path / "parts" / f"s001.{fmt}", format=fmt)
+    parts = sampling.read_scored_catalog(tmp_path / "parts", "score_lens_cnn")
+    for name in ("index", "ra", "dec", "score", "rank", "known"):
+        np.testing.assert_array_equal(getattr(parts, name), getattr(whole, name))
+    assert parts.ids == whole.ids and parts.tile == whole.tile and parts.prob is None

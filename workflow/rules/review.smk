@@ -8,7 +8,7 @@
 rule review:
     input:
         candidates=paths.CANDIDATES,
-        catalog=paths.CATALOG,
+        catalog=plan.catalog_path(config),
         stamps=paths.REVIEW_STAMPS,
         metrics=paths.METRICS,
         split=paths.SPLIT,
@@ -52,7 +52,7 @@ rule review:
 rule review_stamps:
     input:
         candidates=expand(paths.CANDIDATES, task=TASKS),
-        catalog=paths.CATALOG,
+        catalog=plan.catalog_path(config),
         shards=paths.INDEX_SHARDS,
         split=paths.SPLIT,
         labels=plan.labels_files(config),
@@ -87,7 +87,7 @@ rule review_stamps:
 rule similar:
     input:
         embeddings=per_shard(paths.EMBEDDINGS) if config["infer"]["embeddings"] else [],
-        catalog=paths.CATALOG,
+        catalog=plan.catalog_path(config),
         grades=config["similar"]["grades"],
     output:
         **similar_output(),

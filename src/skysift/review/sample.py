@@ -35,12 +35,14 @@ import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
 from skysift.errors import DataError
 from skysift.io import atomic_output, read_csv_rows
+from skysift.score.tables import read_gathered
 
 #: Values of the ``source`` column of the sample file.
 SOURCES = ("top", "random", "check")
@@ -186,7 +188,14 @@ def _text(values) -> list[str]:
 
 def read_scored_catalog(path, score_column: str) -> ScoredCatalog:
     """Read the catalog's index, id, ra, dec, tile, score, prob, rank and known_lens columns
-    (``results/catalog.fits``, gather) by memory map; DataError naming a missing column."""
+    (gather: ``results/catalog.fits`` by memory map, or the folder of per-shard FITS or
+    Parquet parts of ``infer.catalog_format``, part after part); DataError naming a missing
+    column."""
+    prob, rank = (score_column.replace("score_", p, 1) for p in ("prob_", "rank_"))
+    if Path(path).is_dir():
+        table = read_gathered(path, ("index", "id", "ra", "dec", "tile", score_column, prob,
+                                     rank, "known_lens"))
+        return _scored(table, set(table.colnames), path, score_column, prob, rank)
     try:
         hdul = fits.open(path, memmap=True)
     except (OSError, FileNotFoundError) as exc:
@@ -194,21 +203,24 @@ def read_scored_catalog(path, score_column: str) -> ScoredCatalog:
                         "(snakemake results/catalog.fits)") from None
     with hdul:
         data = hdul[1].data
-        names = set(data.columns.names)
-        missing = [c for c in ("index", "id", "ra", "dec", score_column) if c not in names]
-        if missing:
-            raise DataError(f"{path}: columns {missing} missing; re-run gather with the "
-                            "current models (snakemake --forcerun gather)")
-        prob, rank = (score_column.replace("score_", p, 1) for p in ("prob_", "rank_"))
+        return _scored(data, set(data.columns.names), path, score_column, prob, rank)
 
-        def col(name, dtype):
-            return np.asarray(data[name], dtype) if name in names else None
-        return ScoredCatalog(
-            index=col("index", np.int64), ids=_text(data["id"]), ra=col("ra", np.float64),
-            dec=col("dec", np.float64),
-            tile=[t.strip() for t in _text(data["tile"])] if "tile" in names else None,
-            score=col(score_column, np.float64), prob=col(prob, np.float64),
-            rank=col(rank, np.int64), known=col("known_lens", bool))
+
+def _scored(data, names: set[str], path, score_column: str, prob: str, rank: str
+            ) -> ScoredCatalog:
+    missing = [c for c in ("index", "id", "ra", "dec", score_column) if c not in names]
+    if missing:
+        raise DataError(f"{path}: columns {missing} missing; re-run gather with the "
+                        "current models (snakemake --forcerun gather)")
+
+    def col(name, dtype):
+        return np.array(data[name], dtype) if name in names else None
+    return ScoredCatalog(
+        index=col("index", np.int64), ids=_text(data["id"]), ra=col("ra", np.float64),
+        dec=col("dec", np.float64),
+        tile=[str(t).strip() for t in _text(data["tile"])] if "tile" in names else None,
+        score=col(score_column, np.float64), prob=col(prob, np.float64),
+        rank=col(rank, np.int64), known=col("known_lens", bool))
 
 
 def write_sample(path, sel: Selection, cat: ScoredCatalog) -> None:
