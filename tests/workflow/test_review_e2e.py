@@ -26,7 +26,7 @@ from skysift.modelspec import primary_specs
 TASKS = ("lens", "merger")
 TOP_K = 10  # infer.top_k of tests/workflow/tiny.yaml
 N_RANDOM = 3  # ceil(TOP_K x review.random_fraction 0.2 / 0.8), at least one per non-empty bin
-N_CHECKS = {"lens": 2, "merger": 0}  # review.n_checks; checks only on the lens task's page
+N_CHECKS = {"lens": 2, "merger": 2}  # review.n_checks: known lenses; labelled test mergers
 STAMP_PIX = 32  # cutouts.stamp_size_pix of tests/workflow/tiny.yaml
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

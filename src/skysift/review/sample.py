@@ -227,7 +227,8 @@ def write_sample(path, sel: Selection, cat: ScoredCatalog) -> None:
     """``results/review/{task}_sample.csv`` (``SAMPLE_COLUMNS``), one row per page object in
     page order, atomically: position on the page (the export's ``rank``), catalog index and
     id (verbatim), source, the catalog rank, score, score bin and the lowest and highest
-    catalog score of that bin, weight (empty for a check), known (0/1)."""
+    catalog score of that bin, weight (empty for a check), known (0/1: the catalog's
+    ``known_lens``; 1 for every check, a known lens or a labelled test-split positive)."""
     with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(SAMPLE_COLUMNS)
@@ -238,7 +239,7 @@ def write_sample(path, sel: Selection, cat: ScoredCatalog) -> None:
                         repr(float(cat.score[row])), int(b), repr(float(sel.bin_edges[b])),
                         repr(float(sel.bin_top[b])),
                         "" if not np.isfinite(wt) else repr(float(wt)),
-                        int(bool(cat.known is not None and cat.known[row]))])
+                        int(src == "check" or bool(cat.known is not None and cat.known[row]))])
 
 
 def read_sample(path) -> list[dict[str, str]]:
